@@ -1,0 +1,86 @@
+"""The embedded default: class-conditional SAGAN on Fashion-MNIST, 32×32, on a CPU.
+
+Runs offline from Debian's `dataset-fashion-mnist` IDX files. The model is the
+paper's (attention in G and D, SN in both, hinge loss, TTUR, conditional BN,
+projection D) at a width a 2-core CPU trains in minutes. Attention form: the
+paper's (f, g, h with C/8 channels, no pooling).
+"""
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config(variant: str = ""):
+  """`--config=configs/fashion_mnist.py` or `…:smoke` for the tiny smoke variant."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0                      # seeds parameters, noise and data order.
+
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = "fashion_mnist"   # 'fashion_mnist' (IDX files), 'folder' (data_dir/<class>/*.jpg|png)
+                                          # or a TFDS name ('imagenet2012', 'cifar10', …).
+  config.dataset.data_dir = ""         # fashion_mnist: folder of the four IDX .gz files ('' = Debian's, then
+                                       # the cache); folder: the image folder; TFDS: data_dir ('' = TFDS default, gs:// works).
+  config.dataset.version = ""          # TFDS version, e.g. '5.1.0' ('' = the builder's default).
+  config.dataset.manual_dir = ""       # TFDS manual_dir, hand-downloaded archives ('' = <data_dir>/downloads/manual).
+  config.dataset.split = "train"       # fashion_mnist: 'train' (60k) or 'test' (10k); TFDS: e.g. 'train', 'train[:90%]'; folder: unused.
+  config.dataset.random_flip = True    # random horizontal flip of training images (off for digits, text).
+  config.dataset.shuffle_buffer = 0    # unused: every source draws a full permutation per epoch (exact resume).
+
+  config.model = ml_collections.ConfigDict()
+  config.model.resolution = 32         # image side; 32, 64, 128 or 256.
+  config.model.image_channels = 1      # output channels of G / input channels of D.
+  config.model.num_classes = 10        # labels must lie in [0, num_classes).
+  config.model.ch = 16                 # width unit: blocks have ch × (table multiplier) channels.
+  config.model.z_dim = 128             # noise dimension.
+  config.model.attention_resolutions = (16,)  # feature sides with attention in G and D; () = none.
+  config.model.g_attention_resolutions = config_dict.placeholder(tuple)  # overrides for G only.
+  config.model.d_attention_resolutions = config_dict.placeholder(tuple)  # overrides for D only.
+  config.model.key_channel_ratio = 8   # f, g get C/8 channels (paper).
+  config.model.value_channel_ratio = 8  # h gets C/8 channels (paper); the released code uses 2.
+  config.model.pool_kv = False         # released code max-pools keys/values 2×2; the paper does not.
+  config.model.attention_impl = "xla"  # 'xla' (explicit softmax) or 'dot_product_attention'.
+  config.model.g_spectral_norm = True  # SN on every G conv/linear (paper §4.1).
+  config.model.d_spectral_norm = True  # SN on every D conv/linear and the projection embedding.
+  config.model.sn_cbn_gains = False    # SN on G's class-conditional BN gains (released code: no).
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.g_lr = 1e-4         # TTUR (paper §4.2): lr_G = 1e-4 …
+  config.optimizer.d_lr = 4e-4         # … lr_D = 4e-4.
+  config.optimizer.b1 = 0.0            # Adam β1 (paper: 0).
+  config.optimizer.b2 = 0.9            # Adam β2 (paper: 0.9; the released code used TF's 0.999).
+  config.optimizer.eps = 1e-8          # Adam ε.
+
+  config.loss = "hinge"                # paper: hinge; see sagan_jax.losses for ablation losses.
+  config.d_steps_per_g_step = 1        # D updates per G update (paper: 1).
+  config.batch_size = 64               # global batch per D step; divisible by the device count.
+  config.num_train_steps = 3000        # G updates.
+  config.dtype = "float32"             # compute dtype of G and D ('float32' or 'bfloat16').
+
+  config.ema_decay = 0.999             # EMA of G's weights; the EMA G makes every sample.
+  config.ema_start_step = 500          # before this step the EMA copies G.
+  config.sample_bn_stats = "standing"  # BN statistics when sampling: 'standing', 'running' or 'batch'.
+  config.standing_stats_batches = 8    # batches of fresh samples that measure standing statistics.
+
+  config.log_every_steps = 50          # scalars (losses, D outputs, γ, grad norms, steps/s).
+  config.sample_every_steps = 500      # sample grid PNG under workdir/samples/.
+  config.checkpoint_every_steps = 500  # orbax checkpoint; also written at the end.
+  config.keep_checkpoints = 3          # checkpoints kept on disk.
+  config.num_sample_columns = 10       # samples per class row in the grid.
+  return apply_variant(config, variant)
+
+
+def apply_variant(config, variant):
+  """Variants shared by every config: '' (as is) or 'smoke' (a few tiny CPU steps)."""
+  if variant == "":
+    return config
+  if variant != "smoke":
+    raise ValueError(f"unknown config variant {variant!r}; use 'smoke' or none")
+  config.model.ch = 4
+  config.model.z_dim = 16
+  config.batch_size = 8
+  config.num_train_steps = 4
+  config.log_every_steps = 2
+  config.sample_every_steps = 4
+  config.checkpoint_every_steps = 2
+  config.standing_stats_batches = 2
+  config.num_sample_columns = 2
+  return config

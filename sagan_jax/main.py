@@ -1,0 +1,49 @@
+"""Train SAGAN: python -m sagan_jax.main --config=configs/<name>.py[:smoke] --workdir=DIR.
+
+Fields can be overridden as --config.<field>=<value>. Launched as several processes
+(Cloud TPU pod slice, SLURM), JAX's distributed runtime is initialised from the
+environment; a single process is left untouched.
+"""
+import logging
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Path to a config file (optionally :variant).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _maybe_initialize_distributed():
+  """Multi-process launches set these variables; jax.distributed reads them itself."""
+  import jax
+  markers = ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")
+  if any(os.environ.get(m) for m in markers) and os.environ.get("SLURM_NTASKS", "2") != "1":
+    jax.distributed.initialize()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  import tensorflow as tf
+  tf.config.set_visible_devices([], "GPU")  # tf.data only; keep TF off the accelerators.
+  from sagan_jax import train
+  from sagan_jax.errors import UserError
+  _maybe_initialize_distributed()
+  logging.getLogger().setLevel(logging.INFO)
+  for handler in logging.getLogger().handlers:  # orbax narrates every save at INFO
+    handler.addFilter(lambda r: r.levelno >= logging.WARNING or "orbax" not in r.pathname)
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)

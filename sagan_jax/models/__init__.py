@@ -1,0 +1,1 @@
+"""SAGAN generator, discriminator and their building blocks."""

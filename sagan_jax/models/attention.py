@@ -1,0 +1,66 @@
+"""SAGAN self-attention block (paper §3).
+
+With x_i the feature at position i (N = H·W positions, C channels):
+  f(x) = W_f x (keys), g(x) = W_g x (queries), h(x) = W_h x (values), each 1×1 conv,
+  s_ij = f(x_i)ᵀ g(x_j),  β_j,i = softmax_i(s_ij)   (query j attends to key i),
+  o_j = W_v (Σ_i β_j,i h(x_i)),  y = γ·o + x,  γ initialised to 0.
+There is no 1/√d scaling. The paper gives f, g, h C/8 channels. The authors'
+released code instead max-pools keys and values 2×2 and gives h C/2 channels:
+``pool_kv=True, value_channel_ratio=2``.
+"""
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from sagan_jax.models.layers import SNConv
+
+ATTENTION_IMPLS = ("xla", "dot_product_attention")
+
+
+def _max_pool_2x2(x):
+  return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
+class SelfAttention(nn.Module):
+  key_channel_ratio: int = 8     # f, g have C / key_channel_ratio channels.
+  value_channel_ratio: int = 8   # h has C / value_channel_ratio channels (paper 8, released code 2).
+  pool_kv: bool = False          # released code: 2×2 max-pool keys and values.
+  use_sn: bool = True
+  impl: str = "xla"              # 'xla' explicit softmax, or jax.nn.dot_product_attention.
+  dtype: Optional[Any] = None
+
+  @nn.compact
+  def __call__(self, x, update_stats: bool = False):
+    b, height, width, c = x.shape
+    # At least one channel, so tiny smoke-test widths still build.
+    ck, cv = max(1, c // self.key_channel_ratio), max(1, c // self.value_channel_ratio)
+    conv = lambda feats, name: SNConv(feats, (1, 1), use_bias=False, use_sn=self.use_sn,
+                                      dtype=self.dtype, name=name)
+    f = conv(ck, "f")(x, update_stats)  # keys
+    g = conv(ck, "g")(x, update_stats)  # queries
+    h = conv(cv, "h")(x, update_stats)  # values
+    if self.pool_kv:
+      f, h = _max_pool_2x2(f), _max_pool_2x2(h)
+    queries = g.reshape(b, height * width, ck)
+    keys = f.reshape(b, -1, ck)
+    values = h.reshape(b, -1, cv)
+    if self.impl == "xla":
+      # logits[b, j, i] = g(x_j) · f(x_i): query position j, key position i.
+      logits = jnp.einsum("bjc,bic->bji", queries, keys).astype(jnp.float32)
+      beta = jax.nn.softmax(logits, axis=-1)  # normalised over key positions i
+      self.sow("intermediates", "attention", beta)  # free unless the caller collects it
+      o = jnp.einsum("bji,bic->bjc", beta.astype(values.dtype), values)
+    elif self.impl == "dot_product_attention":
+      if ck != cv:
+        raise ValueError(
+            "attention_impl='dot_product_attention' needs equal key and value channels "
+            f"(got {ck} and {cv}); use value_channel_ratio == key_channel_ratio or impl 'xla'")
+      o = jax.nn.dot_product_attention(
+          queries[:, :, None, :], keys[:, :, None, :], values[:, :, None, :], scale=1.0)[:, :, 0, :]
+    else:
+      raise ValueError(f"attention impl {self.impl!r} is not one of {ATTENTION_IMPLS}")
+    o = conv(c, "v")(o.reshape(b, height, width, cv), update_stats)
+    gamma = self.param("gamma", nn.initializers.zeros, (), jnp.float32)
+    return (x + gamma.astype(o.dtype) * o).astype(x.dtype)

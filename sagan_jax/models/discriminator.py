@@ -1,0 +1,94 @@
+"""ResNet projection discriminator with self-attention at configured sides.
+
+x → down-blocks (BigGAN D, pre-activation after the first) → ReLU → global sum pool
+→ SN-linear + ⟨SN-embed(y), h⟩ (Miyato & Koyama's projection).
+"""
+from typing import Any, Optional, Sequence
+
+import jax.numpy as jnp
+import flax.linen as nn
+
+from sagan_jax.models.attention import SelfAttention
+from sagan_jax.models.layers import SNConv, SNDense, SNEmbed
+
+# resolution -> (output width multipliers, downsample flags) of the blocks.
+D_ARCH = {
+    32: ((4, 4, 4, 4), (True, True, False, False)),
+    64: ((1, 2, 4, 8, 16), (True, True, True, True, False)),
+    128: ((1, 2, 4, 8, 16, 16), (True, True, True, True, True, False)),
+    256: ((1, 2, 4, 8, 8, 16, 16), (True, True, True, True, True, True, False)),
+}
+
+
+def discriminator_sides(resolution: int) -> tuple:
+  """Distinct feature-map sides after the blocks (attention goes after the first block of a side)."""
+  sides, side = [], resolution
+  for down in D_ARCH[resolution][1]:
+    side = side // 2 if down else side
+    if side not in sides:
+      sides.append(side)
+  return tuple(sides)
+
+
+def _avg_pool_2x2(x):
+  return nn.avg_pool(x, (2, 2), strides=(2, 2))
+
+
+class DBlock(nn.Module):
+  features: int
+  downsample: bool
+  preactivation: bool
+  use_sn: bool
+  dtype: Optional[Any] = None
+
+  @nn.compact
+  def __call__(self, x, update_stats: bool):
+    conv = lambda feats, k, name: SNConv(feats, k, use_sn=self.use_sn, dtype=self.dtype, name=name)
+    h = nn.relu(x) if self.preactivation else x
+    h = conv(self.features, (3, 3), "conv1")(h, update_stats)
+    h = conv(self.features, (3, 3), "conv2")(nn.relu(h), update_stats)
+    if self.downsample:
+      h = _avg_pool_2x2(h)
+    shortcut = x
+    if self.downsample or x.shape[-1] != self.features:
+      sc_conv = conv(self.features, (1, 1), "conv_sc")
+      if self.preactivation:  # conv then pool; the first block pools first (cheaper, BigGAN).
+        shortcut = sc_conv(shortcut, update_stats)
+        shortcut = _avg_pool_2x2(shortcut) if self.downsample else shortcut
+      else:
+        shortcut = _avg_pool_2x2(shortcut) if self.downsample else shortcut
+        shortcut = sc_conv(shortcut, update_stats)
+    return h + shortcut
+
+
+class Discriminator(nn.Module):
+  resolution: int = 32
+  ch: int = 64
+  num_classes: int = 10
+  attention_sides: Sequence[int] = ()
+  use_sn: bool = True
+  attention_kwargs: Any = None
+  dtype: Optional[Any] = None
+
+  @nn.compact
+  def __call__(self, x, y, *, update_stats: bool = False):
+    if self.resolution not in D_ARCH:
+      raise ValueError(f"no discriminator for resolution {self.resolution}; have {sorted(D_ARCH)}")
+    sides = discriminator_sides(self.resolution)
+    bad = sorted(set(self.attention_sides) - set(sides))
+    if bad:
+      raise ValueError(f"discriminator has no feature side {bad} at resolution "
+                       f"{self.resolution}; its sides are {sides}")
+    out_mult, downs = D_ARCH[self.resolution]
+    h, side, attended = x, self.resolution, set()
+    for i, (mult, down) in enumerate(zip(out_mult, downs)):
+      h = DBlock(mult * self.ch, down, i > 0, self.use_sn, self.dtype, name=f"block{i}")(h, update_stats)
+      side = side // 2 if down else side
+      if side in self.attention_sides and side not in attended:
+        attended.add(side)
+        h = SelfAttention(use_sn=self.use_sn, dtype=self.dtype, **(self.attention_kwargs or {}),
+                          name=f"attention{side}")(h, update_stats)
+    h = jnp.sum(nn.relu(h).astype(jnp.float32), axis=(1, 2))
+    out = SNDense(1, use_sn=self.use_sn, name="linear")(h, update_stats)[:, 0]
+    embed = SNEmbed(self.num_classes, h.shape[-1], use_sn=self.use_sn, name="embed")(y, update_stats)
+    return out + jnp.sum(embed * h, axis=-1)

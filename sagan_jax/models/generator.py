@@ -1,0 +1,88 @@
+"""ResNet generator with conditional BN and self-attention at configured sides.
+
+z → SN-linear → 4×4 map → up-blocks (each doubles the side) → BN, ReLU, 3×3 conv, tanh.
+Widths follow BigGAN-PyTorch's tables (the public SAGAN/BigGAN reference), in units of ``ch``.
+"""
+from typing import Any, Optional, Sequence
+
+import jax.numpy as jnp
+import flax.linen as nn
+
+from sagan_jax.models.attention import SelfAttention
+from sagan_jax.models.layers import BatchNorm, SNConv, SNDense
+
+# resolution -> (input width multipliers, output width multipliers) of the up-blocks.
+G_ARCH = {
+    32: ((4, 4, 4), (4, 4, 4)),
+    64: ((16, 16, 8, 4), (16, 8, 4, 2)),
+    128: ((16, 16, 8, 4, 2), (16, 8, 4, 2, 1)),
+    256: ((16, 16, 8, 8, 4, 2), (16, 8, 8, 4, 2, 1)),
+}
+BOTTOM_SIDE = 4
+
+
+def generator_sides(resolution: int) -> tuple:
+  """Feature-map sides after each up-block: where attention can sit."""
+  n_blocks = len(G_ARCH[resolution][0])
+  return tuple(BOTTOM_SIDE * 2 ** (i + 1) for i in range(n_blocks))
+
+
+def _upsample(x):
+  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+class GBlock(nn.Module):
+  features: int
+  num_classes: int
+  use_sn: bool
+  sn_gains: bool
+  dtype: Optional[Any] = None
+
+  @nn.compact
+  def __call__(self, x, y, train: bool, update_stats: bool):
+    conv = lambda feats, k, name: SNConv(feats, k, use_sn=self.use_sn, dtype=self.dtype, name=name)
+    bn = lambda name: BatchNorm(self.num_classes, sn_gains=self.sn_gains, dtype=self.dtype, name=name)
+    h = nn.relu(bn("bn1")(x, y, train=train, update_stats=update_stats))
+    h = conv(self.features, (3, 3), "conv1")(_upsample(h), update_stats)
+    h = nn.relu(bn("bn2")(h, y, train=train, update_stats=update_stats))
+    h = conv(self.features, (3, 3), "conv2")(h, update_stats)
+    shortcut = conv(self.features, (1, 1), "conv_sc")(_upsample(x), update_stats)
+    return h + shortcut
+
+
+class Generator(nn.Module):
+  resolution: int = 32
+  ch: int = 64
+  z_dim: int = 128
+  num_classes: int = 10
+  image_channels: int = 3
+  attention_sides: Sequence[int] = ()
+  use_sn: bool = True
+  sn_gains: bool = False             # SN on the conditional-BN class gains/biases.
+  attention_kwargs: Any = None       # SelfAttention fields (pool_kv, value_channel_ratio, impl…).
+  dtype: Optional[Any] = None
+
+  @nn.compact
+  def __call__(self, z, y, *, train: bool, update_stats: bool = False):
+    if self.resolution not in G_ARCH:
+      raise ValueError(f"no generator for resolution {self.resolution}; have {sorted(G_ARCH)}")
+    sides = generator_sides(self.resolution)
+    bad = sorted(set(self.attention_sides) - set(sides))
+    if bad:
+      raise ValueError(f"generator has no feature side {bad} at resolution {self.resolution}; "
+                       f"its sides are {sides}")
+    in_mult, out_mult = G_ARCH[self.resolution]
+    c0 = in_mult[0] * self.ch
+    h = SNDense(BOTTOM_SIDE * BOTTOM_SIDE * c0, use_sn=self.use_sn, dtype=self.dtype,
+                name="linear")(z, update_stats)
+    h = h.reshape(z.shape[0], BOTTOM_SIDE, BOTTOM_SIDE, c0)
+    for i, (mult, side) in enumerate(zip(out_mult, sides)):
+      h = GBlock(mult * self.ch, self.num_classes, self.use_sn, self.sn_gains, self.dtype,
+                 name=f"block{i}")(h, y, train, update_stats)
+      if side in self.attention_sides:
+        h = SelfAttention(use_sn=self.use_sn, dtype=self.dtype, **(self.attention_kwargs or {}),
+                          name=f"attention{side}")(h, update_stats)
+    h = nn.relu(BatchNorm(dtype=self.dtype, name="bn_out")(h, train=train, update_stats=update_stats))
+    h = SNConv(self.image_channels, (3, 3), use_sn=self.use_sn, dtype=self.dtype,
+               name="conv_out")(h, update_stats)
+    return jnp.tanh(h.astype(jnp.float32))

@@ -1,0 +1,355 @@
+"""SAGAN training: the state, one jitted D/G step over a device mesh, and the loop.
+
+One call of the train step makes ``d_steps_per_g_step`` discriminator updates
+(a ``lax.scan`` over the batch's leading axis) and one generator update, then the
+EMA of G. The whole step is one ``jax.jit`` over a ``Mesh``: parameters replicated,
+batches split on the data axis, so BN statistics span the global batch.
+"""
+import functools
+import logging
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from clu import metric_writers, periodic_actions
+from jax.sharding import Mesh
+
+from sagan_jax import checkpointing, input_pipeline, losses, sharding, visualize
+from sagan_jax.errors import UserError
+from sagan_jax.models.discriminator import Discriminator, discriminator_sides
+from sagan_jax.models.generator import G_ARCH, Generator, generator_sides
+from sagan_jax.models.layers import SPECTRAL
+
+SAMPLE_BN_STATS = ("standing", "running", "batch")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  g_params: Any
+  g_batch_stats: Any
+  g_spectral: Any
+  g_opt_state: Any
+  d_params: Any
+  d_spectral: Any
+  d_opt_state: Any
+  ema_params: Any
+
+
+def _attention_sides(model_config, which: str):
+  override = model_config.get(f"{which}_attention_resolutions")
+  return tuple(model_config.attention_resolutions if override is None else override)
+
+
+def validate_config(config) -> None:
+  """Raises UserError, naming the field, for a config that cannot train."""
+  m = config.model
+  if m.resolution not in G_ARCH:
+    raise UserError(f"model.resolution {m.resolution} is not supported; use one of {sorted(G_ARCH)}")
+  for which, sides in (("g", generator_sides(m.resolution)), ("d", discriminator_sides(m.resolution))):
+    bad = sorted(set(_attention_sides(m, which)) - set(sides))
+    if bad:
+      net = "generator" if which == "g" else "discriminator"
+      raise UserError(
+          f"attention side(s) {bad} do not exist in the {m.resolution}×{m.resolution} {net}, whose "
+          f"feature sides are {sides}; fix model.attention_resolutions "
+          f"(or model.{which}_attention_resolutions)")
+  for name in ("num_train_steps", "batch_size", "d_steps_per_g_step", "log_every_steps",
+               "sample_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+    if config[name] <= 0:
+      raise UserError(f"{name} must be positive, got {config[name]}")
+  if config.sample_bn_stats not in SAMPLE_BN_STATS:
+    raise UserError(f"sample_bn_stats {config.sample_bn_stats!r} is not one of {SAMPLE_BN_STATS}")
+  if config.dtype not in DTYPES:
+    raise UserError(f"dtype {config.dtype!r} is not one of {sorted(DTYPES)}")
+  if config.loss not in losses.LOSSES:
+    raise UserError(f"loss {config.loss!r} is not one of {sorted(losses.LOSSES)}")
+
+
+def build_models(config):
+  m = config.model
+  attention = dict(key_channel_ratio=m.key_channel_ratio, value_channel_ratio=m.value_channel_ratio,
+                   pool_kv=m.pool_kv, impl=m.attention_impl)
+  dtype = DTYPES[config.dtype]
+  generator = Generator(
+      resolution=m.resolution, ch=m.ch, z_dim=m.z_dim, num_classes=m.num_classes,
+      image_channels=m.image_channels, attention_sides=_attention_sides(m, "g"),
+      use_sn=m.g_spectral_norm, sn_gains=m.sn_cbn_gains, attention_kwargs=attention, dtype=dtype)
+  discriminator = Discriminator(
+      resolution=m.resolution, ch=m.ch, num_classes=m.num_classes,
+      attention_sides=_attention_sides(m, "d"), use_sn=m.d_spectral_norm,
+      attention_kwargs=attention, dtype=dtype)
+  return generator, discriminator
+
+
+def build_optimizers(config):
+  """TTUR (paper §4.2): two Adams with their own learning rates; β1, β2 from the config."""
+  o = config.optimizer
+  adam = lambda lr: optax.adam(lr, b1=o.b1, b2=o.b2, eps=o.eps)
+  return adam(o.g_lr), adam(o.d_lr)
+
+
+def init_state(config, generator, discriminator, g_tx, d_tx) -> TrainState:
+  m = config.model
+  key_g, key_d = jax.random.split(jax.random.key(config.seed))
+  z = jnp.zeros((2, m.z_dim), jnp.float32)
+  y = jnp.zeros((2,), jnp.int32)
+  x = jnp.zeros((2, m.resolution, m.resolution, m.image_channels), jnp.float32)
+  g_vars = generator.init({"params": key_g}, z, y, train=False)
+  d_vars = discriminator.init({"params": key_d}, x, y)
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      g_params=g_vars["params"], g_batch_stats=g_vars["batch_stats"],
+      g_spectral=g_vars[SPECTRAL], g_opt_state=g_tx.init(g_vars["params"]),
+      d_params=d_vars["params"], d_spectral=d_vars[SPECTRAL],
+      d_opt_state=d_tx.init(d_vars["params"]),
+      ema_params=g_vars["params"])
+
+
+def attention_gammas(params) -> dict:
+  """γ of every attention layer, keyed like 'attention16/gamma'."""
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
+  return {k: v for k, v in flat.items() if k.endswith("/gamma")}
+
+
+def step_keys(seed: int, step):
+  """Per-step randomness derived from (seed, step): a resumed run draws the same noise."""
+  return jax.random.split(jax.random.fold_in(jax.random.key(seed), step), 4)
+
+
+def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
+  """Returns jit(train_step)(state, batch) -> (state, metrics); batch arrays are (D steps, B, …)."""
+  d_loss_fn, g_loss_fn = losses.get_losses(config.loss)
+  m = config.model
+  batch_shard = sharding.batch_sharding(mesh)
+  constrain = lambda x: jax.lax.with_sharding_constraint(x, batch_shard)
+
+  def noise(key, batch_size):
+    kz, ky = jax.random.split(key)
+    z = constrain(jax.random.normal(kz, (batch_size, m.z_dim), jnp.float32))
+    y = constrain(jax.random.randint(ky, (batch_size,), 0, m.num_classes, jnp.int32))
+    return z, y
+
+  def generate(state, z, y):
+    """G in train mode (batch statistics) without touching its running stats or SN vectors."""
+    return generator.apply({"params": state.g_params, "batch_stats": state.g_batch_stats,
+                            SPECTRAL: state.g_spectral}, z, y, train=True, update_stats=False)
+
+  def d_update(state, inputs):
+    images, labels, key = inputs
+    z, y_fake = noise(key, images.shape[0])
+    fake = jax.lax.stop_gradient(generate(state, z, y_fake))
+
+    def loss_fn(d_params):
+      # Real and fake in one pass, so SN's power iteration advances once per D step.
+      logits, new_vars = discriminator.apply(
+          {"params": d_params, SPECTRAL: state.d_spectral},
+          jnp.concatenate([images, fake]), jnp.concatenate([labels, y_fake]),
+          update_stats=True, mutable=[SPECTRAL])
+      d_real, d_fake = jnp.split(logits, 2)
+      return d_loss_fn(d_real, d_fake), (new_vars[SPECTRAL], d_real, d_fake)
+
+    (loss, (spectral, d_real, d_fake)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
+    updates, d_opt_state = d_tx.update(grads, state.d_opt_state, state.d_params)
+    state = state.replace(d_params=optax.apply_updates(state.d_params, updates),
+                          d_spectral=spectral, d_opt_state=d_opt_state)
+    metrics = {"d_loss": loss, "d_real": jnp.mean(d_real), "d_fake": jnp.mean(d_fake),
+               "d_grad_norm": optax.global_norm(grads)}
+    return state, metrics
+
+  def g_update(state, key):
+    z, y = noise(key, config.batch_size)
+
+    def loss_fn(g_params):
+      fake, new_vars = generator.apply(
+          {"params": g_params, "batch_stats": state.g_batch_stats, SPECTRAL: state.g_spectral},
+          z, y, train=True, update_stats=True, mutable=["batch_stats", SPECTRAL])
+      d_fake = discriminator.apply({"params": state.d_params, SPECTRAL: state.d_spectral}, fake, y)
+      return g_loss_fn(d_fake), new_vars
+
+    (loss, new_vars), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
+    updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
+    g_params = optax.apply_updates(state.g_params, updates)
+    state = state.replace(g_params=g_params, g_opt_state=g_opt_state,
+                          g_batch_stats=new_vars["batch_stats"], g_spectral=new_vars[SPECTRAL])
+    return state, {"g_loss": loss, "g_grad_norm": optax.global_norm(grads)}
+
+  def update_ema(state):
+    decay = jnp.where(state.step < config.ema_start_step, 0.0, config.ema_decay)
+    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, state.g_params)
+    return state.replace(ema_params=ema)
+
+  def train_step(state, batch):
+    keys = step_keys(config.seed, state.step)
+    n_d = batch["image"].shape[0]
+    d_keys = jax.random.split(keys[0], n_d)
+    state, d_metrics = jax.lax.scan(d_update, state, (batch["image"], batch["label"], d_keys))
+    state, g_metrics = g_update(state, keys[1])
+    state = update_ema(state.replace(step=state.step + 1))
+    metrics = {k: v[-1] for k, v in d_metrics.items()}  # the last D step's values
+    metrics.update(g_metrics)
+    metrics.update({f"gamma/g/{k}": v for k, v in attention_gammas(state.g_params).items()})
+    metrics.update({f"gamma/d/{k}": v for k, v in attention_gammas(state.d_params).items()})
+    return state, metrics
+
+  replicated = sharding.replicated(mesh)
+  return jax.jit(train_step, in_shardings=(replicated, sharding.batch_sharding(mesh, 1)),
+                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+def make_sampler(config, generator, mesh: Mesh):
+  """Returns jit(sample)(state, z, y) -> images from the EMA generator.
+
+  BN statistics follow ``config.sample_bn_stats``: 'standing' measures them afresh
+  for the EMA weights on ``standing_stats_batches`` batches of new samples (BigGAN's
+  standing stats), 'running' uses G's running averages, 'batch' the statistics of
+  the batch being sampled.
+  """
+  m = config.model
+  replicated = sharding.replicated(mesh)
+  constrain = lambda x: jax.lax.with_sharding_constraint(x, sharding.batch_sharding(mesh))
+
+  def standing_stats(state, batch_size):
+    variables = {"params": state.ema_params, "batch_stats": state.g_batch_stats,
+                 SPECTRAL: state.g_spectral}
+
+    def measure(key):
+        kz, ky = jax.random.split(key)
+        z = constrain(jax.random.normal(kz, (batch_size, m.z_dim)))
+        y = constrain(jax.random.randint(ky, (batch_size,), 0, m.num_classes))
+        _, inter = generator.apply(variables, z, y, train=True, mutable=["intermediates"])
+        return inter["intermediates"]
+
+    keys = jax.random.split(jax.random.key(config.seed + 1), config.standing_stats_batches)
+    stats = jax.lax.map(measure, keys)
+    flat = flax.traverse_util.flatten_dict(stats)
+    out = {}
+    names = {"batch_mean": "mean", "batch_var": "var"}
+    for path, value in flat.items():
+      if path[-1] in names:  # sown values are 1-tuples; attention maps are skipped
+        out[path[:-1] + (names[path[-1]],)] = jnp.mean(value[0], axis=0)
+    return flax.traverse_util.unflatten_dict(out)
+
+  def sample(state, z, y):
+    variables = {"params": state.ema_params, SPECTRAL: state.g_spectral}
+    if config.sample_bn_stats == "batch":
+      return generator.apply({**variables, "batch_stats": state.g_batch_stats}, z, y, train=True)
+    stats = state.g_batch_stats
+    if config.sample_bn_stats == "standing":
+      stats = standing_stats(state, max(z.shape[0], config.batch_size))
+    return generator.apply({**variables, "batch_stats": stats}, z, y, train=False)
+
+  return jax.jit(sample, in_shardings=(replicated, sharding.batch_sharding(mesh),
+                                       sharding.batch_sharding(mesh)), out_shardings=replicated)
+
+
+def sample_grid_inputs(config, num_devices: int):
+  """Fixed z and labels for the sample grid: one row per class (at most 10 classes shown)."""
+  m = config.model
+  classes = np.unique(np.linspace(0, m.num_classes - 1, min(10, m.num_classes)).round().astype(int))
+  cols = config.num_sample_columns
+  n = len(classes) * cols
+  padded = -(-n // num_devices) * num_devices  # the batch must split over the devices
+  rng = np.random.default_rng(config.seed + 12345)
+  z = rng.standard_normal((padded, m.z_dim)).astype(np.float32)
+  y = np.resize(np.repeat(classes, cols), padded).astype(np.int32)
+  return z, y, len(classes), cols
+
+
+def _next_batches(iterator, d_steps: int) -> dict:
+  """Stacks one host batch per D step: arrays of shape (d_steps, local batch, …)."""
+  batches = [next(iterator) for _ in range(d_steps)]
+  return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+
+
+def _check_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write_test")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f"workdir {workdir!r} is not writable ({e.strerror}); choose another --workdir")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  validate_config(config)
+  _check_workdir(workdir)
+  mesh = sharding.create_mesh()
+  sharding.check_batch_size(config.batch_size, mesh)
+  is_chief = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+
+  generator, discriminator = build_models(config)
+  g_tx, d_tx = build_optimizers(config)
+  replicated = sharding.replicated(mesh)
+  state = jax.jit(functools.partial(init_state, config, generator, discriminator, g_tx, d_tx),
+                  out_shardings=replicated)()
+  ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
+  start_step = ckpt.latest_step() or 0
+  if start_step:
+    state = ckpt.restore(start_step, state)
+    logging.info("resumed from %s at step %d", ckpt.directory, start_step)
+  if start_step >= config.num_train_steps:
+    logging.info("already trained %d of %d steps; nothing to do", start_step, config.num_train_steps)
+    ckpt.close()
+    return state
+
+  examples_per_step = config.batch_size * config.d_steps_per_g_step
+  data = input_pipeline.create_train_iterator(
+      config, start_index=start_step * examples_per_step,
+      process_index=jax.process_index(), process_count=jax.process_count(), workdir=workdir)
+  train_step = make_train_step(config, generator, discriminator, g_tx, d_tx, mesh)
+  sampler = make_sampler(config, generator, mesh)
+  grid_z, grid_y, grid_rows, grid_cols = sample_grid_inputs(config, mesh.size)
+  grid_z, grid_y = (jax.device_put(a, sharding.batch_sharding(mesh)) for a in (grid_z, grid_y))
+
+  if start_step == 0:
+    writer.write_hparams({k: str(v) for k, v in flax.traverse_util.flatten_dict(
+        config.to_dict(), sep=".").items()})
+  logging.info("Adam β1=%s β2=%s, lr_G=%s lr_D=%s, %d D step(s) per G step, sampling BN stats: %s",
+               config.optimizer.b1, config.optimizer.b2, config.optimizer.g_lr,
+               config.optimizer.d_lr, config.d_steps_per_g_step, config.sample_bn_stats)
+  report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps, writer=writer)
+  seen_labels = []
+
+  def write_samples(step):
+    images = np.asarray(sampler(state, grid_z, grid_y))[:grid_rows * grid_cols]
+    grid = visualize.image_grid(images, grid_rows, grid_cols)
+    if is_chief:
+      visualize.save_png(grid, os.path.join(workdir, "samples", f"step_{step:08d}.png"))
+    writer.write_images(step, {"samples": grid[None]})
+
+  step = start_step
+  last_log_time, last_log_step = time.time(), step
+  while step < config.num_train_steps:
+    host_batch = _next_batches(data, config.d_steps_per_g_step)
+    if len(seen_labels) < 10:
+      seen_labels.append(host_batch["label"])
+      if len(seen_labels) == 10:
+        input_pipeline.log_class_histogram(np.concatenate(seen_labels), config.model.num_classes)
+    state, metrics = train_step(state, sharding.global_batch(host_batch, mesh))
+    step += 1
+    report(step)
+    if step % config.log_every_steps == 0 or step == config.num_train_steps:
+      scalars = jax.device_get(metrics)
+      now = time.time()
+      scalars["steps_per_sec"] = (step - last_log_step) / max(now - last_log_time, 1e-9)
+      last_log_time, last_log_step = now, step
+      writer.write_scalars(step, scalars)
+    if step % config.sample_every_steps == 0 or step == config.num_train_steps:
+      write_samples(step)
+    if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
+      ckpt.save(step, state)
+  ckpt.wait()
+  ckpt.close()
+  writer.flush()
+  return state
