@@ -1,0 +1,67 @@
+"""Fashion-MNIST classifier for fid_fmnist: data, caching, features, and (opt-in) its accuracy."""
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+from sagan_jax.errors import UserError
+from sagan_jax.evaluation import fmnist_classifier as fc
+from sagan_jax.evaluation import metrics
+
+_HAVE_DATA = pathlib.Path(fc.DATA_DIR, fc._FILES["train"][0]).exists()
+
+
+def test_images_are_padded_to_32_in_minus_one_one(fake_fmnist_dir):
+  images, labels = fc.load_fashion_mnist("test", fake_fmnist_dir)
+  assert images.shape == (50, 32, 32, 1) and images.dtype == np.float32
+  assert labels.shape == (50,) and labels.dtype == np.int32
+  assert images.min() == -1.0 and images.max() == 200 / 127.5 - 1
+  border = np.concatenate([images[:, :2].ravel(), images[:, -2:].ravel(),
+                           images[:, :, :2].ravel(), images[:, :, -2:].ravel()])
+  assert np.all(border == -1.0)
+
+
+def test_missing_data_is_a_clear_error(tmp_path):
+  with pytest.raises(UserError, match="Fashion-MNIST files not found"):
+    fc.load_fashion_mnist("train", data_dir=tmp_path)
+
+
+def test_classifier_is_trained_once_then_loaded(tmp_path, fake_fmnist_dir, monkeypatch):
+  # The fake data's class-dependent bars are learnt in a few dozen steps.
+  params, accuracy = fc.get_classifier(tmp_path, epochs=20, data_dir=fake_fmnist_dir)
+  assert accuracy > 0.5
+  assert len(list(tmp_path.glob("*.npz"))) == 1
+
+  def no_training(*unused_args, **unused_kwargs):
+    raise AssertionError("the cached classifier should have been loaded")
+
+  monkeypatch.setattr(fc, "train_classifier", no_training)
+  loaded, loaded_accuracy = fc.get_classifier(tmp_path, epochs=20, data_dir=fake_fmnist_dir)
+  assert loaded_accuracy == accuracy
+  images, labels = fc.load_fashion_mnist("train", fake_fmnist_dir)
+  images = np.concatenate([images] * 6)[:1100]  # two batches, the last one padded
+  features = fc.classifier_features(loaded, images)
+  assert features.shape == (1100, fc.FEATURE_DIM) and features.dtype == np.float32
+  np.testing.assert_array_equal(features, fc.classifier_features(params, images))
+  # Same images: fid_fmnist is ~0; against one class only it is not.
+  reference = metrics.gaussian_stats(features)
+  assert abs(fc.fid_fmnist(loaded, images, reference)) < 1e-6
+  one_class = fc.load_fashion_mnist("train", fake_fmnist_dir)[0][labels == 3]
+  assert fc.fid_fmnist(loaded, one_class, reference) > 1e-2
+
+
+def test_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):
+  monkeypatch.setattr(fc, "train_classifier", lambda *a, **k: ({"params": {}}, 0.5))
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  with pytest.raises(UserError, match="writable cache directory"):
+    fc.get_classifier(blocker / "cache")
+
+
+@pytest.mark.skipif(not os.environ.get("SAGAN_JAX_SLOW_TESTS"),
+                    reason="full training takes ~1.5 min on 2 cores; set SAGAN_JAX_SLOW_TESTS=1")
+@pytest.mark.skipif(not _HAVE_DATA, reason=f"Fashion-MNIST IDX files not in {fc.DATA_DIR}")
+def test_default_classifier_reaches_90_percent(tmp_path):
+  _, accuracy = fc.get_classifier(tmp_path)
+  assert accuracy >= 0.90
