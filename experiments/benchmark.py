@@ -16,6 +16,8 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/, sagan_jax/
+
 flags.DEFINE_integer("steps", 20, "timed steps after the warm-up step")
 flags.DEFINE_integer("devices", 0, "simulate this many CPU devices (0: use the real ones)")
 flags.DEFINE_string("json_out", "", "also write the figures to this JSON file")
@@ -35,7 +37,6 @@ def main(_):
                                f" --xla_force_host_platform_device_count={FLAGS.devices}")
   import jax
   import numpy as np
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   from sagan_jax import sharding, train
 
   config = FLAGS.config

@@ -14,13 +14,11 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
-from clu import metric_writers, periodic_actions
 from jax.sharding import Mesh
 
-from sagan_jax import checkpointing, input_pipeline, losses, sharding, visualize
+from sagan_jax import checkpointing, losses, sharding, visualize
 from sagan_jax.errors import UserError
 from sagan_jax.models.discriminator import Discriminator, discriminator_sides
 from sagan_jax.models.generator import G_ARCH, Generator, generator_sides
@@ -280,7 +278,12 @@ def _check_workdir(workdir: str) -> None:
     raise UserError(f"workdir {workdir!r} is not writable ({e.strerror}); choose another --workdir")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+def train_and_evaluate(config, workdir: str) -> TrainState:
+  """Trains (or resumes) the run in ``workdir`` up to ``config.num_train_steps``."""
+  # The loop's TF-based pieces load here, so the step and models import without TF
+  # (benchmarks on accelerator hosts that have JAX but no TensorFlow).
+  from clu import metric_writers, periodic_actions
+  from sagan_jax import input_pipeline
   validate_config(config)
   _check_workdir(workdir)
   mesh = sharding.create_mesh()

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# sagan128 train-step figures on one GPU (issue 6): bf16, batch 256, attention at feat64,
+# explicit softmax vs jax.nn.dot_product_attention (cuDNN), feat128 in G, and fp32 at feat32.
+# Usage: experiments/gpu_benchmarks.sh OUT_DIR   (each run bounded by `timeout`)
+set -u
+out=${1:?output folder}
+mkdir -p "$out"
+run() {
+  local name=$1; shift
+  echo "=== $name"
+  timeout 125 python3 experiments/benchmark.py --config=configs/sagan128.py --steps=5 \
+      --json_out="$out/$name.json" "$@" 2>&1 | grep -v -i "warning" | tail -20
+}
+common=(--config.batch_size=256 --config.dtype=bfloat16 --config.model.attention_resolutions="(64,)")
+run bf16_feat64_xla "${common[@]}" --config.model.attention_impl=xla
+run bf16_feat64_dpa "${common[@]}" --config.model.attention_impl=dot_product_attention
+run bf16_g128_d64_dpa "${common[@]}" --config.model.attention_impl=dot_product_attention \
+    --config.model.g_attention_resolutions="(128,)"
+run fp32_feat32_xla --config.batch_size=256
