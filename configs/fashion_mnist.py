@@ -23,13 +23,12 @@ def get_config(variant: str = ""):
   config.dataset.manual_dir = ""       # TFDS manual_dir, hand-downloaded archives ('' = <data_dir>/downloads/manual).
   config.dataset.split = "train"       # fashion_mnist: 'train' (60k) or 'test' (10k); TFDS: e.g. 'train', 'train[:90%]'; folder: unused.
   config.dataset.random_flip = True    # random horizontal flip of training images (off for digits, text).
-  config.dataset.shuffle_buffer = 0    # unused: every source draws a full permutation per epoch (exact resume).
 
   config.model = ml_collections.ConfigDict()
   config.model.resolution = 32         # image side; 32, 64, 128 or 256.
   config.model.image_channels = 1      # output channels of G / input channels of D.
   config.model.num_classes = 10        # labels must lie in [0, num_classes).
-  config.model.ch = 16                 # width unit: blocks have ch × (table multiplier) channels.
+  config.model.ch = 4                  # width unit: blocks have ch × 4 = 16 channels (CPU-sized).
   config.model.z_dim = 128             # noise dimension.
   config.model.attention_resolutions = (16,)  # feature sides with attention in G and D; () = none.
   config.model.g_attention_resolutions = config_dict.placeholder(tuple)  # overrides for G only.
@@ -43,7 +42,7 @@ def get_config(variant: str = ""):
   config.model.sn_cbn_gains = False    # SN on G's class-conditional BN gains (released code: no).
 
   config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.g_lr = 1e-4         # TTUR (paper §4.2): lr_G = 1e-4 …
+  config.optimizer.g_lr = 2e-4         # TTUR (paper §4.2: lr_G 1e-4); doubled so the CPU run converges in minutes …
   config.optimizer.d_lr = 4e-4         # … lr_D = 4e-4.
   config.optimizer.b1 = 0.0            # Adam β1 (paper: 0).
   config.optimizer.b2 = 0.9            # Adam β2 (paper: 0.9; the released code used TF's 0.999).
@@ -51,12 +50,12 @@ def get_config(variant: str = ""):
 
   config.loss = "hinge"                # paper: hinge; see sagan_jax.losses for ablation losses.
   config.d_steps_per_g_step = 1        # D updates per G update (paper: 1).
-  config.batch_size = 64               # global batch per D step; divisible by the device count.
-  config.num_train_steps = 3000        # G updates.
+  config.batch_size = 32               # global batch per D step; divisible by the device count.
+  config.num_train_steps = 2000        # G updates (~13 min on 2 CPU cores).
   config.dtype = "float32"             # compute dtype of G and D ('float32' or 'bfloat16').
 
-  config.ema_decay = 0.999             # EMA of G's weights; the EMA G makes every sample.
-  config.ema_start_step = 500          # before this step the EMA copies G.
+  config.ema_decay = 0.99              # EMA of G's weights (short run: short average); the EMA G makes every sample.
+  config.ema_start_step = 1000         # before this step the EMA copies G.
   config.sample_bn_stats = "standing"  # BN statistics when sampling: 'standing', 'running' or 'batch'.
   config.standing_stats_batches = 8    # batches of fresh samples that measure standing statistics.
 
@@ -64,7 +63,24 @@ def get_config(variant: str = ""):
   config.sample_every_steps = 500      # sample grid PNG under workdir/samples/.
   config.checkpoint_every_steps = 500  # orbax checkpoint; also written at the end.
   config.keep_checkpoints = 3          # checkpoints kept on disk.
+  config.max_nonfinite_steps = 10      # consecutive skipped non-finite steps before restoring the last checkpoint.
   config.num_sample_columns = 10       # samples per class row in the grid.
+
+  # Evaluation (sagan_jax/evaluation/evaluator.py): EMA samples scored against real data,
+  # one line per evaluation in workdir/metrics.jsonl (and TensorBoard).
+  config.eval_every_steps = 1000       # evaluate every N steps and at the end; 0 = never during training.
+  config.eval_num_samples = 5000       # samples per periodic evaluation.
+  config.eval_final_num_samples = 10000  # default of `python -m sagan_jax.evaluate` (final numbers).
+  config.eval_batch_size = 500         # samples per sharded batch; a multiple of the device count.
+  config.eval_metrics = ("fid_fmnist",)  # of 'fid', 'is', 'intra_fid' (FID Inception) and 'fid_fmnist'
+                                       # (offline: the project's Fashion-MNIST classifier; not an FID).
+  config.eval_reference_split = "test"  # real data of the reference statistics (never flipped).
+  config.eval_reference_samples = 10000  # real images in them (a fixed random subset if the split is larger).
+  config.eval_is_splits = 10           # IS splits (10 as most papers; the released SAGAN code: 1).
+  config.eval_cache_dir = ""           # reference stats, classifier, Inception weights ('' = ~/.cache/sagan_jax).
+  config.inception_weights = ""        # path of pt_inception-2015-12-05-6726825d.pth ('' = cache, else download).
+  config.eval_fmnist_classifier_epochs = 4   # training budget of the fid_fmnist classifier (cached by it) …
+  config.eval_fmnist_classifier_num_train = 0  # … and its training images (0 = all 60k).
   return apply_variant(config, variant)
 
 
@@ -83,4 +99,5 @@ def apply_variant(config, variant):
   config.checkpoint_every_steps = 2
   config.standing_stats_batches = 2
   config.num_sample_columns = 2
+  config.eval_every_steps = 0          # off: it would train the fid_fmnist classifier or need the Inception weights.
   return config

@@ -1,8 +1,18 @@
-"""orbax checkpoints of the train state: save every N steps, restore the latest, keep N."""
+"""orbax checkpoints of the train state: save every N steps, restore the newest readable
+one, keep N, and refuse a workdir whose checkpoints belong to another model."""
+import json
+import logging
 import os
+import shutil
+import time
 
 import jax
 import orbax.checkpoint as ocp
+
+from sagan_jax.errors import UserError
+
+# Model fields that change no parameter shape: they may differ on resume.
+RUNTIME_MODEL_FIELDS = ("attention_impl",)
 
 
 class Checkpointer:
@@ -13,7 +23,8 @@ class Checkpointer:
   """
 
   def __init__(self, workdir: str, keep: int):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.workdir = os.path.abspath(workdir)
+    self.directory = os.path.join(self.workdir, "checkpoints")
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
@@ -29,8 +40,57 @@ class Checkpointer:
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
     return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
+  def restore_latest(self, state_like):
+    """(step, state) of the newest readable checkpoint, or (0, None) when there is none.
+
+    An unreadable one (truncated files, a disk that filled up) is moved to
+    ``workdir/unreadable_checkpoints/`` — kept for inspection, out of orbax's way —
+    and the previous one is tried.
+    """
+    steps = sorted(self._manager.all_steps())
+    for step in reversed(steps):
+      try:
+        return step, self.restore(step, state_like)
+      except Exception as e:  # orbax raises many types for damaged files
+        aside = os.path.join(self.workdir, "unreadable_checkpoints", f"{step}-{int(time.time())}")
+        logging.warning("checkpoint %d in %s is unreadable (%s: %s); moved to %s, trying the "
+                        "previous one", step, self.directory, type(e).__name__, str(e)[:200], aside)
+        if jax.process_index() == 0:
+          os.makedirs(os.path.dirname(aside), exist_ok=True)
+          shutil.move(os.path.join(self.directory, str(step)), aside)
+        self._manager.reload()
+    if steps:
+      raise UserError(f"none of the checkpoints {steps} in {self.directory} is readable; "
+                      f"move the workdir aside to start over")
+    return 0, None
+
+  def reached_preemption(self, step: int) -> bool:
+    """True on every host once a preemption notice reached the JAX distributed runtime."""
+    return self._manager.reached_preemption(step)
+
   def wait(self) -> None:
     self._manager.wait_until_finished()
 
   def close(self) -> None:
     self._manager.close()
+
+
+def check_config_compatible(config, workdir: str, resuming: bool) -> None:
+  """Records the config in workdir/config.json; on resume, refuses a model that differs from it."""
+  path = os.path.join(workdir, "config.json")
+  model = {k: v for k, v in config.model.to_dict().items() if k not in RUNTIME_MODEL_FIELDS}
+  model = json.loads(json.dumps(model))  # tuples -> lists, as they come back from the file
+  if resuming and os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f).get("model", {})
+    saved = {k: v for k, v in saved.items() if k not in RUNTIME_MODEL_FIELDS}
+    differing = sorted(k for k in set(saved) | set(model) if saved.get(k) != model.get(k))
+    if differing:
+      fields = ", ".join(f"model.{k} ({saved.get(k)!r} in the workdir, {model.get(k)!r} now)"
+                         for k in differing)
+      raise UserError(f"{workdir} holds a run of another model: {fields}; use a new --workdir "
+                      f"or the workdir's config")
+    return
+  if jax.process_index() == 0:
+    with open(path, "w") as f:
+      f.write(config.to_json(indent=1))

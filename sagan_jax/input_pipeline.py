@@ -77,19 +77,26 @@ def check_labels(labels: np.ndarray, num_classes: int, source: str) -> None:
                     f"set --config.model.num_classes={present} or fix the data")
 
 
+def _to_unit_range(images: tf.Tensor) -> tf.Tensor:
+  return tf.cast(images, tf.float32) / 127.5 - 1.0
+
+
 def to_model_images(images: tf.Tensor, resolution: int, channels: int) -> tf.Tensor:
   """uint8 (…, h, w, c) -> float32 (…, resolution, resolution, channels) in [-1, 1].
 
   28×28 digits/garments are padded (with their black background) to 32×32 rather
   than stretched; other sizes are resized with antialiasing.
   """
-  x = tf.cast(images, tf.float32) / 127.5 - 1.0
   h, w = images.shape[-3], images.shape[-2]
   if (h, w) == (28, 28) and resolution == 32:
     pad = [[0, 0]] * (len(images.shape) - 3) + [[2, 2], [2, 2], [0, 0]]
-    x = tf.pad(x, pad, constant_values=-1.0)
+    x = tf.pad(_to_unit_range(images), pad, constant_values=-1.0)
   elif (h, w) != (resolution, resolution):
-    x = tf.image.resize(x, (resolution, resolution), method="bilinear", antialias=True)
+    # Resize, then scale: the scaling touches resolution² pixels instead of h·w (same result).
+    x = _to_unit_range(tf.image.resize(images, (resolution, resolution), method="bilinear",
+                                       antialias=True))
+  else:
+    x = _to_unit_range(images)
   c = x.shape[-1]
   if c != channels:
     if c == 1:
@@ -267,30 +274,23 @@ def folder_source(folder: ImageFolder, description: str) -> Source:
 
 
 def tfds_source(data_source, image_key: str, label_key: str, description: str) -> Source:
-  """Random access to a TFDS array_record split: records are fetched a local batch at a time
-  (array_record reads them on its own threads), then parsed and decoded in parallel in tf.data."""
+  """Random access to a TFDS array_record split: each record is read by index, then parsed,
+  decoded and preprocessed, examples in parallel."""
   features = {image_key: tf.io.FixedLenFeature([], tf.string),
               label_key: tf.io.FixedLenFeature([], tf.int64)}
-
-  def fetch(indices):
-    return np.asarray(data_source.__getitems__(indices.tolist()), dtype=object)
 
   def examples(index_batches, config):
     m = config.model
 
-    def read(batch):
-      records = tf.numpy_function(fetch, [batch["index"]], tf.string, stateful=False)
-      return {"position": batch["position"], "record": tf.ensure_shape(records, batch["index"].shape)}
-
-    def parse(e):
-      example = tf.io.parse_single_example(e["record"], features)
+    def load(e):
+      record = tf.numpy_function(lambda i: data_source[i], [e["index"]], tf.string, stateful=False)
+      example = tf.io.parse_single_example(tf.ensure_shape(record, []), features)
       image = decode_and_preprocess(example[image_key], resolution=m.resolution,
                                     channels=m.image_channels,
                                     flip_seed=_flip_seed(config, e["position"]))
       return {"image": image, "label": tf.cast(example[label_key], tf.int32)}
 
-    return (index_batches.map(read, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-            .map(parse, num_parallel_calls=tf.data.AUTOTUNE))
+    return index_batches.unbatch().map(load, num_parallel_calls=tf.data.AUTOTUNE)
   return Source(description, len(data_source), examples)
 
 
@@ -307,12 +307,16 @@ def _tfds_builder(dataset):
                     f"--config.dataset.version") from None
 
 
+def _split_name(split: str) -> str:
+  return split.split("[")[0]  # 'train[:90%]' -> 'train'
+
+
 def _prepare_tfds(builder, dataset, process_count: int) -> None:
   """Downloads (or reads from manual_dir) and writes the dataset once, as array_record."""
   import tensorflow_datasets as tfds
   manual_dir = dataset.manual_dir or os.path.join(builder.data_dir_root, "downloads", "manual")
   if builder.name == "imagenet2012":
-    archive = IMAGENET_ARCHIVES.get(dataset.split.split("[")[0], IMAGENET_ARCHIVES["train"])
+    archive = IMAGENET_ARCHIVES.get(_split_name(dataset.split), IMAGENET_ARCHIVES["train"])
     if not tf.io.gfile.exists(os.path.join(manual_dir, archive)):
       raise UserError(
           f"ImageNet is not prepared in {builder.data_dir} and {archive} is not in {manual_dir}: "
@@ -323,11 +327,9 @@ def _prepare_tfds(builder, dataset, process_count: int) -> None:
       tf.io.gfile.isdir(manual_dir) and tf.io.gfile.listdir(manual_dir)):
     raise UserError(f"{builder.name} needs files downloaded by hand into {manual_dir} (or set "
                     f"--config.dataset.manual_dir): {' '.join(builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split())}")
-  if process_count > 1:
-    raise UserError(
-        f"{builder.info.full_name} is not prepared in {builder.data_dir_root}; prepare it once "
-        f"from a single process ('tfds build {builder.name} --data_dir={builder.data_dir_root} "
-        f"--manual_dir={manual_dir} --file_format=array_record') before starting {process_count}")
+  if process_count > 1:  # every process would write the same files
+    raise UserError(f"{builder.info.full_name} is not prepared in {builder.data_dir_root}; run "
+                    f"once as a single process to prepare it, then start the {process_count} processes")
   logging.info("preparing %s in %s as array_record (once)", builder.info.full_name, builder.data_dir)
   builder.download_and_prepare(file_format="array_record",
                                download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
@@ -342,10 +344,11 @@ def load_tfds(config, process_count: int = 1) -> Source:
   info = builder.info
   if tfds.core.FileFormat.ARRAY_RECORD not in info.available_file_formats():
     raise UserError(
-        f"{info.full_name} in {builder.data_dir} is stored without random access (as "
-        f"{info.file_format.value}); convert it once with 'tfds convert_format "
-        f"--dataset_version_dir={builder.data_dir} --out_file_format=array_record'")
-  if dataset.split.split("[")[0] not in info.splits:
+        f"{info.full_name} in {builder.data_dir} is stored as {info.file_format.value}, without "
+        f"random access; add an array_record copy once with 'pip install apache-beam mlcroissant' "
+        f"and 'tfds convert_format --dataset_version_dir={builder.data_dir} "
+        f"--out_file_format=array_record'")
+  if _split_name(dataset.split) not in info.splits:
     raise UserError(f"{info.full_name} has no split {dataset.split!r}; use one of "
                     f"{sorted(info.splits)} in --config.dataset.split")
   keys = info.supervised_keys
@@ -389,11 +392,9 @@ def load_source(config, *, process_index: int = 0, process_count: int = 1,
   return load_tfds(config, process_count)
 
 
-def train_dataset(config, *, start_index: int = 0, process_index: int = 0, process_count: int = 1,
-                  workdir: str | None = None) -> tf.data.Dataset:
+def train_dataset(config, source: Source, *, start_index: int = 0, process_index: int = 0,
+                  process_count: int = 1) -> tf.data.Dataset:
   """Host-local batches as a tf.data.Dataset (a folder source adds 'skipped', 'skipped_file')."""
-  source = load_source(config, process_index=process_index, process_count=process_count,
-                       workdir=workdir)
   index_batches = local_index_batches(
       source.num_examples, global_batch=config.batch_size, seed=config.seed,
       start_index=start_index, process_index=process_index, process_count=process_count)
@@ -419,6 +420,7 @@ def _log_skipped(batches: Iterator[dict]) -> Iterator[dict]:
 
 
 def _check_label_range(batches: Iterator[dict], num_classes: int, description: str) -> Iterator[dict]:
+  """Refuses labels outside [0, num_classes), e.g. the unlabelled (-1) ImageNet test split."""
   for batch in batches:
     labels = batch["label"]
     if labels.min() < 0 or labels.max() >= num_classes:
@@ -433,10 +435,12 @@ def create_train_iterator(config, *, start_index: int = 0, process_index: int = 
 
   start_index counts the global examples already consumed; workdir receives a folder's label map.
   """
-  ds = train_dataset(config, start_index=start_index, process_index=process_index,
-                     process_count=process_count, workdir=workdir)
+  source = load_source(config, process_index=process_index, process_count=process_count,
+                       workdir=workdir)
+  ds = train_dataset(config, source, start_index=start_index, process_index=process_index,
+                     process_count=process_count)
   return _check_label_range(_log_skipped(ds.as_numpy_iterator()), config.model.num_classes,
-                            f"dataset {config.dataset.name!r}")
+                            source.description)
 
 
 def log_class_histogram(labels: np.ndarray, num_classes: int) -> np.ndarray:

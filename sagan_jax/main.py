@@ -26,6 +26,14 @@ def _maybe_initialize_distributed():
     jax.distributed.initialize()
 
 
+def _enable_compilation_cache():
+  """Restarts (resume after preemption) load the compiled train step instead of recompiling."""
+  import jax
+  cache = os.environ.get("SAGAN_JAX_XLA_CACHE", os.path.expanduser("~/.cache/sagan_jax/xla"))
+  jax.config.update("jax_compilation_cache_dir", cache)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -33,8 +41,9 @@ def main(argv):
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")  # tf.data only; keep TF off the accelerators.
   from sagan_jax import train
-  from sagan_jax.errors import UserError
+  from sagan_jax.errors import Preempted, UserError
   _maybe_initialize_distributed()
+  _enable_compilation_cache()
   logging.getLogger().setLevel(logging.INFO)
   for handler in logging.getLogger().handlers:  # orbax narrates every save at INFO
     handler.addFilter(lambda r: r.levelno >= logging.WARNING or "orbax" not in r.pathname)
@@ -43,6 +52,9 @@ def main(argv):
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except Preempted as e:
+    print(str(e), file=sys.stderr)
+    sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ batches split on the data axis, so BN statistics span the global batch.
 import functools
 import logging
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -19,7 +21,7 @@ import optax
 from jax.sharding import Mesh
 
 from sagan_jax import checkpointing, losses, sharding, visualize
-from sagan_jax.errors import UserError
+from sagan_jax.errors import Preempted, TrainingDiverged, UserError
 from sagan_jax.models.discriminator import Discriminator, discriminator_sides
 from sagan_jax.models.generator import G_ARCH, Generator, generator_sides
 from sagan_jax.models.layers import SPECTRAL
@@ -39,6 +41,7 @@ class TrainState:
   d_spectral: Any
   d_opt_state: Any
   ema_params: Any
+  nonfinite_streak: jax.Array  # consecutive steps whose update was skipped as non-finite
 
 
 def _attention_sides(model_config, which: str):
@@ -63,6 +66,8 @@ def validate_config(config) -> None:
                "sample_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
     if config[name] <= 0:
       raise UserError(f"{name} must be positive, got {config[name]}")
+  if config.max_nonfinite_steps <= 0:
+    raise UserError(f"max_nonfinite_steps must be positive, got {config.max_nonfinite_steps}")
   if config.sample_bn_stats not in SAMPLE_BN_STATS:
     raise UserError(f"sample_bn_stats {config.sample_bn_stats!r} is not one of {SAMPLE_BN_STATS}")
   if config.dtype not in DTYPES:
@@ -108,13 +113,22 @@ def init_state(config, generator, discriminator, g_tx, d_tx) -> TrainState:
       g_spectral=g_vars[SPECTRAL], g_opt_state=g_tx.init(g_vars["params"]),
       d_params=d_vars["params"], d_spectral=d_vars[SPECTRAL],
       d_opt_state=d_tx.init(d_vars["params"]),
-      ema_params=g_vars["params"])
+      ema_params=g_vars["params"], nonfinite_streak=jnp.zeros((), jnp.int32))
 
 
 def attention_gammas(params) -> dict:
   """γ of every attention layer, keyed like 'attention16/gamma'."""
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
   return {k: v for k, v in flat.items() if k.endswith("/gamma")}
+
+
+def _all_finite(*trees):
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(trees)]))
+
+
+def _keep_if(ok, new, old):
+  """new where ok, else old: a non-finite update is never applied (nor checkpointed)."""
+  return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
 
 def step_keys(seed: int, step):
@@ -156,10 +170,13 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
 
     (loss, (spectral, d_real, d_fake)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
     updates, d_opt_state = d_tx.update(grads, state.d_opt_state, state.d_params)
-    state = state.replace(d_params=optax.apply_updates(state.d_params, updates),
-                          d_spectral=spectral, d_opt_state=d_opt_state)
+    ok = _all_finite(loss, grads)
+    old = (state.d_params, state.d_spectral, state.d_opt_state)
+    new = (optax.apply_updates(state.d_params, updates), spectral, d_opt_state)
+    d_params, d_spectral, d_opt_state = _keep_if(ok, new, old)
+    state = state.replace(d_params=d_params, d_spectral=d_spectral, d_opt_state=d_opt_state)
     metrics = {"d_loss": loss, "d_real": jnp.mean(d_real), "d_fake": jnp.mean(d_fake),
-               "d_grad_norm": optax.global_norm(grads)}
+               "d_grad_norm": optax.global_norm(grads), "d_finite": ok}
     return state, metrics
 
   def g_update(state, key):
@@ -174,10 +191,14 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
 
     (loss, new_vars), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
     updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
-    g_params = optax.apply_updates(state.g_params, updates)
-    state = state.replace(g_params=g_params, g_opt_state=g_opt_state,
-                          g_batch_stats=new_vars["batch_stats"], g_spectral=new_vars[SPECTRAL])
-    return state, {"g_loss": loss, "g_grad_norm": optax.global_norm(grads)}
+    ok = _all_finite(loss, grads, new_vars)
+    old = (state.g_params, state.g_opt_state, state.g_batch_stats, state.g_spectral)
+    new = (optax.apply_updates(state.g_params, updates), g_opt_state, new_vars["batch_stats"],
+           new_vars[SPECTRAL])
+    g_params, g_opt_state, g_batch_stats, g_spectral = _keep_if(ok, new, old)
+    state = state.replace(g_params=g_params, g_opt_state=g_opt_state, g_batch_stats=g_batch_stats,
+                          g_spectral=g_spectral)
+    return state, {"g_loss": loss, "g_grad_norm": optax.global_norm(grads), "g_finite": ok}
 
   def update_ema(state):
     decay = jnp.where(state.step < config.ema_start_step, 0.0, config.ema_decay)
@@ -190,9 +211,12 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
     d_keys = jax.random.split(keys[0], n_d)
     state, d_metrics = jax.lax.scan(d_update, state, (batch["image"], batch["label"], d_keys))
     state, g_metrics = g_update(state, keys[1])
-    state = update_ema(state.replace(step=state.step + 1))
+    all_finite = jnp.all(d_metrics.pop("d_finite")) & g_metrics.pop("g_finite")
+    streak = jnp.where(all_finite, 0, state.nonfinite_streak + 1)
+    state = update_ema(state.replace(step=state.step + 1, nonfinite_streak=streak))
     metrics = {k: v[-1] for k, v in d_metrics.items()}  # the last D step's values
     metrics.update(g_metrics)
+    metrics["nonfinite_streak"] = streak
     metrics.update({f"gamma/g/{k}": v for k, v in attention_gammas(state.g_params).items()})
     metrics.update({f"gamma/d/{k}": v for k, v in attention_gammas(state.d_params).items()})
     return state, metrics
@@ -267,6 +291,28 @@ def _next_batches(iterator, d_steps: int) -> dict:
   return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
 
 
+class _StopSignals:
+  """SIGTERM/SIGINT set a flag instead of killing the process: the loop finishes its
+  step, writes a checkpoint and stops. Handlers are restored on exit."""
+
+  def __init__(self):
+    self.signal_name, self.signal_number, self._previous = None, None, {}
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal_name, self.signal_number = signal.Signals(signum).name, signum
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
 def _check_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -297,21 +343,28 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   state = jax.jit(functools.partial(init_state, config, generator, discriminator, g_tx, d_tx),
                   out_shardings=replicated)()
   ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
-  start_step = ckpt.latest_step() or 0
-  if start_step:
-    state = ckpt.restore(start_step, state)
+  checkpointing.check_config_compatible(config, workdir, resuming=ckpt.latest_step() is not None)
+  start_step, restored = ckpt.restore_latest(state)
+  if restored is not None:
+    state = restored
     logging.info("resumed from %s at step %d", ckpt.directory, start_step)
   if start_step >= config.num_train_steps:
     logging.info("already trained %d of %d steps; nothing to do", start_step, config.num_train_steps)
     ckpt.close()
     return state
 
-  examples_per_step = config.batch_size * config.d_steps_per_g_step
-  data = input_pipeline.create_train_iterator(
-      config, start_index=start_step * examples_per_step,
-      process_index=jax.process_index(), process_count=jax.process_count(), workdir=workdir)
+  def data_from(step):
+    return input_pipeline.create_train_iterator(
+        config, start_index=step * config.batch_size * config.d_steps_per_g_step,
+        process_index=jax.process_index(), process_count=jax.process_count(), workdir=workdir)
+
+  data = data_from(start_step)
   train_step = make_train_step(config, generator, discriminator, g_tx, d_tx, mesh)
   sampler = make_sampler(config, generator, mesh)
+  evaluator = None
+  if config.eval_every_steps > 0:
+    from sagan_jax.evaluation.evaluator import Evaluator  # loads TF-based input (see above)
+    evaluator = Evaluator(config, mesh, sampler, workdir)
   grid_z, grid_y, grid_rows, grid_cols = sample_grid_inputs(config, mesh.size)
   grid_z, grid_y = (jax.device_put(a, sharding.batch_sharding(mesh)) for a in (grid_z, grid_y))
 
@@ -333,25 +386,59 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
 
   step = start_step
   last_log_time, last_log_step = time.time(), step
-  while step < config.num_train_steps:
-    host_batch = _next_batches(data, config.d_steps_per_g_step)
-    if len(seen_labels) < 10:
-      seen_labels.append(host_batch["label"])
-      if len(seen_labels) == 10:
-        input_pipeline.log_class_histogram(np.concatenate(seen_labels), config.model.num_classes)
-    state, metrics = train_step(state, sharding.global_batch(host_batch, mesh))
-    step += 1
-    report(step)
-    if step % config.log_every_steps == 0 or step == config.num_train_steps:
-      scalars = jax.device_get(metrics)
-      now = time.time()
-      scalars["steps_per_sec"] = (step - last_log_step) / max(now - last_log_time, 1e-9)
-      last_log_time, last_log_step = now, step
-      writer.write_scalars(step, scalars)
-    if step % config.sample_every_steps == 0 or step == config.num_train_steps:
-      write_samples(step)
-    if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
-      ckpt.save(step, state)
+  restored_after_divergence = False
+  with _StopSignals() as stop:
+    while step < config.num_train_steps:
+      host_batch = _next_batches(data, config.d_steps_per_g_step)
+      if len(seen_labels) < 10:
+        seen_labels.append(host_batch["label"])
+        if len(seen_labels) == 10:
+          input_pipeline.log_class_histogram(np.concatenate(seen_labels), config.model.num_classes)
+      state, metrics = train_step(state, sharding.global_batch(host_batch, mesh))
+      step += 1
+      report(step)
+      streak = int(metrics["nonfinite_streak"])  # one scalar per step: divergence is caught at once
+      if streak:
+        losses_now = {k: float(metrics[k]) for k in ("d_loss", "g_loss")}
+        logging.warning("step %d: non-finite loss or gradient %s; update skipped (%d in a row)",
+                        step, losses_now, streak)
+        if streak >= config.max_nonfinite_steps:
+          good_step = ckpt.latest_step()
+          if restored_after_divergence or good_step is None:
+            raise TrainingDiverged(
+                f"training diverged: {streak} consecutive non-finite steps up to step {step} "
+                f"(d_loss={losses_now['d_loss']}, g_loss={losses_now['g_loss']})"
+                + (" again after restoring the last good checkpoint" if restored_after_divergence
+                   else " and no checkpoint to restore") +
+                "; lower the learning rates or check the data, then resume")
+          ckpt.wait()
+          step, state = ckpt.restore_latest(state)
+          data = data_from(step)
+          restored_after_divergence = True
+          logging.warning("restored the last good checkpoint, step %d, after %d non-finite steps",
+                          step, streak)
+          continue
+      if stop.signal_name or ckpt.reached_preemption(step):
+        ckpt.save(step, state)
+        ckpt.wait()
+        ckpt.close()
+        writer.flush()
+        reason = stop.signal_name or "a preemption notice"
+        raise Preempted(f"stopped by {reason} after step {step}; checkpoint saved in "
+                        f"{ckpt.directory}; rerun the same command to resume",
+                        exit_code=128 + (stop.signal_number or signal.SIGTERM))
+      if step % config.log_every_steps == 0 or step == config.num_train_steps:
+        scalars = jax.device_get(metrics)
+        now = time.time()
+        scalars["steps_per_sec"] = (step - last_log_step) / max(now - last_log_time, 1e-9)
+        last_log_time, last_log_step = now, step
+        writer.write_scalars(step, scalars)
+      if step % config.sample_every_steps == 0 or step == config.num_train_steps:
+        write_samples(step)
+      if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
+        ckpt.save(step, state)
+      if evaluator and (step % config.eval_every_steps == 0 or step == config.num_train_steps):
+        writer.write_scalars(step, evaluator.evaluate(state, step, config.eval_num_samples))
   ckpt.wait()
   ckpt.close()
   writer.flush()

@@ -12,6 +12,14 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def pytest_configure(config):
+  """Identical train steps compiled by different tests load from one persistent cache."""
+  import tempfile
+  import jax
+  jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="sagan_jax_xla_"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def write_idx(path, array):
   """Writes an IDX file (the format of the original MNIST/Fashion-MNIST .gz files)."""
   array = np.asarray(array, np.uint8)

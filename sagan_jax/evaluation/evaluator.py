@@ -1,0 +1,320 @@
+"""Evaluation of a run: sample with the EMA generator, extract features on device, score.
+
+An `Evaluator` is built once per run. Each `evaluate(state, step, num_samples)` draws
+`num_samples` images in batches sharded over the mesh (fixed noise, labels cycling
+through the classes so every class is scored), feeds each batch to the feature
+extractors the metrics need, and compares with reference statistics of the real data.
+Those are computed once per (dataset, split, resolution, sample count, extractor) and
+cached as an .npz named by a hash of that key. One JSON line per evaluation goes to
+`workdir/metrics.jsonl`, holding next to the numbers what makes them comparable.
+
+Metrics: 'fid', 'is', 'intra_fid' in the FID Inception's space; 'fid_fmnist' in the space
+of the project's own Fashion-MNIST classifier (offline; comparable only with itself).
+"""
+import hashlib
+import json
+import logging
+import math
+import os
+import pathlib
+import re
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from sagan_jax import input_pipeline, sharding
+from sagan_jax.errors import UserError
+from sagan_jax.evaluation import fmnist_classifier, inception, metrics
+
+INCEPTION_METRICS = ("fid", "is", "intra_fid")
+METRICS = INCEPTION_METRICS + ("fid_fmnist",)
+METRICS_FILE = "metrics.jsonl"
+# The reference subset is drawn with a fixed seed, so runs with any config.seed share the cache.
+REFERENCE_SEED = 0
+# Offset from config.seed for the evaluation noise: the same z at every evaluation of a run.
+NOISE_SEED_OFFSET = 20_180_518
+CACHE_FORMAT = 1
+
+
+class FeatureSpace(NamedTuple):
+  """A feature extractor and what identifies it in cache keys and metrics lines."""
+  name: str        # 'inception' or 'fmnist_classifier'
+  id: str          # identifies the weights; part of the reference cache key
+  apply: Callable  # (variables, images NHWC in [-1, 1]) -> (features (N, D), logits (N, K))
+  variables: Any
+  info: dict       # written to every metrics line
+
+
+class Reference(NamedTuple):
+  """Statistics of the real data in one feature space; per-class ones come from the features."""
+  mu: np.ndarray
+  sigma: np.ndarray
+  features: np.ndarray  # (N, D) float32: per-class covariances of 1000 classes would not fit
+  labels: np.ndarray    # (N,) int32
+  path: pathlib.Path
+
+
+def cache_dir(config) -> pathlib.Path:
+  if config.eval_cache_dir:
+    return pathlib.Path(config.eval_cache_dir)
+  return inception.default_cache_dir()
+
+
+def inception_space(config) -> FeatureSpace:
+  """The FID Inception with the standard weights (checksum verified, downloaded once if missing)."""
+  if config.inception_weights:
+    path = pathlib.Path(config.inception_weights)
+    if path.name != inception.FID_WEIGHTS_NAME:
+      raise UserError(f"inception_weights must be the standard FID weights file named "
+                      f"{inception.FID_WEIGHTS_NAME}, got {path}; FIDs of other weights are not "
+                      f"comparable")
+    weights = inception.fid_weights_file(path.parent, download=False)
+  else:
+    weights = inception.fid_weights_file(cache_dir(config))
+  return FeatureSpace(
+      "inception", weights.stem, lambda v, x: inception.FIDInceptionV3().apply(v, x),
+      inception.load_variables(weights),
+      {"weights": weights.name, "input": "bilinear resize to 299x299 without antialiasing",
+       "is_softmax_classes": inception.NUM_LOGITS})
+
+
+def _fashion_mnist_dir(data_dir: str) -> str:
+  """The folder the input pipeline reads: data_dir, or Debian's, then the download cache."""
+  if data_dir:
+    return data_dir
+  candidates = [input_pipeline.FMNIST_SYSTEM_DIR,
+                os.path.expanduser(input_pipeline.FMNIST_CACHE_DIR)]
+  has_train = lambda d: os.path.exists(os.path.join(d, input_pipeline.FMNIST_FILES["train"][0]))
+  return next((d for d in candidates if has_train(d)), candidates[0])
+
+
+def _params_digest(params) -> str:
+  digest = hashlib.sha256()
+  for leaf in jax.tree.leaves(params):
+    digest.update(np.asarray(leaf).tobytes())
+  return digest.hexdigest()[:12]
+
+
+def fmnist_space(config) -> FeatureSpace:
+  """The Fashion-MNIST classifier, trained once on the run's data and cached."""
+  epochs, num_train = config.eval_fmnist_classifier_epochs, config.eval_fmnist_classifier_num_train
+  params, accuracy = fmnist_classifier.get_classifier(
+      cache_dir(config), epochs=epochs, num_train=num_train or None,
+      data_dir=_fashion_mnist_dir(config.dataset.data_dir))
+  # Named by its content: reference statistics never outlive the classifier they were made with.
+  space_id = f"fmnist_classifier-e{epochs}-n{num_train or 'all'}-{_params_digest(params)}"
+  return FeatureSpace("fmnist_classifier", space_id, fmnist_classifier.FMnistClassifier().apply,
+                      params, {"id": space_id, "test_accuracy": accuracy})
+
+
+def _check_config(config, mesh) -> None:
+  names = tuple(config.eval_metrics)
+  unknown = sorted(set(names) - set(METRICS))
+  if not names or unknown:
+    raise UserError(f"eval_metrics {names} must be a non-empty tuple of {METRICS}")
+  if config.eval_batch_size <= 0 or config.eval_batch_size % mesh.size:
+    raise UserError(f"eval_batch_size {config.eval_batch_size} must be a positive multiple of the "
+                    f"device count {mesh.size}")
+  m = config.model
+  if "fid_fmnist" in names and (config.dataset.name != "fashion_mnist" or m.resolution != 32
+                                or m.image_channels != 1):
+    raise UserError("fid_fmnist needs 32x32x1 Fashion-MNIST (dataset.name 'fashion_mnist'); "
+                    "use 'fid' for other data")
+
+
+class Evaluator:
+  """Scores the EMA generator of a run; see the module docstring."""
+
+  def __init__(self, config, mesh, sampler: Callable, workdir: str):
+    """`sampler(state, z, y) -> images`: train.make_sampler's (EMA weights; z, y batch-sharded)."""
+    _check_config(config, mesh)
+    self.config, self.sampler = config, sampler
+    self.metrics_path = pathlib.Path(workdir) / METRICS_FILE
+    self._batch_sharding = sharding.batch_sharding(mesh)
+    replicated = sharding.replicated(mesh)
+    names = set(config.eval_metrics)
+    self.spaces = {}
+    if names & set(INCEPTION_METRICS):
+      self.spaces["inception"] = inception_space(config)
+    if "fid_fmnist" in names:
+      self.spaces["fmnist_classifier"] = fmnist_space(config)
+    self._variables = {k: jax.device_put(s.variables, replicated) for k, s in self.spaces.items()}
+    constrain = lambda x: jax.lax.with_sharding_constraint(x, self._batch_sharding)
+    # Images come replicated (sampler) or batch-sharded (real data); each device takes its share.
+    self._extract = {k: jax.jit(lambda v, x, apply=s.apply: apply(v, constrain(x)),
+                                out_shardings=replicated)
+                     for k, s in self.spaces.items()}
+    self._references = {}
+
+  def _global(self, host_array: np.ndarray) -> jax.Array:
+    """A full global batch, identical on every process, as a batch-sharded array."""
+    return jax.make_array_from_callback(host_array.shape, self._batch_sharding,
+                                        lambda index: host_array[index])
+
+  def _features(self, batches, num: int, spaces) -> dict:
+    """{space: (features, logits)} of the first `num` images of full-size batches."""
+    out = {k: ([], []) for k in spaces}
+    for images in batches:
+      for k in spaces:
+        features, logits = self._extract[k](self._variables[k], images)
+        out[k][0].append(np.asarray(features))
+        out[k][1].append(np.asarray(logits))
+    return {k: (np.concatenate(f)[:num], np.concatenate(l)[:num]) for k, (f, l) in out.items()}
+
+  # Reference statistics
+
+  def _reference_key(self, space: FeatureSpace) -> dict:
+    c, d = self.config, self.config.dataset
+    return {"format": CACHE_FORMAT, "dataset": d.name,
+            "data_dir": os.path.abspath(d.data_dir) if d.data_dir else "", "version": d.version,
+            "split": c.eval_reference_split, "resolution": c.model.resolution,
+            "channels": c.model.image_channels, "num_samples": c.eval_reference_samples,
+            "seed": REFERENCE_SEED, "features": space.id}
+
+  def reference_path(self, space: FeatureSpace) -> pathlib.Path:
+    key = self._reference_key(space)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    split = re.sub(r"[^\w.-]+", "_", key["split"])
+    name = (f"reference-{key['dataset']}-{split}-{key['resolution']}px-{key['num_samples']}-"
+            f"{space.name}-{digest}.npz")
+    return cache_dir(self.config) / "reference_stats" / name
+
+  def _real_batches(self, num: int):
+    """(host batches of `num` real images, their labels): a fixed random subset of the
+    reference split, preprocessed like training images but never flipped."""
+    config = self.config.copy_and_resolve_references()
+    config.dataset.split = config.eval_reference_split
+    config.dataset.random_flip = False
+    batch_size = config.eval_batch_size
+    source = input_pipeline.load_source(config)
+    num = min(num, source.num_examples)
+    index_batches = input_pipeline.local_index_batches(
+        source.num_examples, global_batch=batch_size, seed=REFERENCE_SEED, start_index=0)
+    ds = source.examples(index_batches, config).batch(batch_size)
+    batches = list(ds.take(math.ceil(num / batch_size)).as_numpy_iterator())
+    labels = np.concatenate([b["label"] for b in batches])[:num]
+    return (self._global(b["image"]) for b in batches), labels
+
+  def _compute_reference(self, space: FeatureSpace) -> dict:
+    logging.info("computing reference statistics of %s in the %s space (once; cached)",
+                 self.config.dataset.name, space.name)
+    images, labels = self._real_batches(self.config.eval_reference_samples)
+    features = self._features(images, len(labels), [space.name])[space.name][0]
+    mu, sigma = metrics.gaussian_stats(features)
+    return dict(mu=mu, sigma=sigma, features=features, labels=labels,
+                key=json.dumps(self._reference_key(space), sort_keys=True))
+
+  def reference(self, space: FeatureSpace) -> Reference:
+    """The cached statistics of the real data, computed (by every process together) if missing."""
+    if space.name in self._references:
+      return self._references[space.name]
+    path = self.reference_path(space)
+    if not _on_every_process(path.exists()):
+      stats = self._compute_reference(space)
+      # Every process writes: on pods, each host's ~/.cache is its own disk.
+      try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")  # savez appends .npz otherwise
+        np.savez(tmp, **stats)
+        os.replace(tmp, path)
+      except OSError as e:
+        raise UserError(f"cannot write the reference statistics to {path} ({e.strerror}); set "
+                        f"--config.eval_cache_dir to a writable folder") from e
+    with np.load(path) as stored:
+      reference = Reference(stored["mu"], stored["sigma"], stored["features"], stored["labels"],
+                            path)
+    self._references[space.name] = reference
+    return reference
+
+  # Sampling and scoring
+
+  def _noise(self, num: int):
+    """Fixed z and labels cycling through the classes, padded to whole batches."""
+    m, batch_size = self.config.model, self.config.eval_batch_size
+    padded = math.ceil(num / batch_size) * batch_size
+    rng = np.random.default_rng(self.config.seed + NOISE_SEED_OFFSET)
+    z = rng.standard_normal((padded, m.z_dim)).astype(np.float32)
+    y = (np.arange(padded) % m.num_classes).astype(np.int32)
+    return z, y
+
+  def _check_num_samples(self, num: int) -> None:
+    c = self.config
+    need = {"fid": 2, "fid_fmnist": 2, "is": c.eval_is_splits, "intra_fid": 2 * c.model.num_classes}
+    least = max(need[name] for name in c.eval_metrics)
+    if num < least:
+      raise UserError(f"{num} samples are too few for {tuple(c.eval_metrics)}: use at least "
+                      f"{least} (intra_fid needs 2 per class, is one per split)")
+
+  def _intra_fid(self, features, labels, reference: Reference):
+    classes = range(self.config.model.num_classes)
+    counts = np.bincount(reference.labels, minlength=len(classes))
+    if counts.min() < 2:
+      raise UserError(f"the reference set has fewer than 2 images of class(es) "
+                      f"{np.flatnonzero(counts < 2)[:10].tolist()}; raise eval_reference_samples")
+    return metrics.intra_fid(
+        {c: features[labels == c] for c in classes},
+        {c: metrics.gaussian_stats(reference.features[reference.labels == c]) for c in classes})
+
+  def evaluate(self, state, step: int, num_samples: int) -> dict:
+    """Scores `num_samples` EMA samples; appends a line to metrics.jsonl; returns the scalars."""
+    self._check_num_samples(num_samples)
+    start = time.time()
+    c = self.config
+    references = {k: self.reference(space) for k, space in self.spaces.items()}
+    z, y = self._noise(num_samples)
+    batches = (self.sampler(state, self._global(z[i:i + c.eval_batch_size]),
+                            self._global(y[i:i + c.eval_batch_size]))
+               for i in range(0, len(z), c.eval_batch_size))
+    fake = self._features(batches, num_samples, self.spaces)
+    labels = y[:num_samples]
+    scalars, per_class = {}, {}
+    for name in c.eval_metrics:
+      space = "fmnist_classifier" if name == "fid_fmnist" else "inception"
+      features, logits = fake[space]
+      reference = references[space]
+      if name in ("fid", "fid_fmnist"):
+        scalars[name] = metrics.frechet_distance(*metrics.gaussian_stats(features),
+                                                 reference.mu, reference.sigma)
+      elif name == "is":
+        scalars["is"], scalars["is_std"] = metrics.inception_score(logits, c.eval_is_splits)
+      else:
+        scalars["intra_fid"], by_class = self._intra_fid(features, labels, reference)
+        per_class["intra_fid_per_class"] = [by_class[k] for k in sorted(by_class)]
+    line = {"step": int(step), "num_samples": num_samples, **scalars, **per_class,
+            **self._protocol(references), "seconds": round(time.time() - start, 1)}
+    logging.info("evaluation at step %d on %d samples: %s", step, num_samples,
+                 ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
+    if jax.process_index() == 0:
+      self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+      with open(self.metrics_path, "a") as f:
+        f.write(json.dumps(line) + "\n")
+    return scalars
+
+  def _protocol(self, references) -> dict:
+    """What makes the numbers comparable (DESIGN.md, known pitfalls)."""
+    c = self.config
+    reference = next(iter(references.values()))
+    out = {
+        "metrics": list(c.eval_metrics),
+        "sampling": {"weights": "ema", "ema_decay": c.ema_decay, "ema_start_step": c.ema_start_step,
+                     "sample_bn_stats": c.sample_bn_stats,
+                     "class_labels": "balanced (cycling through the classes)"},
+        "reference": {"dataset": c.dataset.name, "split": c.eval_reference_split,
+                      "num_samples": len(reference.labels), "resolution": c.model.resolution,
+                      "random_flip": False,
+                      "cache_files": [r.path.name for r in references.values()]},
+        "feature_spaces": {k: {"id": s.id, **s.info} for k, s in self.spaces.items()},
+    }
+    if "is" in c.eval_metrics:
+      out["is_splits"] = c.eval_is_splits
+    return out
+
+
+def _on_every_process(flag: bool) -> bool:
+  """`flag` of all processes ANDed: they must agree on computing the reference (SPMD)."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.all(multihost_utils.process_allgather(np.asarray(flag))))

@@ -1,0 +1,174 @@
+"""Evaluator: metrics.jsonl from a tiny run, the reference-statistics cache, the Inception
+metrics (random weights), and the standalone CLI."""
+import functools
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import make_fake_fashion_mnist
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _fmnist_eval_config(data_dir, cache_dir):
+  from configs import fashion_mnist
+  config = fashion_mnist.get_config("smoke")
+  config.dataset.data_dir = data_dir
+  config.num_train_steps = 2
+  config.checkpoint_every_steps = 1
+  config.eval_every_steps = 1
+  config.eval_num_samples = 20  # two per class
+  config.eval_batch_size = 10
+  config.eval_cache_dir = cache_dir
+  config.eval_fmnist_classifier_epochs = 2  # a few steps on the fake images: features, not accuracy
+  return config
+
+
+@pytest.fixture(scope="module")
+def trained_run(fake_fmnist_dir, tmp_path_factory):
+  """(config, workdir, final state) of a 2-step run evaluated after each step."""
+  from sagan_jax import train
+  root = tmp_path_factory.mktemp("evaluator")
+  config = _fmnist_eval_config(fake_fmnist_dir, str(root / "cache"))
+  workdir = str(root / "run")
+  state = train.train_and_evaluate(config, workdir)
+  return config, workdir, state
+
+
+def _lines(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def _event_tags(workdir):
+  import tensorflow as tf
+  tags = set()
+  for name in os.listdir(workdir):
+    if name.startswith("events.out.tfevents"):
+      for event in tf.compat.v1.train.summary_iterator(os.path.join(workdir, name)):
+        tags.update(v.tag for v in event.summary.value)
+  return tags
+
+
+def _build(config, workdir):
+  """(evaluator, generator, discriminator) on the local devices."""
+  from sagan_jax import sharding, train
+  from sagan_jax.evaluation import evaluator
+  mesh = sharding.create_mesh()
+  generator, discriminator = train.build_models(config)
+  sampler = train.make_sampler(config, generator, mesh)
+  return evaluator.Evaluator(config, mesh, sampler, str(workdir)), generator, discriminator
+
+
+def test_training_writes_one_metrics_line_per_evaluation(trained_run):
+  _, workdir, _ = trained_run
+  lines = _lines(workdir)
+  assert [line["step"] for line in lines] == [1, 2]
+  for line in lines:
+    assert line["num_samples"] == 20 and line["metrics"] == ["fid_fmnist"]
+    assert np.isfinite(line["fid_fmnist"]) and line["fid_fmnist"] > 0
+    assert "fid" not in line  # fid_fmnist is never reported as FID
+    assert line["sampling"]["weights"] == "ema"
+    assert line["sampling"]["sample_bn_stats"] == "standing"
+    assert line["reference"]["split"] == "test"
+    assert line["reference"]["num_samples"] == 50  # the whole fake test split
+    classifier = line["feature_spaces"]["fmnist_classifier"]
+    assert classifier["id"].startswith("fmnist_classifier-e2-nall-")
+    assert 0 <= classifier["test_accuracy"] <= 1
+  assert lines[0]["fid_fmnist"] != lines[1]["fid_fmnist"]  # G changed in between
+  assert "fid_fmnist" in _event_tags(workdir)
+
+
+def test_reference_statistics_are_cached_and_reused(trained_run, tmp_path, monkeypatch):
+  from sagan_jax.evaluation import evaluator
+  config, workdir, state = trained_run
+  fresh, _, _ = _build(config, tmp_path)
+  path = fresh.reference_path(fresh.spaces["fmnist_classifier"])
+  assert os.listdir(path.parent) == [path.name]  # written by the run's first evaluation only
+  mtime = path.stat().st_mtime_ns
+
+  def no_recompute(*unused_args):
+    raise AssertionError("the cached reference statistics should have been loaded")
+
+  monkeypatch.setattr(evaluator.Evaluator, "_compute_reference", no_recompute)
+  scalars = fresh.evaluate(state, 2, 20)
+  assert path.stat().st_mtime_ns == mtime
+  # Same state, noise and reference as the run's last evaluation: the same number.
+  assert scalars["fid_fmnist"] == pytest.approx(_lines(workdir)[-1]["fid_fmnist"], rel=1e-6)
+  assert [line["step"] for line in _lines(tmp_path)] == [2]
+
+
+def test_inception_metrics_on_a_tiny_rgb_config(fake_fmnist_dir, tmp_path, monkeypatch):
+  from configs import fashion_mnist
+  from sagan_jax import sharding, train
+  from sagan_jax.evaluation import evaluator, inception, metrics
+  config = fashion_mnist.get_config("smoke")
+  # Two classes of four test images: the reference holds two of each, as intra-FID needs.
+  config.dataset.data_dir = make_fake_fashion_mnist(str(tmp_path / "data"), n_train=8, n_test=4,
+                                                    num_classes=2)
+  config.model.image_channels = 3
+  config.model.num_classes = 2
+  config.sample_bn_stats = "running"  # the sampler is not under test here: compile less
+  config.eval_metrics = ("fid", "is", "intra_fid")
+  config.eval_batch_size = 4  # Inception runs at ~3 images/s on a CPU
+  config.eval_reference_samples = 4
+  config.eval_is_splits = 2
+  config.eval_cache_dir = str(tmp_path / "cache")
+  monkeypatch.setattr(evaluator, "inception_space", lambda unused_config: evaluator.FeatureSpace(
+      "inception", "random-seed0", lambda v, x: inception.FIDInceptionV3().apply(v, x),
+      inception.random_variables(), {"weights": "random"}))
+  calls = []
+
+  def cheap_frechet(mu1, sigma1, mu2, sigma2):
+    # scipy's sqrtm of a 2048x2048 product takes over a minute on 2 cores; test_metrics checks it.
+    calls.append((mu1.shape, sigma1.shape, mu2.shape, sigma2.shape))
+    return float(np.sum((mu1 - mu2) ** 2))
+
+  monkeypatch.setattr(metrics, "frechet_distance", cheap_frechet)
+  evaluation, generator, discriminator = _build(config, tmp_path / "run")
+  state = jax.jit(functools.partial(train.init_state, config, generator, discriminator,
+                                    *train.build_optimizers(config)),
+                  out_shardings=sharding.replicated(sharding.create_mesh()))()
+  scalars = evaluation.evaluate(state, 0, 4)
+  assert set(scalars) == {"fid", "is", "is_std", "intra_fid"}
+  assert all(np.isfinite(v) for v in scalars.values())
+  assert scalars["fid"] > 0 and scalars["is"] >= 1.0
+  # One global and one per-class distance per class, all in the 2048-d pool space.
+  assert calls == [((2048,), (2048, 2048), (2048,), (2048, 2048))] * 3
+  (line,) = _lines(tmp_path / "run")
+  assert len(line["intra_fid_per_class"]) == 2
+  assert scalars["intra_fid"] == pytest.approx(np.mean(line["intra_fid_per_class"]))
+  assert line["feature_spaces"]["inception"]["id"] == "random-seed0"
+  assert line["is_splits"] == 2 and line["reference"]["num_samples"] == 4
+
+
+def test_missing_checkpoints_are_clear_errors(trained_run, tmp_path):
+  from sagan_jax import evaluate
+  from sagan_jax.errors import UserError
+  config, workdir, _ = trained_run
+  with pytest.raises(UserError, match="no checkpoint in .*train first"):
+    evaluate.evaluate_checkpoint(config, str(tmp_path))
+  with pytest.raises(UserError, match=r"no checkpoint of step 7 .* holds steps \[1, 2\]"):
+    evaluate.evaluate_checkpoint(config, workdir, step=7)
+
+
+def test_cli_scores_a_named_checkpoint(trained_run):
+  config, workdir, _ = trained_run
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  proc = subprocess.run(
+      [sys.executable, "-m", "sagan_jax.evaluate", "--config=configs/fashion_mnist.py:smoke",
+       f"--config.dataset.data_dir={config.dataset.data_dir}",
+       f"--config.eval_cache_dir={config.eval_cache_dir}",
+       "--config.eval_fmnist_classifier_epochs=2", "--config.eval_batch_size=10",
+       f"--workdir={workdir}", "--step=1", "--num_samples=20"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = _lines(workdir)
+  assert lines[-1]["step"] == 1 and lines[-1]["num_samples"] == 20
+  # The checkpoint of step 1 scores what training measured at step 1.
+  assert lines[-1]["fid_fmnist"] == pytest.approx(lines[0]["fid_fmnist"], rel=1e-6)

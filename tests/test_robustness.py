@@ -1,0 +1,114 @@
+"""Preemption, damaged checkpoints, divergence and bad workdirs lose nothing."""
+import logging
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from sagan_jax import input_pipeline, train
+from sagan_jax.errors import Preempted, TrainingDiverged, UserError
+
+
+def patch_batches(monkeypatch, edit):
+  """Wraps the input iterator: edit(batch_number, batch) may alter or act on each batch."""
+  original = input_pipeline.create_train_iterator
+
+  def wrapped(config, **kwargs):
+    start = kwargs["start_index"] // config.batch_size
+    for i, batch in enumerate(original(config, **kwargs)):
+      yield edit(start + i, batch)
+
+  monkeypatch.setattr(input_pipeline, "create_train_iterator", wrapped)
+
+
+def leaves(state):
+  return [np.asarray(x) for x in jax.tree.leaves((state.g_params, state.d_params, state.ema_params,
+                                                  state.g_batch_stats, state.d_spectral))]
+
+
+def test_sigterm_checkpoints_and_resume_is_bitwise_equal(smoke_config, tmp_path, monkeypatch):
+  smoke_config.num_train_steps = 6
+  smoke_config.checkpoint_every_steps = 100  # only the preemption checkpoint and the last
+  straight = train.train_and_evaluate(smoke_config, str(tmp_path / "straight"))
+
+  def kill_at_third(i, batch):
+    if i == 2:  # the 3rd batch: SIGTERM arrives while step 3 runs
+      os.kill(os.getpid(), signal.SIGTERM)
+    return batch
+
+  with monkeypatch.context() as m:
+    patch_batches(m, kill_at_third)
+    with pytest.raises(Preempted, match="stopped by SIGTERM after step 3.*rerun the same command"):
+      train.train_and_evaluate(smoke_config, str(tmp_path / "killed"))
+  assert os.listdir(tmp_path / "killed" / "checkpoints") == ["3"]
+  resumed = train.train_and_evaluate(smoke_config, str(tmp_path / "killed"))
+  assert int(resumed.step) == 6
+  for a, b in zip(leaves(straight), leaves(resumed)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_truncated_latest_checkpoint_falls_back_to_previous(smoke_config, tmp_path, caplog):
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(smoke_config, str(workdir))  # checkpoints at 2 and 4
+  damaged = workdir / "checkpoints" / "4"
+  for root, _, files in os.walk(damaged):
+    for name in files:
+      if name not in ("_CHECKPOINT_METADATA", "commit_success.txt"):
+        with open(os.path.join(root, name), "r+b") as f:
+          f.truncate(0)
+  smoke_config.num_train_steps = 5
+  with caplog.at_level(logging.WARNING):
+    state = train.train_and_evaluate(smoke_config, str(workdir))
+  assert "checkpoint 4" in caplog.text and "unreadable" in caplog.text
+  assert int(state.step) == 5
+  assert os.listdir(workdir / "unreadable_checkpoints")  # kept aside, not deleted
+  assert all(np.all(np.isfinite(x)) for x in leaves(state))
+
+
+def test_nan_batch_is_skipped(smoke_config, tmp_path, monkeypatch, caplog):
+  def nan_at_second(i, batch):
+    if i == 1:
+      batch = dict(batch, image=np.full_like(batch["image"], np.nan))
+    return batch
+
+  patch_batches(monkeypatch, nan_at_second)
+  with caplog.at_level(logging.WARNING):
+    state = train.train_and_evaluate(smoke_config, str(tmp_path / "run"))
+  assert "step 2: non-finite loss or gradient" in caplog.text and "1 in a row" in caplog.text
+  assert int(state.step) == 4 and int(state.nonfinite_streak) == 0
+  assert all(np.all(np.isfinite(x)) for x in leaves(state))
+
+
+def test_persistent_nan_restores_once_then_stops(smoke_config, tmp_path, monkeypatch, caplog):
+  smoke_config.num_train_steps = 8
+  smoke_config.max_nonfinite_steps = 2
+  patch_batches(monkeypatch, lambda i, b: dict(b, image=np.full_like(b["image"], np.nan))
+                if i >= 2 else b)
+  with caplog.at_level(logging.WARNING):
+    with pytest.raises(TrainingDiverged, match=r"2 consecutive non-finite steps up to step 4 "
+                                               r"\(d_loss=nan.*again after restoring"):
+      train.train_and_evaluate(smoke_config, str(tmp_path / "run"))
+  assert "restored the last good checkpoint, step 2" in caplog.text
+  restored_step, restored = train.checkpointing.Checkpointer(str(tmp_path / "run"), 3).restore_latest(
+      train.init_state(smoke_config, *train.build_models(smoke_config),
+                       *train.build_optimizers(smoke_config)))
+  assert restored_step == 2 and all(np.all(np.isfinite(x)) for x in leaves(restored))
+
+
+def test_incompatible_config_is_refused(smoke_config, tmp_path):
+  smoke_config.num_train_steps = 2
+  train.train_and_evaluate(smoke_config, str(tmp_path / "run"))
+  smoke_config.num_train_steps = 4
+  smoke_config.model.ch = 8
+  with pytest.raises(UserError, match=r"model.ch \(4 in the workdir, 8 now\)"):
+    train.train_and_evaluate(smoke_config, str(tmp_path / "run"))
+  assert os.listdir(tmp_path / "run" / "checkpoints") == ["2"]  # nothing overwritten
+
+
+def test_unwritable_workdir_is_refused_before_training(smoke_config, tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a directory")
+  with pytest.raises(UserError, match="is not writable"):
+    train.train_and_evaluate(smoke_config, str(blocker / "run"))
