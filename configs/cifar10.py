@@ -22,4 +22,10 @@ def get_config(variant: str = ""):
   config.log_every_steps = 100
   config.sample_every_steps = 2_000
   config.checkpoint_every_steps = 2_000
+  config.eval_every_steps = 5_000
+  config.eval_num_samples = 10_000      # periodic; the final numbers use 50k.
+  config.eval_final_num_samples = 50_000
+  config.eval_metrics = ("fid", "is", "intra_fid")
+  config.eval_reference_split = "train"  # as the published CIFAR-10 FIDs: all 50k training images.
+  config.eval_reference_samples = 50_000
   return fashion_mnist.apply_variant(config, variant)

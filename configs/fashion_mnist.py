@@ -68,10 +68,11 @@ def get_config(variant: str = ""):
 
   # Evaluation (sagan_jax/evaluation/evaluator.py): EMA samples scored against real data,
   # one line per evaluation in workdir/metrics.jsonl (and TensorBoard).
-  config.eval_every_steps = 1000       # evaluate every N steps and at the end; 0 = never during training.
+  config.eval_every_steps = 0          # evaluate every N steps and at the end; 0 = never (keeps `make train` under 15 min;
+                                       # score a run with `python -m sagan_jax.evaluate`).
   config.eval_num_samples = 5000       # samples per periodic evaluation.
   config.eval_final_num_samples = 10000  # default of `python -m sagan_jax.evaluate` (final numbers).
-  config.eval_batch_size = 500         # samples per sharded batch; a multiple of the device count.
+  config.eval_batch_size = 512         # samples per sharded batch; a multiple of the device count.
   config.eval_metrics = ("fid_fmnist",)  # of 'fid', 'is', 'intra_fid' (FID Inception) and 'fid_fmnist'
                                        # (offline: the project's Fashion-MNIST classifier; not an FID).
   config.eval_reference_split = "test"  # real data of the reference statistics (never flipped).

@@ -46,6 +46,15 @@ def get_config(variant: str = ""):
   config.sample_every_steps = 5_000
   config.checkpoint_every_steps = 5_000
   config.num_sample_columns = 8
+  config.eval_every_steps = 10_000
+  config.eval_num_samples = 10_000      # periodic; the final numbers use 50k (paper §5).
+  config.eval_final_num_samples = 50_000
+  config.eval_batch_size = 256
+  # intra-FID over 1000 classes is 1000 matrix square roots of 2048×2048 on the host (hours):
+  # final evaluation only, python -m sagan_jax.evaluate … --config.eval_metrics='("fid","is","intra_fid")'.
+  config.eval_metrics = ("fid", "is")
+  config.eval_reference_split = "validation"  # ILSVRC2012 val, 50 images per class.
+  config.eval_reference_samples = 50_000
   if variant == "smoke":
     config = fashion_mnist.apply_variant(config, variant)
     config.model.ch = 2                 # 8 channels at feat32: C/8 = 1 for f, g, h.

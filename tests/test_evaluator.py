@@ -172,3 +172,42 @@ def test_cli_scores_a_named_checkpoint(trained_run):
   assert lines[-1]["step"] == 1 and lines[-1]["num_samples"] == 20
   # The checkpoint of step 1 scores what training measured at step 1.
   assert lines[-1]["fid_fmnist"] == pytest.approx(lines[0]["fid_fmnist"], rel=1e-6)
+
+
+MULTI_DEVICE_SCRIPT = """
+import functools, json, sys, tempfile
+sys.path.insert(0, "tests")
+import jax
+from conftest import make_fake_fashion_mnist
+from configs import fashion_mnist
+from sagan_jax import sharding, train
+from sagan_jax.evaluation import evaluator
+assert jax.device_count() == 4, jax.devices()
+tmp = tempfile.mkdtemp()
+config = fashion_mnist.get_config("smoke")
+config.dataset.data_dir = make_fake_fashion_mnist(tmp + "/data")
+config.eval_cache_dir = tmp + "/cache"
+config.eval_fmnist_classifier_epochs = 1
+config.eval_batch_size = 8
+scores = []
+for devices in (jax.devices()[:1], jax.devices()):
+  mesh = sharding.create_mesh(devices)
+  g, d = train.build_models(config)
+  state = jax.jit(functools.partial(train.init_state, config, g, d, *train.build_optimizers(config)),
+                  out_shardings=sharding.replicated(mesh))()
+  sampler = train.make_sampler(config, g, mesh)
+  run = evaluator.Evaluator(config, mesh, sampler, f"{tmp}/run{len(devices)}")
+  scores.append(run.evaluate(state, 0, 20)["fid_fmnist"])
+print(json.dumps(scores))
+"""
+
+
+@pytest.mark.skipif(not os.environ.get("SAGAN_JAX_SLOW_TESTS"),
+                    reason="~70 s on 2 cores; set SAGAN_JAX_SLOW_TESTS=1")
+def test_four_simulated_devices_score_like_one():
+  env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE_SCRIPT], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  one, four = json.loads(proc.stdout.splitlines()[-1])
+  assert four == pytest.approx(one, rel=1e-5)

@@ -94,11 +94,16 @@ def test_spectral_norm_everywhere_but_cbn_gains():
   d = Discriminator(resolution=32, ch=4, num_classes=3, attention_sides=(16,))
   g_vars = abstract_init(g, *g_inputs(2, 8), train=False)
   d_vars = abstract_init(d, jnp.zeros((2, 32, 32, 3)), jnp.zeros((2,), jnp.int32))
-  flat = lambda t: {"/".join(k.key for k in path[:-1]) for path, _ in jax.tree_util.tree_flatten_with_path(t)[0]}
-  g_weights = {p for p in flat(g_vars["params"]) if not p.startswith("bn") and "/bn" not in p}
-  g_sn = {p.rsplit("/sn", 1)[0] for p in flat(g_vars["spectral"])}
-  assert g_weights - {""} == g_sn            # every conv/linear of G (attention's included)
-  assert not any("bn" in p for p in g_sn)    # but not the conditional BN gains
-  d_weights = flat(d_vars["params"]) - {""}
-  assert d_weights == {p.rsplit("/sn", 1)[0] for p in flat(d_vars["spectral"])}  # incl. embed
+  def weight_modules(params):  # modules owning a conv/dense kernel or an embedding table
+    return {"/".join(k.key for k in path[:-1]) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]
+            if path[-1].key in ("kernel", "embedding")}
+
+  def sn_modules(spectral):
+    return {"/".join(k.key for k in path[:-2]) for path, _ in jax.tree_util.tree_flatten_with_path(spectral)[0]}
+
+  g_weights = weight_modules(g_vars["params"])
+  assert {p for p in g_weights if "bn" not in p} == sn_modules(g_vars["spectral"])  # attention's too
+  assert any("bn" in p for p in g_weights) and not any("bn" in p for p in sn_modules(g_vars["spectral"]))
+  d_weights = weight_modules(d_vars["params"])
+  assert d_weights == sn_modules(d_vars["spectral"])  # every D weight, the projection embedding too
   assert "embed" in d_weights

