@@ -54,3 +54,32 @@ def smoke_config(fake_fmnist_dir):
   config = fashion_mnist.get_config("smoke")
   config.dataset.data_dir = fake_fmnist_dir
   return config
+
+
+_INSTALL = "the reference tests need pip install -r requirements-test.txt"
+_TORCHVISION_OPS = []  # keeps the op-schema registration alive for the whole session
+
+
+def import_pytorch_fid(module: str):
+  """(torch, pytorch_fid.<module>), or skip the test when they are not installed.
+
+  torchvision's Linux wheel on PyPI is built for CUDA torch, so next to the CPU torch its
+  C++ ops cannot load, yet importing it registers fakes for two of them and fails.
+  pytorch-fid needs only torchvision's Python modules: declare the two op schemas when
+  the ops are missing (once per session).
+  """
+  import glob
+  torch = pytest.importorskip("torch", reason=f"torch is not installed; {_INSTALL}",
+                              exc_type=ImportError)
+  torchvision_dir = os.path.join(os.path.dirname(torch.__path__[0]), "torchvision")
+  if not _TORCHVISION_OPS and not hasattr(torch.ops.torchvision, "nms"):
+    try:
+      torch.ops.load_library(glob.glob(os.path.join(torchvision_dir, "_C*.so"))[0])
+    except (OSError, IndexError):
+      lib = torch.library.Library("torchvision", "DEF")
+      for op in ("nms", "qnms"):
+        lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+      _TORCHVISION_OPS.append(lib)
+  return torch, pytest.importorskip(f"pytorch_fid.{module}",
+                                    reason=f"pytorch-fid is not installed; {_INSTALL}",
+                                    exc_type=ImportError)

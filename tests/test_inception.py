@@ -1,41 +1,16 @@
 """FID Inception in Flax: parity with pytorch-fid, the torch-free reader, the weights fetch."""
-import glob
-import os
 import urllib.error
 
 import numpy as np
 import pytest
+from conftest import import_pytorch_fid
 
 from sagan_jax.errors import UserError
 from sagan_jax.evaluation import inception
 
-_INSTALL = "the reference tests need pip install -r requirements-test.txt"
-_TORCHVISION_OPS = []  # keeps the op-schema registration below alive
-
 
 def _import_pytorch_fid_inception():
-  """(torch, pytorch_fid.inception), or skip the test when they are not installed.
-
-  torchvision's Linux wheel on PyPI is built for CUDA torch, so next to the CPU torch its
-  C++ ops cannot load, yet importing it registers fakes for two of them and fails.
-  pytorch-fid needs only torchvision's Python Inception modules: declare the two op
-  schemas when the ops are missing.
-  """
-  torch = pytest.importorskip("torch", reason=f"torch is not installed; {_INSTALL}",
-                              exc_type=ImportError)
-  torchvision_dir = os.path.join(os.path.dirname(torch.__path__[0]), "torchvision")
-  if not _TORCHVISION_OPS and not hasattr(torch.ops.torchvision, "nms"):
-    try:
-      torch.ops.load_library(glob.glob(os.path.join(torchvision_dir, "_C*.so"))[0])
-    except (OSError, IndexError):
-      lib = torch.library.Library("torchvision", "DEF")
-      for op in ("nms", "qnms"):
-        lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-      _TORCHVISION_OPS.append(lib)
-  pfi = pytest.importorskip(
-      "pytorch_fid.inception", reason=f"pytorch-fid is not installed; {_INSTALL}",
-      exc_type=ImportError)
-  return torch, pfi
+  return import_pytorch_fid("inception")
 
 
 @pytest.fixture(scope="module")

@@ -1,39 +1,15 @@
 """FID, IS and intra-FID against closed forms and against pytorch-fid."""
-import glob
-import os
 
 import numpy as np
 import pytest
+from conftest import import_pytorch_fid
 from scipy import linalg
 
 from sagan_jax.evaluation import metrics
 
-_INSTALL = "the reference tests need pip install -r requirements-test.txt"
-_TORCHVISION_OPS = []  # keeps the op-schema registration below alive
-
 
 def _import_pytorch_fid_score():
-  """pytorch_fid.fid_score, or skip the test when it is not installed.
-
-  torchvision's Linux wheel on PyPI is built for CUDA torch, so next to the CPU torch its
-  C++ ops cannot load, yet importing it registers fakes for two of them and fails.
-  pytorch-fid needs only torchvision's Python modules: declare the two op schemas when
-  the ops are missing (same helper as in test_inception.py).
-  """
-  torch = pytest.importorskip("torch", reason=f"torch is not installed; {_INSTALL}",
-                              exc_type=ImportError)
-  torchvision_dir = os.path.join(os.path.dirname(torch.__path__[0]), "torchvision")
-  if not _TORCHVISION_OPS and not hasattr(torch.ops.torchvision, "nms"):
-    try:
-      torch.ops.load_library(glob.glob(os.path.join(torchvision_dir, "_C*.so"))[0])
-    except (OSError, IndexError):
-      lib = torch.library.Library("torchvision", "DEF")
-      for op in ("nms", "qnms"):
-        lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-      _TORCHVISION_OPS.append(lib)
-  return pytest.importorskip(
-      "pytorch_fid.fid_score", reason=f"pytorch-fid is not installed; {_INSTALL}",
-      exc_type=ImportError)
+  return import_pytorch_fid("fid_score")[1]
 
 
 def _features(seed, n=500, dim=64, shift=0.0):
