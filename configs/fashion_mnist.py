@@ -37,6 +37,8 @@ def get_config(variant: str = ""):
   config.model.value_channel_ratio = 8  # h gets C/8 channels (paper); the released code uses 2.
   config.model.pool_kv = False         # released code max-pools keys/values 2×2; the paper does not.
   config.model.attention_impl = "xla"  # 'xla' (explicit softmax) or 'dot_product_attention'.
+  config.model.attention_block = "self_attention"  # at those sides: 'self_attention', or 'residual' (Table 1's
+                                       # control: a residual block with the same parameter count).
   config.model.g_spectral_norm = True  # SN on every G conv/linear (paper §4.1).
   config.model.d_spectral_norm = True  # SN on every D conv/linear and the projection embedding.
   config.model.sn_cbn_gains = False    # SN on G's class-conditional BN gains (released code: no).

@@ -77,22 +77,25 @@ def main():
   start = time.time()
   run_once(reference, args)
 
-  rows, rc = [], None
+  rows, rc, final_resumed = [], None, None
   while rc != 0 and time.time() - start < args.max_minutes * 60:
     if len(rows) < args.kills:
       sig = rng.choice([signal.SIGTERM, signal.SIGKILL])
       rc, resumed, last = run_once(soaked, args, kill_after_steps=rng.randint(1, args.checkpoint_every * 2), sig=sig)
       if rc == 0:  # finished before the signal landed
+        final_resumed = resumed
         break
       rows.append((sig.name, resumed, last, rc))
     else:
-      rc, _, _ = run_once(soaked, args)
+      rc, final_resumed, _ = run_once(soaked, args)
 
   print(f"{'kill':>4} {'signal':>8} {'resumed from':>12} {'step reached':>12} {'exit':>5}")
   for i, (name, resumed, last, code) in enumerate(rows):
     print(f"{i + 1:>4} {name:>8} {resumed:>12} {str(last):>12} {code:>5}")
   # steps lost by kill i = step reached − step the next run resumed from
-  lost = [(rows[i][0], (rows[i][2] or 0) - rows[i + 1][1]) for i in range(len(rows) - 1)]
+  next_resumed = [r[1] for r in rows[1:]] + [final_resumed]
+  lost = [(name, (last or 0) - after) for (name, _, last, _), after in zip(rows, next_resumed)
+          if after is not None]
   for name in ("SIGTERM", "SIGKILL"):
     values = [l for n, l in lost if n == name]
     if values:

@@ -84,7 +84,9 @@ def check_config_compatible(config, workdir: str, resuming: bool) -> None:
     with open(path) as f:
       saved = json.load(f).get("model", {})
     saved = {k: v for k, v in saved.items() if k not in RUNTIME_MODEL_FIELDS}
-    differing = sorted(k for k in set(saved) | set(model) if saved.get(k) != model.get(k))
+    # A field the saved config lacks was added to the code later, with a default that
+    # reproduces the old behaviour; only fields both sides know can disagree.
+    differing = sorted(k for k in set(saved) & set(model) if saved[k] != model[k])
     if differing:
       fields = ", ".join(f"model.{k} ({saved.get(k)!r} in the workdir, {model.get(k)!r} now)"
                          for k in differing)

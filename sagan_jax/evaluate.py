@@ -5,7 +5,6 @@ Restores the latest (or the named) checkpoint of the workdir, scores the EMA gen
 on `config.eval_metrics` and appends the result to workdir/metrics.jsonl and TensorBoard.
 --config and --workdir are the training command's (same flags, same meaning).
 """
-import functools
 import logging
 import os
 import sys
@@ -24,31 +23,13 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
   """Scores the checkpoint `step` (None: the latest) of `workdir`; returns the scalars."""
   import jax
   from clu import metric_writers
-  from sagan_jax import checkpointing, sharding, train
-  from sagan_jax.errors import UserError
+  from sagan_jax import restore, sharding, train
   from sagan_jax.evaluation.evaluator import Evaluator
 
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  found = os.listdir(directory) if os.path.isdir(directory) else []
-  steps = sorted(int(d) for d in found if d.isdigit())
-  if not steps:
-    raise UserError(f"no checkpoint in {directory}; train first (python -m sagan_jax.main "
-                    f"--config=… --workdir={workdir}) or pass the run's --workdir")
-  step = steps[-1] if step is None else step
-  if step not in steps:
-    raise UserError(f"no checkpoint of step {step} in {directory}; it holds steps {steps}")
-  train.validate_config(config)
   mesh = sharding.create_mesh()
-  generator, discriminator = train.build_models(config)
+  step, state = restore.restore_run(config, workdir, step, mesh)
+  generator, _ = train.build_models(config)
   evaluator = Evaluator(config, mesh, train.make_sampler(config, generator, mesh), workdir)
-  g_tx, d_tx = train.build_optimizers(config)
-  state = jax.jit(functools.partial(train.init_state, config, generator, discriminator, g_tx, d_tx),
-                  out_shardings=sharding.replicated(mesh))()
-  ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
-  try:
-    state = ckpt.restore(step, state)
-  finally:
-    ckpt.close()
   scalars = evaluator.evaluate(state, step, num_samples or config.eval_final_num_samples)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() != 0)
   writer.write_scalars(step, scalars)

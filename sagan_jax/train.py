@@ -22,6 +22,7 @@ from jax.sharding import Mesh
 
 from sagan_jax import checkpointing, losses, sharding, visualize
 from sagan_jax.errors import Preempted, TrainingDiverged, UserError
+from sagan_jax.models.attention import ATTENTION_BLOCKS
 from sagan_jax.models.discriminator import Discriminator, discriminator_sides
 from sagan_jax.models.generator import G_ARCH, Generator, generator_sides
 from sagan_jax.models.layers import SPECTRAL
@@ -68,6 +69,8 @@ def validate_config(config) -> None:
       raise UserError(f"{name} must be positive, got {config[name]}")
   if config.max_nonfinite_steps <= 0:
     raise UserError(f"max_nonfinite_steps must be positive, got {config.max_nonfinite_steps}")
+  if m.attention_block not in ATTENTION_BLOCKS:
+    raise UserError(f"model.attention_block {m.attention_block!r} is not one of {ATTENTION_BLOCKS}")
   if config.sample_bn_stats not in SAMPLE_BN_STATS:
     raise UserError(f"sample_bn_stats {config.sample_bn_stats!r} is not one of {SAMPLE_BN_STATS}")
   if config.dtype not in DTYPES:
@@ -79,7 +82,7 @@ def validate_config(config) -> None:
 def build_models(config):
   m = config.model
   attention = dict(key_channel_ratio=m.key_channel_ratio, value_channel_ratio=m.value_channel_ratio,
-                   pool_kv=m.pool_kv, impl=m.attention_impl)
+                   pool_kv=m.pool_kv, impl=m.attention_impl, block=m.attention_block)
   dtype = DTYPES[config.dtype]
   generator = Generator(
       resolution=m.resolution, ch=m.ch, z_dim=m.z_dim, num_classes=m.num_classes,
@@ -226,50 +229,84 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
                  out_shardings=(replicated, replicated), donate_argnums=(0,))
 
 
-def make_sampler(config, generator, mesh: Mesh):
-  """Returns jit(sample)(state, z, y) -> images from the EMA generator.
+class Sampler:
+  """sampler(state, z, y) -> images from the EMA generator; z, y batch-sharded.
 
   BN statistics follow ``config.sample_bn_stats``: 'standing' measures them afresh
-  for the EMA weights on ``standing_stats_batches`` batches of new samples (BigGAN's
-  standing stats), 'running' uses G's running averages, 'batch' the statistics of
-  the batch being sampled.
+  for the EMA weights on ``standing_stats_batches`` batches of new samples at the
+  training batch size (BigGAN's standing stats; measured once per state, reused while
+  the state is the same), 'running' uses G's running averages, 'batch' the statistics
+  of the batch being sampled.
+
+  ``with_attention(state, z, y)`` returns (images, {layer: β}) with β (B, queries, keys)
+  the softmax weights each attention layer of G used (its sown 'attention'). It runs
+  the explicit-softmax form whatever ``attention_impl`` trains, as only that form
+  materialises β; training never collects them.
   """
-  m = config.model
-  replicated = sharding.replicated(mesh)
-  constrain = lambda x: jax.lax.with_sharding_constraint(x, sharding.batch_sharding(mesh))
 
-  def standing_stats(state, batch_size):
-    variables = {"params": state.ema_params, "batch_stats": state.g_batch_stats,
-                 SPECTRAL: state.g_spectral}
+  def __init__(self, config, generator, mesh: Mesh):
+    self.config = config
+    m = config.model
+    replicated, batch = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    constrain = lambda x: jax.lax.with_sharding_constraint(x, batch)
+    stat_names = {"batch_mean": "mean", "batch_var": "var"}
 
-    def measure(key):
+    def standing_stats(state):
+      variables = {"params": state.ema_params, "batch_stats": state.g_batch_stats,
+                   SPECTRAL: state.g_spectral}
+
+      def measure(key):
         kz, ky = jax.random.split(key)
-        z = constrain(jax.random.normal(kz, (batch_size, m.z_dim)))
-        y = constrain(jax.random.randint(ky, (batch_size,), 0, m.num_classes))
+        z = constrain(jax.random.normal(kz, (config.batch_size, m.z_dim)))
+        y = constrain(jax.random.randint(ky, (config.batch_size,), 0, m.num_classes))
         _, inter = generator.apply(variables, z, y, train=True, mutable=["intermediates"])
-        return inter["intermediates"]
+        flat = flax.traverse_util.flatten_dict(inter["intermediates"])
+        # sown values are 1-tuples; attention maps are dropped here, not carried through the map
+        return {path[:-1] + (stat_names[path[-1]],): v[0] for path, v in flat.items()
+                if path[-1] in stat_names}
 
-    keys = jax.random.split(jax.random.key(config.seed + 1), config.standing_stats_batches)
-    stats = jax.lax.map(measure, keys)
-    flat = flax.traverse_util.flatten_dict(stats)
-    out = {}
-    names = {"batch_mean": "mean", "batch_var": "var"}
-    for path, value in flat.items():
-      if path[-1] in names:  # sown values are 1-tuples; attention maps are skipped
-        out[path[:-1] + (names[path[-1]],)] = jnp.mean(value[0], axis=0)
-    return flax.traverse_util.unflatten_dict(out)
+      keys = jax.random.split(jax.random.key(config.seed + 1), config.standing_stats_batches)
+      stats = jax.lax.map(measure, keys)
+      return flax.traverse_util.unflatten_dict({k: jnp.mean(v, axis=0) for k, v in stats.items()})
 
-  def sample(state, z, y):
-    variables = {"params": state.ema_params, SPECTRAL: state.g_spectral}
-    if config.sample_bn_stats == "batch":
-      return generator.apply({**variables, "batch_stats": state.g_batch_stats}, z, y, train=True)
-    stats = state.g_batch_stats
-    if config.sample_bn_stats == "standing":
-      stats = standing_stats(state, max(z.shape[0], config.batch_size))
-    return generator.apply({**variables, "batch_stats": stats}, z, y, train=False)
+    def generate(model, collect, state, stats, z, y):
+      variables = {"params": state.ema_params, SPECTRAL: state.g_spectral,
+                   "batch_stats": state.g_batch_stats if stats is None else stats}
+      train_mode = config.sample_bn_stats == "batch"
+      if not collect:
+        return model.apply(variables, z, y, train=train_mode)
+      images, inter = model.apply(variables, z, y, train=train_mode, mutable=["intermediates"])
+      flat = flax.traverse_util.flatten_dict(inter["intermediates"], sep="/")
+      return images, {k[:-len("/attention")]: v[0] for k, v in flat.items()
+                      if k.endswith("/attention")}
 
-  return jax.jit(sample, in_shardings=(replicated, sharding.batch_sharding(mesh),
-                                       sharding.batch_sharding(mesh)), out_shardings=replicated)
+    explicit = generator.clone(attention_kwargs={**(generator.attention_kwargs or {}), "impl": "xla"})
+    shardings = dict(in_shardings=(replicated, replicated, batch, batch), out_shardings=replicated)
+    self._generate = jax.jit(functools.partial(generate, generator, False), **shardings)
+    self._generate_attention = jax.jit(functools.partial(generate, explicit, True), **shardings)
+    self._standing_stats = jax.jit(standing_stats, in_shardings=(replicated,),
+                                   out_shardings=replicated)
+    self._cache = {}  # standing stats of the last state sampled, keyed by its EMA parameters
+
+  def _stats(self, state):
+    if self.config.sample_bn_stats != "standing":
+      return None
+    params = jax.tree.leaves(state.ema_params)
+    cached = self._cache.get("params")
+    if cached is None or len(cached) != len(params) or any(a is not b for a, b in zip(cached, params)):
+      self._cache = {"params": params,  # holding them keeps their ids from being reused
+                     "stats": self._standing_stats(state)}
+    return self._cache["stats"]
+
+  def __call__(self, state, z, y):
+    return self._generate(state, self._stats(state), z, y)
+
+  def with_attention(self, state, z, y):
+    return self._generate_attention(state, self._stats(state), z, y)
+
+
+def make_sampler(config, generator, mesh: Mesh) -> Sampler:
+  return Sampler(config, generator, mesh)
 
 
 def sample_grid_inputs(config, num_devices: int):
@@ -366,7 +403,16 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     from sagan_jax.evaluation.evaluator import Evaluator  # loads TF-based input (see above)
     evaluator = Evaluator(config, mesh, sampler, workdir)
   grid_z, grid_y, grid_rows, grid_cols = sample_grid_inputs(config, mesh.size)
-  grid_z, grid_y = (jax.device_put(a, sharding.batch_sharding(mesh)) for a in (grid_z, grid_y))
+  # The attention figure: the first sample of each grid row, padded to the device count.
+  n_probe = -(-grid_rows // mesh.size) * mesh.size
+  probe_z, probe_y = (np.resize(a[::grid_cols][:grid_rows], (n_probe,) + a.shape[1:])
+                      for a in (grid_z, grid_y))
+  probe_queries = None
+  if config.model.attention_block == "self_attention" and _attention_sides(config.model, "g"):
+    side = max(_attention_sides(config.model, "g"))
+    probe_queries = visualize.query_points(side, min(4, side * side), config.seed)
+  put = lambda a: jax.device_put(a, sharding.batch_sharding(mesh))
+  grid_z, grid_y, probe_z, probe_y = (put(a) for a in (grid_z, grid_y, probe_z, probe_y))
 
   if start_step == 0:
     writer.write_hparams({k: str(v) for k, v in flax.traverse_util.flatten_dict(
@@ -382,7 +428,13 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     grid = visualize.image_grid(images, grid_rows, grid_cols)
     if is_chief:
       visualize.save_png(grid, os.path.join(workdir, "samples", f"step_{step:08d}.png"))
-    writer.write_images(step, {"samples": grid[None]})
+    figures = {"samples": grid[None]}
+    if probe_queries is not None:  # G's last attention layer, as `python -m sagan_jax.visualize`
+      images, maps = jax.device_get(sampler.with_attention(state, probe_z, probe_y))
+      layer = visualize.last_attention_layer(maps)
+      figures["attention/generator"] = visualize.attention_figure(
+          images[:grid_rows], maps[layer][:grid_rows], probe_queries)[None]
+    writer.write_images(step, figures)
 
   step = start_step
   last_log_time, last_log_step = time.time(), step

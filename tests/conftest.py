@@ -16,7 +16,9 @@ def pytest_configure(config):
   """Identical train steps compiled by different tests load from one persistent cache."""
   import tempfile
   import jax
-  jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="sagan_jax_xla_"))
+  cache = tempfile.mkdtemp(prefix="sagan_jax_xla_")
+  os.environ["SAGAN_JAX_XLA_CACHE"] = cache  # `python -m sagan_jax.main` subprocesses share it
+  jax.config.update("jax_compilation_cache_dir", cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 

@@ -24,6 +24,26 @@ def test_tiny_run_writes_outputs_and_resumes(smoke_config, tmp_path):
   assert grid.shape == (10 * 33 + 1, 2 * 33 + 1)  # 10 class rows × 2 columns of 32×32 tiles
   assert grid.std() > 0
 
+  # Figures of the run from its workdir alone: attention maps (G: samples, D: real images),
+  # class sheets, and the report page.
+  from sagan_jax import report, visualize
+  paths = visualize.write_run_figures(workdir, sheets=True, sheet_size=2, queries=3, num_images=2)
+  by_name = {os.path.basename(p): p for p in paths}
+  assert set(by_name) == {f"step_00000004_{n}.png" for n in
+                          [f"class_{c}" for c in range(10)] + ["classes", "generator", "discriminator"]}
+  for name, size in (("step_00000004_generator.png", (4 * 129 + 1, 2 * 129 + 1)),
+                     ("step_00000004_discriminator.png", (4 * 129 + 1, 2 * 129 + 1)),
+                     ("step_00000004_class_7.png", (2 * 33 + 1, 2 * 33 + 1)),
+                     ("step_00000004_classes.png", (2 * 33 + 1, 10 * 33 + 1))):
+    with Image.open(by_name[name]) as png:
+      assert png.size == size, (name, png.size)
+  import tensorflow as tf
+  image_tags = {v.tag for path in glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
+                for event in tf.compat.v1.train.summary_iterator(path) for v in event.summary.value}
+  assert {"samples", "attention/generator"} <= image_tags
+  page = open(report.write_report(workdir, figures=False)).read()
+  assert page.count("<img") >= 5 and "d_loss" in page and "attention_resolutions" in page
+
   # Same workdir, longer budget: resumes at step 4 (does not start over) and goes on to 6.
   smoke_config.num_train_steps = 6
   resumed = train.train_and_evaluate(smoke_config, workdir)

@@ -7,6 +7,9 @@ With x_i the feature at position i (N = H·W positions, C channels):
 There is no 1/√d scaling. The paper gives f, g, h C/8 channels. The authors'
 released code instead max-pools keys and values 2×2 and gives h C/2 channels:
 ``pool_kv=True, value_channel_ratio=2``.
+
+``ResidualControl`` is Table 1's control: a residual block with exactly the attention
+block's parameter count, put where attention would be.
 """
 from typing import Any, Optional
 
@@ -17,6 +20,7 @@ import flax.linen as nn
 from sagan_jax.models.layers import SNConv
 
 ATTENTION_IMPLS = ("xla", "dot_product_attention")
+ATTENTION_BLOCKS = ("self_attention", "residual")
 
 
 def _max_pool_2x2(x):
@@ -64,3 +68,37 @@ class SelfAttention(nn.Module):
     o = conv(c, "v")(o.reshape(b, height, width, cv), update_stats)
     gamma = self.param("gamma", nn.initializers.zeros, (), jnp.float32)
     return (x + gamma.astype(o.dtype) * o).astype(x.dtype)
+
+
+class ResidualControl(nn.Module):
+  """y = x + γ·W_b relu(W_a x), 1×1 convs C → m → C with m = C/k + C/v (no biases).
+
+  2·C·m + 1 parameters: exactly the attention block's (f, g: C·C/k each; h, v: C·C/v
+  each; γ), so Table 1's comparison isolates attention from the extra parameters.
+  γ starts at 0 as in the attention block: both begin as the identity.
+  """
+  key_channel_ratio: int = 8
+  value_channel_ratio: int = 8
+  pool_kv: bool = False          # accepted for a uniform signature; nothing to pool here.
+  use_sn: bool = True
+  impl: str = "xla"              # accepted for a uniform signature.
+  dtype: Optional[Any] = None
+
+  @nn.compact
+  def __call__(self, x, update_stats: bool = False):
+    c = x.shape[-1]
+    hidden = max(1, c // self.key_channel_ratio) + max(1, c // self.value_channel_ratio)
+    conv = lambda feats, name: SNConv(feats, (1, 1), use_bias=False, use_sn=self.use_sn,
+                                      dtype=self.dtype, name=name)
+    h = conv(c, "b")(nn.relu(conv(hidden, "a")(x, update_stats)), update_stats)
+    gamma = self.param("gamma", nn.initializers.zeros, (), jnp.float32)
+    return (x + gamma.astype(h.dtype) * h).astype(x.dtype)
+
+
+def attention_block(block: str = "self_attention", **kwargs) -> nn.Module:
+  """The module placed at an attention side: 'self_attention' or the 'residual' control."""
+  if block == "self_attention":
+    return SelfAttention(**kwargs)
+  if block == "residual":
+    return ResidualControl(**kwargs)
+  raise ValueError(f"attention block {block!r} is not one of {ATTENTION_BLOCKS}")

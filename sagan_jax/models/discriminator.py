@@ -8,7 +8,7 @@ from typing import Any, Optional, Sequence
 import jax.numpy as jnp
 import flax.linen as nn
 
-from sagan_jax.models.attention import SelfAttention
+from sagan_jax.models.attention import attention_block
 from sagan_jax.models.layers import SNConv, SNDense, SNEmbed
 
 # resolution -> (output width multipliers, downsample flags) of the blocks.
@@ -86,8 +86,8 @@ class Discriminator(nn.Module):
       side = side // 2 if down else side
       if side in self.attention_sides and side not in attended:
         attended.add(side)
-        h = SelfAttention(use_sn=self.use_sn, dtype=self.dtype, **(self.attention_kwargs or {}),
-                          name=f"attention{side}")(h, update_stats)
+        h = attention_block(use_sn=self.use_sn, dtype=self.dtype, **(self.attention_kwargs or {}),
+                            name=f"attention{side}")(h, update_stats)
     h = jnp.sum(nn.relu(h).astype(jnp.float32), axis=(1, 2))
     out = SNDense(1, use_sn=self.use_sn, name="linear")(h, update_stats)[:, 0]
     embed = SNEmbed(self.num_classes, h.shape[-1], use_sn=self.use_sn, name="embed")(y, update_stats)

@@ -8,7 +8,7 @@ from typing import Any, Optional, Sequence
 import jax.numpy as jnp
 import flax.linen as nn
 
-from sagan_jax.models.attention import SelfAttention
+from sagan_jax.models.attention import attention_block
 from sagan_jax.models.layers import BatchNorm, SNConv, SNDense
 
 # resolution -> (input width multipliers, output width multipliers) of the up-blocks.
@@ -80,8 +80,8 @@ class Generator(nn.Module):
       h = GBlock(mult * self.ch, self.num_classes, self.use_sn, self.sn_gains, self.dtype,
                  name=f"block{i}")(h, y, train, update_stats)
       if side in self.attention_sides:
-        h = SelfAttention(use_sn=self.use_sn, dtype=self.dtype, **(self.attention_kwargs or {}),
-                          name=f"attention{side}")(h, update_stats)
+        h = attention_block(use_sn=self.use_sn, dtype=self.dtype, **(self.attention_kwargs or {}),
+                            name=f"attention{side}")(h, update_stats)
     h = nn.relu(BatchNorm(dtype=self.dtype, name="bn_out")(h, train=train, update_stats=update_stats))
     h = SNConv(self.image_channels, (3, 3), use_sn=self.use_sn, dtype=self.dtype,
                name="conv_out")(h, update_stats)
