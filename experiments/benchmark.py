@@ -79,6 +79,8 @@ def main(_):
       "resolution": m.resolution, "ch": m.ch, "batch_size": config.batch_size,
       "d_steps_per_g_step": config.d_steps_per_g_step, "dtype": config.dtype,
       "attention_impl": m.attention_impl,
+      "conv_kernel_grad": ("xla" if jax.default_backend() != "cpu" or os.environ.get("SAGAN_JAX_NATIVE_CONV") == "1"
+                           else "im2col"),
       "g_attention": list(train._attention_sides(m, "g")), "d_attention": list(train._attention_sides(m, "d")),
       "g_params": count(state.g_params), "d_params": count(state.d_params),
       "compile_s": round(compile_s, 2), "step_s": seconds,

@@ -6,6 +6,7 @@ their own mutable collection ``SPECTRAL`` (never mixed with ``batch_stats``):
 they move only when a layer is called with ``update_stats=True`` (training steps)
 and are frozen otherwise (evaluation, sampling).
 """
+import os
 from typing import Any, Optional, Sequence
 
 import jax
@@ -54,8 +55,9 @@ _cpu_conv.defvjp(_cpu_conv_fwd, _cpu_conv_bwd)
 
 def conv2d(x, kernel):
   """Stride-1 SAME NHWC conv. On CPU the kernel gradient is an im2col GEMM: XLA's CPU
-  filter-gradient convolution is 3–25× slower on 32×32 maps (experiments/conv_grad_benchmark.py)."""
-  if jax.default_backend() == "cpu":
+  filter-gradient convolution is 3–25× slower on 32×32 maps (experiments/conv_grad_benchmark.py).
+  SAGAN_JAX_NATIVE_CONV=1 keeps XLA's own gradient (for benchmarks: before/after)."""
+  if jax.default_backend() == "cpu" and os.environ.get("SAGAN_JAX_NATIVE_CONV") != "1":
     return _cpu_conv(x, kernel)
   return _native_conv(x, kernel)
 
