@@ -27,4 +27,4 @@ train: venv data
 	$(PY) -m sagan_jax.main --config=configs/fashion_mnist.py --workdir=$(WORKDIR)
 
 test: venv data
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests

@@ -19,11 +19,20 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _maybe_initialize_distributed():
-  """Multi-process launches set these variables; jax.distributed reads them itself."""
+  """Multi-process launches set these variables; jax.distributed reads the cluster's own.
+
+  SLURM, Cloud TPU pods, Kubernetes and MPI are detected by JAX. Elsewhere set
+  JAX_COORDINATOR_ADDRESS plus SAGAN_JAX_NUM_PROCESSES and SAGAN_JAX_PROCESS_ID (JAX reads
+  no variable for those two).
+  """
   import jax
   markers = ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")
   if any(os.environ.get(m) for m in markers) and os.environ.get("SLURM_NTASKS", "2") != "1":
-    jax.distributed.initialize()
+    explicit = {}
+    if os.environ.get("SAGAN_JAX_NUM_PROCESSES"):
+      explicit = dict(num_processes=int(os.environ["SAGAN_JAX_NUM_PROCESSES"]),
+                      process_id=int(os.environ["SAGAN_JAX_PROCESS_ID"]))
+    jax.distributed.initialize(**explicit)
 
 
 def _enable_compilation_cache():

@@ -16,8 +16,10 @@ def pytest_configure(config):
   """Identical train steps compiled by different tests load from one persistent cache."""
   import tempfile
   import jax
-  cache = tempfile.mkdtemp(prefix="sagan_jax_xla_")
-  os.environ["SAGAN_JAX_XLA_CACHE"] = cache  # `python -m sagan_jax.main` subprocesses share it
+  # One cache for the session: xdist workers inherit it from the controller, and
+  # `python -m sagan_jax.main` subprocesses read it through SAGAN_JAX_XLA_CACHE.
+  cache = os.environ.get("SAGAN_JAX_TEST_XLA_CACHE") or tempfile.mkdtemp(prefix="sagan_jax_xla_")
+  os.environ["SAGAN_JAX_TEST_XLA_CACHE"] = os.environ["SAGAN_JAX_XLA_CACHE"] = cache
   jax.config.update("jax_compilation_cache_dir", cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 

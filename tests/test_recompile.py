@@ -1,0 +1,96 @@
+"""The jitted train step and sampler compile once: later calls with new data reuse them.
+
+A recompile per step (a Python value leaking into the trace, a batch or state whose
+sharding, dtype or weak type drifts between calls) would silently cost a full compile,
+a minute on 2 cores, every step. Two independent counters: the jitted function's own
+cache size, and jax.monitoring's trace/compile events for the function's name.
+"""
+import collections
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from configs import fashion_mnist
+from sagan_jax import sharding, train
+
+TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@pytest.fixture
+def compile_events():
+  """Counts trace and backend-compile events by function name while the test runs."""
+  counts = collections.Counter()
+
+  def listener(event, duration, **kwargs):
+    del duration
+    if event in (TRACE_EVENT, COMPILE_EVENT):
+      counts[event, kwargs.get("fun_name")] += 1
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield counts
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def _batch(rng, config):
+  """A fresh host batch (new numpy arrays), shaped (D steps, B, 32, 32, 1)."""
+  shape = (config.d_steps_per_g_step, config.batch_size)
+  return {"image": rng.uniform(-1, 1, shape + (32, 32, 1)).astype(np.float32),
+          "label": rng.integers(0, config.model.num_classes, shape).astype(np.int32)}
+
+
+def _jitted_parts(fn):
+  """fn itself if it is a jitted function, else the jitted functions it holds (train.Sampler)."""
+  if hasattr(fn, "_cache_size"):
+    return {"": fn}
+  return {k: v for k, v in vars(fn).items() if hasattr(v, "_cache_size")}
+
+
+def test_train_step_and_sampler_compile_once(compile_events):
+  # The smoke config, Adam, one device: the very step train_and_evaluate compiles for it.
+  config = fashion_mnist.get_config("smoke")
+  mesh = sharding.create_mesh(jax.devices()[:1])
+  g, d = train.build_models(config)
+  g_tx, d_tx = train.build_optimizers(config)
+  state = jax.jit(functools.partial(train.init_state, config, g, d, g_tx, d_tx),
+                  out_shardings=sharding.replicated(mesh))()
+  step = train.make_train_step(config, g, d, g_tx, d_tx, mesh)
+  assert step._cache_size() == 0
+  rng = np.random.default_rng(0)
+  losses = []
+  for i in range(4):
+    batch = sharding.global_batch(_batch(rng, config), mesh)
+    before = sum(compile_events.values())
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["d_loss"]))
+    assert step._cache_size() == 1, f"the train step was compiled again at call {i + 1}"
+    if i == 0:
+      assert compile_events[TRACE_EVENT, "train_step"] == 1, dict(compile_events)
+      assert compile_events[COMPILE_EVENT, "jit(train_step)"] == 1, dict(compile_events)
+    else:  # nothing at all is traced or compiled by a later step
+      assert sum(compile_events.values()) == before, (i + 1, dict(compile_events))
+  assert int(state.step) == 4
+  assert len(set(losses)) == 4, losses  # every call ran on its own new batch
+
+  sampler = train.make_sampler(config, g, mesh)
+  jitted = _jitted_parts(sampler)
+  assert jitted, "found no jitted function in the sampler"
+  z, y, _, _ = train.sample_grid_inputs(config, mesh.size)
+  put = lambda a: jax.device_put(a, sharding.batch_sharding(mesh))
+  first = np.asarray(sampler(state, put(z), put(y)))
+  assert sum(n for (event, _), n in compile_events.items() if event == TRACE_EVENT) > 1
+  state, _ = step(state, sharding.global_batch(_batch(rng, config), mesh))
+  z2, y = put(rng.standard_normal(z.shape).astype(np.float32)), put(y)
+  before = dict(compile_events)
+  second = np.asarray(sampler(state, z2, y))  # a new state (new EMA weights) and new noise
+  third = np.asarray(sampler(state, put(z), y))  # the same state again
+  assert dict(compile_events) == before, "the sampler traced or compiled again"
+  assert first.shape == second.shape == (len(z), 32, 32, 1)
+  assert not np.allclose(first, second) and not np.allclose(second, third)
+  sizes = {k: f._cache_size() for k, f in jitted.items()}
+  assert all(n <= 1 for n in sizes.values()) and any(n == 1 for n in sizes.values()), sizes
+  assert step._cache_size() == 1 and compile_events[TRACE_EVENT, "train_step"] == 1
