@@ -65,6 +65,9 @@ def get_config(variant: str = ""):
   config.sample_every_steps = 500      # sample grid PNG under workdir/samples/.
   config.checkpoint_every_steps = 500  # orbax checkpoint; also written at the end.
   config.keep_checkpoints = 3          # checkpoints kept on disk.
+  config.async_checkpoints = False     # False: a save completes before training goes on, so a hard kill
+                                       # loses at most checkpoint_every_steps; True: training continues
+                                       # while it is written (a kill meanwhile loses that save too).
   config.max_nonfinite_steps = 10      # consecutive skipped non-finite steps before restoring the last checkpoint.
   config.num_sample_columns = 10       # samples per class row in the grid.
 

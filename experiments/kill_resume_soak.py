@@ -94,7 +94,9 @@ def main():
     print(f"{i + 1:>4} {name:>8} {resumed:>12} {str(last):>12} {code:>5}")
   # steps lost by kill i = step reached − step the next run resumed from
   next_resumed = [r[1] for r in rows[1:]] + [final_resumed]
-  lost = [(name, (last or 0) - after) for (name, _, last, _), after in zip(rows, next_resumed)
+  # SIGTERM: the step in flight completes and is saved, so the run resumes one step past
+  # the last logged one: nothing lost (clamped at 0).
+  lost = [(name, max(0, (last or 0) - after)) for (name, _, last, _), after in zip(rows, next_resumed)
           if after is not None]
   for name in ("SIGTERM", "SIGKILL"):
     values = [l for n, l in lost if n == name]

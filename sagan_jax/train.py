@@ -489,6 +489,8 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         write_samples(step)
       if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
         ckpt.save(step, state)
+        if not config.async_checkpoints:
+          ckpt.wait()
       if evaluator and (step % config.eval_every_steps == 0 or step == config.num_train_steps):
         writer.write_scalars(step, evaluator.evaluate(state, step, config.eval_num_samples))
   ckpt.wait()
