@@ -113,8 +113,8 @@ def init_state(config, generator, discriminator, g_tx, d_tx) -> TrainState:
   return TrainState(
       step=jnp.zeros((), jnp.int32),
       g_params=g_vars["params"], g_batch_stats=g_vars["batch_stats"],
-      g_spectral=g_vars[SPECTRAL], g_opt_state=g_tx.init(g_vars["params"]),
-      d_params=d_vars["params"], d_spectral=d_vars[SPECTRAL],
+      g_spectral=g_vars.get(SPECTRAL, {}), g_opt_state=g_tx.init(g_vars["params"]),
+      d_params=d_vars["params"], d_spectral=d_vars.get(SPECTRAL, {}),
       d_opt_state=d_tx.init(d_vars["params"]),
       ema_params=g_vars["params"], nonfinite_streak=jnp.zeros((), jnp.int32))
 
@@ -169,7 +169,7 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
           jnp.concatenate([images, fake]), jnp.concatenate([labels, y_fake]),
           update_stats=True, mutable=[SPECTRAL])
       d_real, d_fake = jnp.split(logits, 2)
-      return d_loss_fn(d_real, d_fake), (new_vars[SPECTRAL], d_real, d_fake)
+      return d_loss_fn(d_real, d_fake), (new_vars.get(SPECTRAL, {}), d_real, d_fake)
 
     (loss, (spectral, d_real, d_fake)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
     updates, d_opt_state = d_tx.update(grads, state.d_opt_state, state.d_params)
@@ -197,7 +197,7 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
     ok = _all_finite(loss, grads, new_vars)
     old = (state.g_params, state.g_opt_state, state.g_batch_stats, state.g_spectral)
     new = (optax.apply_updates(state.g_params, updates), g_opt_state, new_vars["batch_stats"],
-           new_vars[SPECTRAL])
+           new_vars.get(SPECTRAL, {}))  # {} when the net has no SN (ablations)
     g_params, g_opt_state, g_batch_stats, g_spectral = _keep_if(ok, new, old)
     state = state.replace(g_params=g_params, g_opt_state=g_opt_state, g_batch_stats=g_batch_stats,
                           g_spectral=g_spectral)

@@ -56,11 +56,13 @@ def save_png(image: np.ndarray, path: str, scale: int = 1) -> None:
 
 
 def query_points(side: int, k: int, seed: int = 0) -> np.ndarray:
-  """k distinct (row, col) cells of a side×side grid, spread out (greedy farthest point)."""
+  """k distinct (row, col) cells of a side×side grid, spread out (greedy farthest point)
+  over its central part, where the object usually is (the outer fifth is left out)."""
   if not 0 < k <= side * side:
     raise ValueError(f"{k} query points do not fit a {side}×{side} feature map")
   cells = np.stack(np.meshgrid(np.arange(side), np.arange(side), indexing="ij"), -1).reshape(-1, 2)
-  inner = cells[(cells.min(1) > 0) & (cells.max(1) < side - 1)] if side > 4 else cells
+  margin = max(1, side // 5) if side > 4 else 0
+  inner = cells[(cells.min(1) >= margin) & (cells.max(1) < side - margin)]
   candidates = inner if len(inner) >= k else cells
   rng = np.random.default_rng(seed)
   chosen = [candidates[rng.integers(len(candidates))]]
