@@ -27,19 +27,22 @@ def _rows(out):
 
 
 def test_attention_placement_sweep(tmp_path, fake_fmnist_dir):
-  """The default suite trains two variants (the full seven with SAGAN_JAX_SLOW_TESTS=1)."""
+  """The default suite trains the control variant (all seven with SAGAN_JAX_SLOW_TESTS=1); the
+  control's parameter count is tested against attention's in tests/test_visualize.py."""
   out = str(tmp_path / "table1")
-  only = [] if SLOW else ["--only=feat16,residual16"]
+  only = [] if SLOW else ["--only=residual16"]
   expected = (["none", "feat8", "feat16", "feat32", "residual8", "residual16", "residual32"] if SLOW
-              else ["feat16", "residual16"])
+              else ["residual16"])
   proc = _sweep("attention_placement.py", out, fake_fmnist_dir, tmp_path / "cache", *only)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
   rows = _rows(out)
   assert [r["variant"] for r in rows] == expected  # sweep order
   assert all(r["status"] == "finished" and r["fid_fmnist"] for r in rows), rows
   by = {r["variant"]: r for r in rows}
-  assert by["feat16"]["G params"] == by["residual16"]["G params"]  # the control's count
-  assert by["feat16"]["D params"] == by["residual16"]["D params"]
+  assert int(by["residual16"]["G params"]) > 0 and int(by["residual16"]["D params"]) > 0
+  if SLOW:
+    assert by["feat16"]["G params"] == by["residual16"]["G params"]
+    assert by["feat32"]["D params"] == by["none"]["D params"]  # 32×32 D has no 32 side: G only
   assert os.path.exists(os.path.join(out, "results.md"))
   assert os.path.exists(os.path.join(out, "attention_placement_fid_fmnist.png"))
 
