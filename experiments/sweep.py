@@ -162,11 +162,23 @@ def write_tables(args, results: list, title: str, notes: str = "") -> None:
   print(open(os.path.join(args.out, "results.md")).read())
 
 
-def plot_curves(args, results: list, filename: str, title: str) -> list:
-  """One plot per metric: its value at each evaluated step, one line per variant."""
+def _pyplot():
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  return plt
+
+
+def _save(fig, path: str) -> str:
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  _pyplot().close(fig)
+  return path
+
+
+def plot_curves(args, results: list, filename: str, title: str) -> list:
+  """One plot per metric: its value at each evaluated step, one line per variant."""
+  plt = _pyplot()
   written = []
   for name in metric_names(results):
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -178,19 +190,13 @@ def plot_curves(args, results: list, filename: str, title: str) -> list:
     ax.set_ylabel(name)
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    path = os.path.join(args.out, f"{filename}_{name}.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, os.path.join(args.out, f"{filename}_{name}.png")))
   return written
 
 
 def plot_bars(args, results: list, filename: str, title: str) -> list:
   """One bar per variant of each final metric."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = _pyplot()
   written = []
   for name in metric_names(results):
     shown = [(r["variant"], final_metrics(r)[name]) for r in results if name in final_metrics(r)]
@@ -199,11 +205,7 @@ def plot_bars(args, results: list, filename: str, title: str) -> list:
     ax.set_ylabel(name)
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=45)
-    fig.tight_layout()
-    path = os.path.join(args.out, f"{filename}_{name}.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, os.path.join(args.out, f"{filename}_{name}.png")))
   return written
 
 

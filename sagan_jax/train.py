@@ -22,7 +22,7 @@ from jax.sharding import Mesh
 
 from sagan_jax import checkpointing, losses, sharding, visualize
 from sagan_jax.errors import Preempted, TrainingDiverged, UserError
-from sagan_jax.models.attention import ATTENTION_BLOCKS
+from sagan_jax.models.attention import ATTENTION_BLOCKS, sown_attention
 from sagan_jax.models.discriminator import Discriminator, discriminator_sides
 from sagan_jax.models.generator import G_ARCH, Generator, generator_sides
 from sagan_jax.models.layers import SPECTRAL
@@ -276,9 +276,7 @@ class Sampler:
       if not collect:
         return model.apply(variables, z, y, train=train_mode)
       images, inter = model.apply(variables, z, y, train=train_mode, mutable=["intermediates"])
-      flat = flax.traverse_util.flatten_dict(inter["intermediates"], sep="/")
-      return images, {k[:-len("/attention")]: v[0] for k, v in flat.items()
-                      if k.endswith("/attention")}
+      return images, sown_attention(inter)
 
     explicit = generator.clone(attention_kwargs={**(generator.attention_kwargs or {}), "impl": "xla"})
     shardings = dict(in_shardings=(replicated, replicated, batch, batch), out_shardings=replicated)

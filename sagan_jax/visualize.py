@@ -136,12 +136,11 @@ def last_attention_layer(maps: dict) -> str | None:
 
 def discriminator_attention(discriminator, state, images, labels) -> dict:
   """{layer: β} of every D attention layer on these images (D's own forward, eval mode)."""
+  from sagan_jax.models.attention import sown_attention
   from sagan_jax.models.layers import SPECTRAL
-  import flax
   _, inter = discriminator.apply({"params": state.d_params, SPECTRAL: state.d_spectral},
                                  images, labels, mutable=["intermediates"])
-  flat = flax.traverse_util.flatten_dict(inter.get("intermediates", {}), sep="/")
-  return {k[:-len("/attention")]: v[0] for k, v in flat.items() if k.endswith("/attention")}
+  return sown_attention(inter)
 
 
 def class_sheet_inputs(config, classes, per_class: int, num_devices: int, seed: int):

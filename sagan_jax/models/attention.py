@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import flax
 import flax.linen as nn
 
 from sagan_jax.models.layers import SNConv
@@ -93,6 +94,12 @@ class ResidualControl(nn.Module):
     h = conv(c, "b")(nn.relu(conv(hidden, "a")(x, update_stats)), update_stats)
     gamma = self.param("gamma", nn.initializers.zeros, (), jnp.float32)
     return (x + gamma.astype(h.dtype) * h).astype(x.dtype)
+
+
+def sown_attention(intermediates) -> dict:
+  """{layer path: β} from a model's 'intermediates' collection (each layer sows its β once)."""
+  flat = flax.traverse_util.flatten_dict(intermediates.get("intermediates", {}), sep="/")
+  return {k[:-len("/attention")]: v[0] for k, v in flat.items() if k.endswith("/attention")}
 
 
 def attention_block(block: str = "self_attention", **kwargs) -> nn.Module:
