@@ -6,7 +6,6 @@ filter gradient against the im2col GEMM form, for the shapes of the 32×32 model
 import time
 
 import jax
-import jax.numpy as jnp
 
 from sagan_jax.models import layers
 

@@ -28,8 +28,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
 
   mesh = sharding.create_mesh()
   step, state = restore.restore_run(config, workdir, step, mesh)
-  generator, _ = train.build_models(config)
-  evaluator = Evaluator(config, mesh, train.make_sampler(config, generator, mesh), workdir)
+  evaluator = Evaluator(config, mesh, train.programs(config, mesh).sampler, workdir)
   scalars = evaluator.evaluate(state, step, num_samples or config.eval_final_num_samples)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() != 0)
   writer.write_scalars(step, scalars)

@@ -3,11 +3,9 @@
 Used by the tools that read runs (evaluate, visualize, report) so that they need
 only ``--workdir``: the config comes from the ``config.json`` training wrote there.
 """
-import functools
 import json
 import os
 
-import jax
 import ml_collections
 
 from sagan_jax import checkpointing, sharding, train
@@ -47,11 +45,7 @@ def restore_run(config, workdir: str, step: int | None = None, mesh=None):
   if step not in steps:
     raise UserError(f"no checkpoint of step {step} in {directory}; it holds steps {steps}")
   train.validate_config(config)
-  mesh = mesh or sharding.create_mesh()
-  generator, discriminator = train.build_models(config)
-  g_tx, d_tx = train.build_optimizers(config)
-  state = jax.jit(functools.partial(train.init_state, config, generator, discriminator, g_tx, d_tx),
-                  out_shardings=sharding.replicated(mesh))()
+  state = train.programs(config, mesh or sharding.create_mesh()).init()
   ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
   try:
     return step, ckpt.restore(step, state)

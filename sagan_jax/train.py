@@ -5,7 +5,10 @@ One call of the train step makes ``d_steps_per_g_step`` discriminator updates
 EMA of G. The whole step is one ``jax.jit`` over a ``Mesh``: parameters replicated,
 batches split on the data axis, so BN statistics span the global batch.
 """
+import collections
+import dataclasses
 import functools
+import json
 import logging
 import os
 import signal
@@ -307,6 +310,62 @@ def make_sampler(config, generator, mesh: Mesh) -> Sampler:
   return Sampler(config, generator, mesh)
 
 
+# Config fields only the loops (training, evaluation, data) read: the compiled programs
+# do not depend on them, so configs that differ only there share one set of programs.
+LOOP_FIELDS = ("num_train_steps", "log_every_steps", "sample_every_steps", "checkpoint_every_steps",
+               "keep_checkpoints", "async_checkpoints", "max_nonfinite_steps", "num_sample_columns",
+               "dataset", "inception_weights")
+
+
+def program_fingerprint(config) -> str:
+  """The config minus LOOP_FIELDS and eval_* fields, as canonical JSON."""
+  fields = {k: v for k, v in config.to_dict().items()
+            if k not in LOOP_FIELDS and not k.startswith("eval_")}
+  return json.dumps(fields, sort_keys=True, default=str)
+
+
+@dataclasses.dataclass(frozen=True)
+class Programs:
+  """One config's models and optimizers, and its jitted programs on one mesh."""
+  generator: Generator
+  discriminator: Discriminator
+  g_tx: optax.GradientTransformation
+  d_tx: optax.GradientTransformation
+  init: Any        # init() -> the initial TrainState, replicated over the mesh
+  train_step: Any  # make_train_step's
+  sampler: Sampler
+
+
+_PROGRAMS = collections.OrderedDict()  # (fingerprint, mesh) -> Programs, least recently used first
+_MAX_PROGRAMS = 8
+
+
+def programs(config, mesh: Mesh) -> Programs:
+  """The Programs of ``config`` on ``mesh``, built once per process.
+
+  jit traces and compiles per function object: rebuilding them for every run would
+  trace G and D again (~15 s on a CPU for the smallest model) when a run is resumed in
+  the same process, when its figures or evaluation follow training, or in a sweep or a
+  test session running the same config again. Keyed by ``program_fingerprint``.
+  """
+  key = (program_fingerprint(config), mesh)
+  if key in _PROGRAMS:
+    _PROGRAMS.move_to_end(key)
+    return _PROGRAMS[key]
+  config = config.copy_and_resolve_references()  # later edits of the caller's config stay out
+  generator, discriminator = build_models(config)
+  g_tx, d_tx = build_optimizers(config)
+  init = jax.jit(functools.partial(init_state, config, generator, discriminator, g_tx, d_tx),
+                 out_shardings=sharding.replicated(mesh))
+  built = Programs(generator, discriminator, g_tx, d_tx, init,
+                   make_train_step(config, generator, discriminator, g_tx, d_tx, mesh),
+                   make_sampler(config, generator, mesh))
+  _PROGRAMS[key] = built
+  while len(_PROGRAMS) > _MAX_PROGRAMS:
+    _PROGRAMS.popitem(last=False)
+  return built
+
+
 def sample_grid_inputs(config, num_devices: int):
   """Fixed z and labels for the sample grid: one row per class (at most 10 classes shown)."""
   m = config.model
@@ -372,13 +431,10 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
 
-  generator, discriminator = build_models(config)
-  g_tx, d_tx = build_optimizers(config)
-  replicated = sharding.replicated(mesh)
-  state = jax.jit(functools.partial(init_state, config, generator, discriminator, g_tx, d_tx),
-                  out_shardings=replicated)()
   ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
   checkpointing.check_config_compatible(config, workdir, resuming=ckpt.latest_step() is not None)
+  built = programs(config, mesh)
+  state = built.init()
   start_step, restored = ckpt.restore_latest(state)
   if restored is not None:
     state = restored
@@ -394,8 +450,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         process_index=jax.process_index(), process_count=jax.process_count(), workdir=workdir)
 
   data = data_from(start_step)
-  train_step = make_train_step(config, generator, discriminator, g_tx, d_tx, mesh)
-  sampler = make_sampler(config, generator, mesh)
+  train_step, sampler = built.train_step, built.sampler
   evaluator = None
   if config.eval_every_steps > 0:
     from sagan_jax.evaluation.evaluator import Evaluator  # loads TF-based input (see above)

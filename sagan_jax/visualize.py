@@ -170,8 +170,8 @@ def write_run_figures(workdir, *, step=None, classes=None, queries=4, num_images
   config = restore.load_run_config(workdir)
   mesh = sharding.create_mesh()
   step, state = restore.restore_run(config, workdir, step, mesh)
-  generator, discriminator = train.build_models(config)
-  sampler = train.make_sampler(config, generator, mesh)
+  built = train.programs(config, mesh)
+  sampler = built.sampler
   m = config.model
   if classes is None:
     classes = np.unique(np.linspace(0, m.num_classes - 1, min(10, m.num_classes)).round().astype(int))
@@ -201,7 +201,7 @@ def write_run_figures(workdir, *, step=None, classes=None, queries=4, num_images
     from sagan_jax import input_pipeline
     real = next(input_pipeline.create_train_iterator(config, workdir=workdir))
     keep = real["image"][:num_images], real["label"][:num_images]
-    maps = discriminator_attention(discriminator, state, *keep)
+    maps = discriminator_attention(built.discriminator, state, *keep)
     layer = last_attention_layer(maps)
     if layer is None:
       print("the discriminator has no self-attention layer; no discriminator attention figure")

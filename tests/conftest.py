@@ -10,6 +10,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Tests compile many small programs and run each a few times: XLA's LLVM backend at -O0
+# (with its expensive passes off) halves compile time. Set before jax is imported, so
+# xdist workers and every subprocess a test starts inherit it; =0 tests at full optimisation.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 
 def pytest_configure(config):

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -44,26 +45,22 @@ def test_tiny_run_writes_outputs_and_resumes(smoke_config, tmp_path):
   page = open(report.write_report(workdir, figures=False)).read()
   assert page.count("<img") >= 5 and "d_loss" in page and "attention_resolutions" in page
 
-  # Same workdir, longer budget: resumes at step 4 (does not start over) and goes on to 6.
+  # Same workdir, longer budget: resumes at step 4 (does not start over) and goes on to 6,
+  # with the programs the first run traced (train.programs): G and D are not traced again.
   smoke_config.num_train_steps = 6
-  resumed = train.train_and_evaluate(smoke_config, workdir)
+  traced = []
+  listener = lambda event, duration, **kw: traced.append(kw.get("fun_name")) if event.endswith(
+      "jaxpr_trace_duration") else None
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    resumed = train.train_and_evaluate(smoke_config, workdir)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert not {"train_step", "init_state", "generate", "standing_stats"} & set(traced), traced
   assert int(resumed.step) == 6
   assert not np.allclose(np.asarray(resumed.g_params["linear"]["kernel"]),
                          np.asarray(state.g_params["linear"]["kernel"]))
   assert sorted(os.listdir(os.path.join(workdir, "samples"))) == ["step_00000004.png", "step_00000006.png"]
-
-
-def test_resumed_run_equals_uninterrupted_run(smoke_config, tmp_path):
-  """Noise and data order derive from (seed, step): 2 + 2 steps equal 4 steps."""
-  from sagan_jax import train
-  smoke_config.num_train_steps = 4
-  straight = train.train_and_evaluate(smoke_config, str(tmp_path / "a"))
-  smoke_config.num_train_steps = 2
-  train.train_and_evaluate(smoke_config, str(tmp_path / "b"))
-  smoke_config.num_train_steps = 4
-  resumed = train.train_and_evaluate(smoke_config, str(tmp_path / "b"))
-  for a, b in zip(*(map(np.asarray, __import__("jax").tree.leaves(s.g_params)) for s in (straight, resumed))):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def run_main(args, tmp_path):

@@ -25,7 +25,6 @@ def test_sagan128_optimizers_are_the_papers():
   assert config.loss == "hinge"
   g_tx, d_tx = train.build_optimizers(config)
   # the Adam hyper-parameters reach optax: one update of a unit gradient is -lr (β1=0).
-  import optax
   params = {"w": jnp.zeros(())}
   for tx, lr in ((g_tx, 1e-4), (d_tx, 4e-4)):
     update, _ = tx.update({"w": jnp.ones(())}, tx.init(params), params)

@@ -94,3 +94,33 @@ def test_train_step_and_sampler_compile_once(compile_events):
   sizes = {k: f._cache_size() for k, f in jitted.items()}
   assert all(n <= 1 for n in sizes.values()) and any(n == 1 for n in sizes.values()), sizes
   assert step._cache_size() == 1 and compile_events[TRACE_EVENT, "train_step"] == 1
+
+
+def _edited(config, field, value):
+  config = config.copy_and_resolve_references()
+  *parents, name = field.split(".")
+  node = config
+  for parent in parents:
+    node = node[parent]
+  node[name] = value
+  return config
+
+
+def test_runs_of_one_config_share_their_programs():
+  """train.programs: one build per config and mesh; fields only the loops read do not count."""
+  config = fashion_mnist.get_config("smoke")
+  mesh = sharding.create_mesh(jax.devices()[:1])
+  built = train.programs(config, mesh)
+  for field, value in (("num_train_steps", 99), ("checkpoint_every_steps", 5),
+                       ("dataset.data_dir", "/elsewhere"), ("eval_num_samples", 7),
+                       ("max_nonfinite_steps", 3), ("num_sample_columns", 4)):
+    assert train.programs(_edited(config, field, value), mesh) is built, field
+  assert train.programs(config, sharding.create_mesh(jax.devices()[:1])) is built  # an equal mesh
+  for field, value in (("model.ch", 8), ("model.attention_impl", "dot_product_attention"),
+                       ("optimizer.d_lr", 1e-3), ("seed", 1), ("d_steps_per_g_step", 2),
+                       ("dtype", "bfloat16"), ("batch_size", 16), ("sample_bn_stats", "running"),
+                       ("ema_start_step", 3), ("loss", "nonsaturating")):
+    assert train.programs(_edited(config, field, value), mesh) is not built, field
+  config.model.ch = 8  # a later edit of the caller's config does not reach the built programs
+  assert built.generator.ch == 4 and built.sampler.config.model.ch == 4
+  assert len(train._PROGRAMS) <= train._MAX_PROGRAMS

@@ -21,19 +21,25 @@ def _sweep(script, out, data_dir, cache_dir, *extra):
                         env=dict(os.environ, PYTHONPATH=ROOT))
 
 
+@pytest.fixture(scope="module")
+def eval_cache(tmp_path_factory):
+  """One fid_fmnist classifier and reference statistics for both sweeps."""
+  return str(tmp_path_factory.mktemp("eval_cache"))
+
+
 def _rows(out):
   with open(os.path.join(out, "results.csv")) as f:
     return list(csv.DictReader(f))
 
 
-def test_attention_placement_sweep(tmp_path, fake_fmnist_dir):
+def test_attention_placement_sweep(tmp_path, fake_fmnist_dir, eval_cache):
   """The default suite trains the control variant (all seven with SAGAN_JAX_SLOW_TESTS=1); the
   control's parameter count is tested against attention's in tests/test_visualize.py."""
   out = str(tmp_path / "table1")
   only = [] if SLOW else ["--only=residual16"]
   expected = (["none", "feat8", "feat16", "feat32", "residual8", "residual16", "residual32"] if SLOW
               else ["residual16"])
-  proc = _sweep("attention_placement.py", out, fake_fmnist_dir, tmp_path / "cache", *only)
+  proc = _sweep("attention_placement.py", out, fake_fmnist_dir, eval_cache, *only)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
   rows = _rows(out)
   assert [r["variant"] for r in rows] == expected  # sweep order
@@ -46,7 +52,7 @@ def test_attention_placement_sweep(tmp_path, fake_fmnist_dir):
   assert os.path.exists(os.path.join(out, "results.md"))
   assert os.path.exists(os.path.join(out, "attention_placement_fid_fmnist.png"))
 
-  again = _sweep("attention_placement.py", out, fake_fmnist_dir, tmp_path / "cache", *only)
+  again = _sweep("attention_placement.py", out, fake_fmnist_dir, eval_cache, *only)
   assert again.returncode == 0
   assert again.stdout.count("finished earlier; not retrained") == len(expected)
   assert _rows(out) == rows
@@ -75,11 +81,11 @@ def test_attention_placement_lists_the_paper_variants(tmp_path):
                       "residual8", "residual16", "residual32", "residual64"]
 
 
-def test_stabilization_sweep(tmp_path, fake_fmnist_dir):
+def test_stabilization_sweep(tmp_path, fake_fmnist_dir, eval_cache):
   """The default suite trains the 5:1 variant (all four with SAGAN_JAX_SLOW_TESTS=1)."""
   out = str(tmp_path / "fig3")
   expected = ["sn_d_1to1", "sn_d_5to1", "sn_gd_1to1", "sn_gd_ttur"] if SLOW else ["sn_d_5to1"]
-  proc = _sweep("stabilization.py", out, fake_fmnist_dir, tmp_path / "cache", "--eval_points=2",
+  proc = _sweep("stabilization.py", out, fake_fmnist_dir, eval_cache, "--eval_points=2",
                 f"--only={','.join(expected)}")
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
   rows = _rows(out)
