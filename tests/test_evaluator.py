@@ -1,12 +1,10 @@
 """Evaluator: metrics.jsonl from a tiny run, the reference-statistics cache, the Inception
 metrics (random weights), and the standalone CLI."""
-import functools
 import json
 import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
@@ -56,13 +54,12 @@ def _event_tags(workdir):
 
 
 def _build(config, workdir):
-  """(evaluator, generator, discriminator) on the local devices."""
+  """(evaluator, train.Programs) on the local devices."""
   from sagan_jax import sharding, train
   from sagan_jax.evaluation import evaluator
   mesh = sharding.create_mesh()
-  generator, discriminator = train.build_models(config)
-  sampler = train.make_sampler(config, generator, mesh)
-  return evaluator.Evaluator(config, mesh, sampler, str(workdir)), generator, discriminator
+  built = train.programs(config, mesh)
+  return evaluator.Evaluator(config, mesh, built.sampler, str(workdir)), built
 
 
 def test_training_writes_one_metrics_line_per_evaluation(trained_run):
@@ -87,7 +84,7 @@ def test_training_writes_one_metrics_line_per_evaluation(trained_run):
 def test_reference_statistics_are_cached_and_reused(trained_run, tmp_path, monkeypatch):
   from sagan_jax.evaluation import evaluator
   config, workdir, state = trained_run
-  fresh, _, _ = _build(config, tmp_path)
+  fresh, _ = _build(config, tmp_path)
   path = fresh.reference_path(fresh.spaces["fmnist_classifier"])
   assert os.listdir(path.parent) == [path.name]  # written by the run's first evaluation only
   mtime = path.stat().st_mtime_ns
@@ -105,7 +102,6 @@ def test_reference_statistics_are_cached_and_reused(trained_run, tmp_path, monke
 
 def test_inception_metrics_on_a_tiny_rgb_config(fake_fmnist_dir, tmp_path, monkeypatch):
   from configs import fashion_mnist
-  from sagan_jax import sharding, train
   from sagan_jax.evaluation import evaluator, inception, metrics
   config = fashion_mnist.get_config("smoke")
   # Two classes of four test images: the reference holds two of each, as intra-FID needs.
@@ -130,10 +126,8 @@ def test_inception_metrics_on_a_tiny_rgb_config(fake_fmnist_dir, tmp_path, monke
     return float(np.sum((mu1 - mu2) ** 2))
 
   monkeypatch.setattr(metrics, "frechet_distance", cheap_frechet)
-  evaluation, generator, discriminator = _build(config, tmp_path / "run")
-  state = jax.jit(functools.partial(train.init_state, config, generator, discriminator,
-                                    *train.build_optimizers(config)),
-                  out_shardings=sharding.replicated(sharding.create_mesh()))()
+  evaluation, built = _build(config, tmp_path / "run")
+  state = built.init()
   scalars = evaluation.evaluate(state, 0, 4)
   assert set(scalars) == {"fid", "is", "is_std", "intra_fid"}
   assert all(np.isfinite(v) for v in scalars.values())

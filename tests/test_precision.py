@@ -49,11 +49,7 @@ def init_state():
   (The bfloat16 config's own init is checked, without compiling, in the train test.)
   """
   config = _config("float32")
-  g, d = train.build_models(config)
-  mesh = sharding.create_mesh(jax.devices()[:1])
-  state = jax.jit(functools.partial(train.init_state, config, g, d, *train.build_optimizers(config)),
-                  out_shardings=sharding.replicated(mesh))()
-  return jax.device_get(state)
+  return jax.device_get(train.programs(config, sharding.create_mesh(jax.devices()[:1])).init())
 
 
 def _bad_leaves(tree):
@@ -93,12 +89,11 @@ def test_bf16_forward_is_close_to_float32(init_state):
 
 def test_bf16_train_steps_keep_state_and_losses_float32(init_state):
   config = _config("bfloat16")
-  g, d = train.build_models(config)
-  g_tx, d_tx = train.build_optimizers(config)
   mesh = sharding.create_mesh(jax.devices()[:1])
-  initial_shapes = jax.eval_shape(functools.partial(train.init_state, config, g, d, g_tx, d_tx))
+  built = train.programs(config, mesh)
+  initial_shapes = jax.eval_shape(built.init)
   state = jax.device_put(init_state, sharding.replicated(mesh))
-  step = train.make_train_step(config, g, d, g_tx, d_tx, mesh)
+  step = built.train_step
   rng = np.random.default_rng(1)
   b = config.batch_size
   for _ in range(2):

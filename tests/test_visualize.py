@@ -14,13 +14,12 @@ from sagan_jax.models.layers import SPECTRAL
 
 def _state_and_sampler(config):
   mesh = sharding.create_mesh(jax.devices()[:1])
-  g, d = train.build_models(config)
-  g_tx, d_tx = train.build_optimizers(config)
-  state = train.init_state(config, g, d, g_tx, d_tx)
+  built = train.programs(config, mesh)
+  state = built.init()
   # γ = 0 at init makes attention inert; give it weight so the maps matter to the images.
   state = state.replace(ema_params={**state.ema_params, "attention16": {
       **state.ema_params["attention16"], "gamma": jnp.asarray(0.8)}})
-  return g, state, train.make_sampler(config, g, mesh)
+  return built.generator, state, built.sampler
 
 
 @pytest.mark.parametrize("impl", ["xla", "dot_product_attention"])
