@@ -26,6 +26,14 @@ config_flags.DEFINE_config_file("config", "configs/fashion_mnist.py", "config to
 FLAGS = flags.FLAGS
 
 
+# Dense bf16 tensor-core peaks (vendor datasheets, no sparsity), by device_kind substring.
+BF16_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0))
+
+
+def bf16_peak_tflops(device_kind: str):
+  return next((peak for name, peak in BF16_PEAK_TFLOPS if name in device_kind), None)
+
+
 def count(tree):
   import jax
   return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
@@ -58,6 +66,9 @@ def main(_):
   t0 = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
+  # Which attention kernel XLA got: cuDNN's fused flash attention is a custom call.
+  hlo = compiled.as_text()
+  attention_kernel = "cudnn_flash" if "__cudnn$fmha" in hlo else "xla"
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
@@ -78,7 +89,7 @@ def main(_):
       "device": f"{jax.devices()[0].device_kind} x{mesh.size}",
       "resolution": m.resolution, "ch": m.ch, "batch_size": config.batch_size,
       "d_steps_per_g_step": config.d_steps_per_g_step, "dtype": config.dtype,
-      "attention_impl": m.attention_impl,
+      "attention_impl": m.attention_impl, "attention_kernel": attention_kernel,
       "conv_kernel_grad": ("xla" if jax.default_backend() != "cpu" or os.environ.get("SAGAN_JAX_NATIVE_CONV") == "1"
                            else "im2col"),
       "g_attention": list(train._attention_sides(m, "g")), "d_attention": list(train._attention_sides(m, "d")),
@@ -88,6 +99,9 @@ def main(_):
       "gflop_per_step": flops / 1e9, "tflops_per_s": flops / seconds / 1e12,
       "peak_memory_gib": memory,
   }
+  peak = bf16_peak_tflops(jax.devices()[0].device_kind)
+  if peak:
+    result["bf16_peak_fraction"] = result["tflops_per_s"] / peak
   for k, v in result.items():
     print(f"{k:>20}: {v:,.4g}" if isinstance(v, float) else f"{k:>20}: {v}")
   if FLAGS.json_out:

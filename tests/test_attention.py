@@ -85,3 +85,29 @@ def test_dot_product_attention_refuses_unequal_head_sizes():
   with pytest.raises(ValueError, match="equal key and value channels"):
     SelfAttention(impl="dot_product_attention", value_channel_ratio=2).init(
         {"params": jax.random.key(0)}, x)
+
+
+@pytest.mark.parametrize("dtype,head_dim,platform,expected", [
+    (jnp.bfloat16, 16, "PJRT C API\ncuda 12080\ncudnn 91000", "cudnn"),  # sagan128 G at feat64
+    (jnp.float16, 8, "cuda 12080", "cudnn"),
+    (jnp.float32, 16, "cuda 12080", "xla"),     # cuDNN flash runs bf16/fp16 only
+    (jnp.bfloat16, 12, "cuda 12080", "xla"),    # head dim not a multiple of 8
+    (jnp.bfloat16, 256, "cuda 12080", "xla"),   # over the pre-Hopper limit
+    (jnp.bfloat16, 16, "rocm 60300", "xla"),    # cuDNN is CUDA's
+    (jnp.bfloat16, 16, "cpu", "xla"),
+])
+def test_flash_kernel_asked_for_by_name_only_where_it_runs(dtype, head_dim, platform, expected):
+  from sagan_jax.models.attention import flash_kernel
+  implementation, why = flash_kernel(dtype, head_dim, platform)
+  assert implementation == expected
+  assert (why == "") == (expected == "cudnn")
+  if dtype == jnp.float32:
+    assert "bfloat16" in why  # the fallback says what to change
+
+
+def test_dot_product_attention_on_this_backend_takes_a_kernel_that_runs_here():
+  """On CPU the fused path must take XLA's form explicitly (cuDNN raises without a GPU)."""
+  x = jax.random.normal(jax.random.key(4), (1, 4, 4, 16), jnp.bfloat16)
+  module = SelfAttention(impl="dot_product_attention", dtype=jnp.bfloat16)
+  variables = module.init({"params": jax.random.key(5)}, x)
+  assert module.apply(variables, x).dtype == jnp.bfloat16

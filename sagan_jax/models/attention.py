@@ -13,7 +13,9 @@ block's parameter count, put where attention would be.
 """
 from typing import Any, Optional
 
+from absl import logging
 import jax
+import jax.extend.backend
 import jax.numpy as jnp
 import flax
 import flax.linen as nn
@@ -22,6 +24,40 @@ from sagan_jax.models.layers import SNConv
 
 ATTENTION_IMPLS = ("xla", "dot_product_attention")
 ATTENTION_BLOCKS = ("self_attention", "residual")
+
+
+def flash_kernel(dtype, head_dim: int, platform_version: Optional[str] = None) -> tuple:
+  """(implementation, why) for ``jax.nn.dot_product_attention`` on this backend.
+
+  jax's ``implementation=None`` always takes the XLA form (jax 0.10), which materialises
+  the N×N scores like the explicit einsum, so the fused cuDNN flash kernel must be asked
+  for by name — and only where it runs: a CUDA GPU, bf16/fp16 inputs, a head dim that is
+  a multiple of 8 and at most 128 (the pre-Hopper limit; Hopper allows 256).
+  ``why`` says what ruled cuDNN out ('' when it is chosen).
+  """
+  if platform_version is None:
+    platform_version = jax.extend.backend.get_backend().platform_version
+  if "cuda" not in platform_version.lower():
+    return "xla", "not a CUDA GPU"
+  if jnp.dtype(dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+    return "xla", f"cuDNN flash attention takes bf16/fp16, got {jnp.dtype(dtype)} (set config.dtype='bfloat16')"
+  if head_dim % 8 or head_dim > 128:
+    return "xla", f"cuDNN flash attention needs a head dim that is a multiple of 8 and <= 128, got {head_dim}"
+  return "cudnn", ""
+
+
+_warned = set()
+
+
+def _fused_attention(queries, keys, values):
+  """jax.nn.dot_product_attention with SAGAN's scale 1, on cuDNN's flash kernel where it can run."""
+  implementation, why = flash_kernel(queries.dtype, queries.shape[-1])
+  if why and jax.default_backend() == "gpu" and why not in _warned:
+    _warned.add(why)  # once per reason: this runs at trace time, once per layer shape
+    logging.warning("attention_impl='dot_product_attention' falls back to XLA's form, which "
+                    "materialises the N×N scores: %s", why)
+  q, k, v = (a[:, :, None, :] for a in (queries, keys, values))  # one head: (B, N, 1, C)
+  return jax.nn.dot_product_attention(q, k, v, scale=1.0, implementation=implementation)[:, :, 0, :]
 
 
 def _max_pool_2x2(x):
@@ -33,7 +69,8 @@ class SelfAttention(nn.Module):
   value_channel_ratio: int = 8   # h has C / value_channel_ratio channels (paper 8, released code 2).
   pool_kv: bool = False          # released code: 2×2 max-pool keys and values.
   use_sn: bool = True
-  impl: str = "xla"              # 'xla' explicit softmax, or jax.nn.dot_product_attention.
+  impl: str = "xla"              # 'xla' explicit softmax, or jax.nn.dot_product_attention
+                                 # (cuDNN flash attention on CUDA GPUs, see flash_kernel).
   dtype: Optional[Any] = None
 
   @nn.compact
@@ -62,8 +99,7 @@ class SelfAttention(nn.Module):
         raise ValueError(
             "attention_impl='dot_product_attention' needs equal key and value channels "
             f"(got {ck} and {cv}); use value_channel_ratio == key_channel_ratio or impl 'xla'")
-      o = jax.nn.dot_product_attention(
-          queries[:, :, None, :], keys[:, :, None, :], values[:, :, None, :], scale=1.0)[:, :, 0, :]
+      o = _fused_attention(queries, keys, values)
     else:
       raise ValueError(f"attention impl {self.impl!r} is not one of {ATTENTION_IMPLS}")
     o = conv(c, "v")(o.reshape(b, height, width, cv), update_stats)
