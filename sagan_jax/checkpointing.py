@@ -36,7 +36,8 @@ class Checkpointer:
     self._manager.save(step, args=ocp.args.StandardSave(state))
 
   def restore(self, step: int, state_like):
-    """Restores ``step`` into the structure, dtypes and shardings of ``state_like``."""
+    """Restores ``step`` into the structure, dtypes and shardings of ``state_like``
+    (arrays or a ``jax.eval_shape`` template of them)."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
     return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
 

@@ -6,6 +6,7 @@ only ``--workdir``: the config comes from the ``config.json`` training wrote the
 import json
 import os
 
+import jax
 import ml_collections
 
 from sagan_jax import checkpointing, sharding, train
@@ -45,9 +46,9 @@ def restore_run(config, workdir: str, step: int | None = None, mesh=None):
   if step not in steps:
     raise UserError(f"no checkpoint of step {step} in {directory}; it holds steps {steps}")
   train.validate_config(config)
-  state = train.programs(config, mesh or sharding.create_mesh()).init()
+  template = jax.eval_shape(train.programs(config, mesh or sharding.create_mesh()).init)
   ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
   try:
-    return step, ckpt.restore(step, state)
+    return step, ckpt.restore(step, template)
   finally:
     ckpt.close()

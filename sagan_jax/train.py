@@ -434,10 +434,12 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
   checkpointing.check_config_compatible(config, workdir, resuming=ckpt.latest_step() is not None)
   built = programs(config, mesh)
-  state = built.init()
-  start_step, restored = ckpt.restore_latest(state)
-  if restored is not None:
-    state = restored
+  # A resume restores into the state's shapes, dtypes and shardings without computing
+  # (or compiling) the initial state it would overwrite.
+  start_step, state = ckpt.restore_latest(jax.eval_shape(built.init))
+  if state is None:
+    state = built.init()
+  else:
     logging.info("resumed from %s at step %d", ckpt.directory, start_step)
   if start_step >= config.num_train_steps:
     logging.info("already trained %d of %d steps; nothing to do", start_step, config.num_train_steps)

@@ -1,4 +1,5 @@
 """Preemption, damaged checkpoints, divergence and bad workdirs lose nothing."""
+import collections
 import logging
 import os
 import signal
@@ -92,10 +93,22 @@ def test_persistent_nan_restores_once_then_stops(smoke_config, tmp_path, monkeyp
                                                r"\(d_loss=.*g_loss=.*\) again after restoring"):
       train.train_and_evaluate(smoke_config, str(tmp_path / "run"))
   assert "restored the last good checkpoint, step 2" in caplog.text
-  template = train.programs(smoke_config, sharding.create_mesh()).init()
+  template = jax.eval_shape(train.programs(smoke_config, sharding.create_mesh()).init)
   restored_step, restored = train.checkpointing.Checkpointer(str(tmp_path / "run"), 3).restore_latest(
       template)
   assert restored_step == 2 and all(np.all(np.isfinite(x)) for x in leaves(restored))
+
+
+def test_resume_restores_without_computing_an_initial_state(smoke_config, tmp_path, monkeypatch):
+  """A resume restores into an abstract template: init_state is neither compiled nor run."""
+  smoke_config.num_train_steps = 2
+  train.train_and_evaluate(smoke_config, str(tmp_path / "run"))
+  monkeypatch.setattr(train, "_PROGRAMS", collections.OrderedDict())  # as in a new process
+  smoke_config.num_train_steps = 3
+  state = train.train_and_evaluate(smoke_config, str(tmp_path / "run"))
+  built = train.programs(smoke_config, sharding.create_mesh())
+  assert int(state.step) == 3 and built.train_step._cache_size() == 1
+  assert built.init._cache_size() == 0
 
 
 def test_incompatible_config_is_refused(smoke_config, tmp_path):
