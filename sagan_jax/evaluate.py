@@ -1,31 +1,42 @@
 """Evaluate a trained run:
-python -m sagan_jax.evaluate --config=… --workdir=… [--step=N] [--num_samples=N].
+python -m sagan_jax.evaluate --workdir=… [--step=N] [--num_samples=N] [--config=… [--config.X=…]].
 
 Restores the latest (or the named) checkpoint of the workdir, scores the EMA generator
 on `config.eval_metrics` and appends the result to workdir/metrics.jsonl and TensorBoard.
---config and --workdir are the training command's (same flags, same meaning).
+The config is the one training wrote to workdir/config.json, unless --config names one
+(e.g. to change eval_* fields); its model must be the workdir's.
 """
-import logging
 import os
-import sys
 
 from absl import app, flags
+from ml_collections import config_flags
 
-from sagan_jax.main import FLAGS, _maybe_initialize_distributed
-
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "Config file (default: the workdir's config.json); its model must match the run's.",
+    lock_config=True)
+flags.DEFINE_string("workdir", None, "The training run's --workdir.")
 flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
 flags.DEFINE_integer("num_samples", None,
                      "Samples to score (default: config.eval_final_num_samples).")
+flags.mark_flags_as_required(["workdir"])
 
 
 def evaluate_checkpoint(config, workdir: str, step: int | None = None,
                         num_samples: int | None = None) -> dict:
-  """Scores the checkpoint `step` (None: the latest) of `workdir`; returns the scalars."""
+  """Scores the checkpoint `step` (None: the latest) of `workdir`; returns the scalars.
+
+  ``config`` None: the run's own (workdir/config.json).
+  """
   import jax
   from clu import metric_writers
-  from sagan_jax import restore, sharding, train
+  from sagan_jax import checkpointing, restore, sharding, train
   from sagan_jax.evaluation.evaluator import Evaluator
 
+  if config is None:
+    config = restore.load_run_config(workdir)
+  elif os.path.exists(os.path.join(workdir, "config.json")):
+    checkpointing.check_config_compatible(config, workdir, resuming=True)  # refuses another model
   mesh = sharding.create_mesh()
   step, state = restore.restore_run(config, workdir, step, mesh)
   evaluator = Evaluator(config, mesh, train.programs(config, mesh).sampler, workdir)
@@ -37,19 +48,9 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  import tensorflow as tf
-  tf.config.set_visible_devices([], "GPU")  # tf.data only; keep TF off the accelerators.
-  from sagan_jax.errors import UserError
-  _maybe_initialize_distributed()
-  logging.getLogger().setLevel(logging.INFO)
-  try:
-    evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.step, FLAGS.num_samples)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  from sagan_jax import cli
+  cli.start(argv, accelerators=True)
+  cli.run(evaluate_checkpoint, FLAGS.config, FLAGS.workdir, FLAGS.step, FLAGS.num_samples)
 
 
 if __name__ == "__main__":

@@ -162,18 +162,11 @@ def write_report(workdir: str, out: str | None = None, figures: bool = True) -> 
 
 
 def _main(argv):
-  import sys
-  from absl import app, flags
-  from sagan_jax.errors import UserError
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from absl import flags
+  from sagan_jax import cli
+  cli.start(argv, accelerators=False)
   f = flags.FLAGS
-  try:
-    print(write_report(f.workdir, f.out, f.figures))
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  print(cli.run(write_report, f.workdir, f.out, f.figures))
 
 
 if __name__ == "__main__":

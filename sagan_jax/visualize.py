@@ -1,7 +1,7 @@
 """Figures: sample grids, class sample sheets and attention maps (the paper's Fig. 1, 5).
 
 python -m sagan_jax.visualize --workdir=DIR [--step=N] [--classes=0,3,7] [--queries=K]
-    [--network=generator|discriminator|both] [--sheets]
+    [--network=generator|discriminator|both] [--sheets] [--heat_scale=query|figure]
 writes, for the run's latest (or the named) checkpoint,
   DIR/attention/step_N_generator.png      EMA-G samples (fixed seeds), last G attention layer
   DIR/attention/step_N_discriminator.png  real images, last D attention layer
@@ -9,7 +9,8 @@ writes, for the run's latest (or the named) checkpoint,
   DIR/sheets/step_N_classes.png           one row per class, untruncated z (with --sheets)
 Each attention row is: the image with coloured query points, then per query the
 softmax weights over key positions, upsampled to the image and overlaid, the most
-attended key cell boxed in the query's colour.
+attended key cell boxed in the query's colour. Each map spans the colour scale unless
+--heat_scale=figure gives all maps of a figure one scale.
 """
 import os
 
@@ -85,16 +86,29 @@ def _colormap(values: np.ndarray) -> np.ndarray:
   return (colormaps["inferno"](values)[..., :3] * 255).astype(np.uint8)
 
 
-def attention_figure(images: np.ndarray, beta: np.ndarray, queries: np.ndarray) -> np.ndarray:
+HEAT_SCALES = ("query", "figure")
+
+
+def attention_figure(images: np.ndarray, beta: np.ndarray, queries: np.ndarray,
+                     heat_scale: str = "query") -> np.ndarray:
   """One row per image: the image with query dots, then one heat map per query.
 
   images (n, R, R, C) in [-1, 1]; beta (n, q², k²) softmax weights (query j, key i) of
   a layer whose query map is q×q and key map k×k; queries (K, 2) cells of the q×q map.
+  heat_scale 'query': each map spans the colour scale (its largest weight is brightest;
+  a near-uniform map looks bright everywhere); 'figure': one scale for all maps of the
+  figure (the largest weight drawn), so maps compare across queries and images.
   Returns uint8 RGB of n·(P+1)+1 by (K+1)·(P+1)+1 pixels, P = max(R, 128) rounded to
   a multiple of R.
   """
+  if heat_scale not in HEAT_SCALES:
+    raise ValueError(f"heat_scale {heat_scale!r} is not one of {HEAT_SCALES}")
   n, res = images.shape[0], images.shape[1]
   q_side, k_side = _side(beta.shape[1], "the query map"), _side(beta.shape[2], "the key map")
+  rows = np.asarray([rc[0] * q_side + rc[1] for rc in queries])
+  drawn = np.asarray(beta, np.float32)[:, rows].reshape(n, len(queries), k_side, k_side)
+  peak = drawn.max(axis=(2, 3), keepdims=True) if heat_scale == "query" else drawn.max()
+  drawn = drawn / np.maximum(peak, 1e-12)
   panel = res * max(1, -(-MIN_PANEL // res))
   rgb = to_uint8(images)
   rgb = np.repeat(rgb, 3, axis=-1) if rgb.shape[-1] == 1 else rgb[..., :3]
@@ -115,8 +129,8 @@ def attention_figure(images: np.ndarray, beta: np.ndarray, queries: np.ndarray) 
     gray = np.asarray(base.convert("L").convert("RGB"), np.float32)
     for qi, rc in enumerate(queries):
       color = QUERY_COLORS[qi % len(QUERY_COLORS)]
-      weights = np.asarray(beta[i, rc[0] * q_side + rc[1]], np.float32).reshape(k_side, k_side)
-      heat = Image.fromarray(weights / max(weights.max(), 1e-12)).resize((panel, panel), Image.BILINEAR)
+      weights = drawn[i, qi]
+      heat = Image.fromarray(weights).resize((panel, panel), Image.BILINEAR)
       overlay = 0.4 * gray + 0.6 * _colormap(np.clip(np.asarray(heat), 0, 1))
       pil = Image.fromarray(np.clip(overlay, 0, 255).astype(np.uint8))
       draw = ImageDraw.Draw(pil)
@@ -162,7 +176,8 @@ def _sample(sampler, mesh, state, z, y, attention=False):
 
 
 def write_run_figures(workdir, *, step=None, classes=None, queries=4, num_images=None,
-                      network="both", sheets=False, sheet_size=8, seed=0) -> list:
+                      network="both", sheets=False, sheet_size=8, seed=0,
+                      heat_scale="query") -> list:
   """Restores a checkpoint of the run in workdir and writes its figures; returns their paths."""
   import jax
   from sagan_jax import restore, sharding, train
@@ -182,6 +197,12 @@ def write_run_figures(workdir, *, step=None, classes=None, queries=4, num_images
   num_images = num_images or len(classes)
   written = []
 
+  def points(side):
+    try:
+      return query_points(side, queries, seed)
+    except ValueError as e:
+      raise UserError(f"{e}; pass --queries between 1 and {side * side}") from None
+
   def out(folder, name):
     return os.path.join(workdir, folder, f"step_{step:08d}_{name}.png")
 
@@ -194,7 +215,7 @@ def write_run_figures(workdir, *, step=None, classes=None, queries=4, num_images
       print("the generator has no self-attention layer; no generator attention figure")
     else:
       side = _side(maps[layer].shape[1], layer)
-      fig = attention_figure(images[:n], maps[layer][:n], query_points(side, queries, seed))
+      fig = attention_figure(images[:n], maps[layer][:n], points(side), heat_scale)
       save_png(fig, out("attention", "generator"))
       written.append(out("attention", "generator"))
   if network in ("discriminator", "both"):
@@ -207,7 +228,7 @@ def write_run_figures(workdir, *, step=None, classes=None, queries=4, num_images
       print("the discriminator has no self-attention layer; no discriminator attention figure")
     else:
       side = _side(maps[layer].shape[1], layer)
-      fig = attention_figure(keep[0], maps[layer], query_points(side, queries, seed))
+      fig = attention_figure(keep[0], maps[layer], points(side), heat_scale)
       save_png(fig, out("attention", "discriminator"))
       written.append(out("attention", "discriminator"))
   if sheets:
@@ -226,30 +247,22 @@ def write_run_figures(workdir, *, step=None, classes=None, queries=4, num_images
 
 
 def _main(argv):
-  import logging
   import sys
-  from absl import app, flags
-  from sagan_jax.errors import UserError
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from absl import flags
+  from sagan_jax import cli
+  cli.start(argv, accelerators=False, log_level=logging.WARNING)
   f = flags.FLAGS
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  logging.getLogger().setLevel(logging.WARNING)
   try:
     classes = [int(c) for c in f.classes.split(",")] if f.classes else None
   except ValueError:
     print(f"error: --classes={f.classes!r} is not a comma-separated list of class indices",
           file=sys.stderr)
     sys.exit(2)
-  try:
-    paths = write_run_figures(f.workdir, step=f.step, classes=classes, queries=f.queries,
-                              num_images=f.num_images, network=f.network, sheets=f.sheets,
-                              sheet_size=f.sheet_size, seed=f.seed)
-  except (UserError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  for p in paths:
-    print(p)
+  for path in cli.run(write_run_figures, f.workdir, step=f.step, classes=classes,
+                      queries=f.queries, num_images=f.num_images, network=f.network,
+                      sheets=f.sheets, sheet_size=f.sheet_size, seed=f.seed,
+                      heat_scale=f.heat_scale):
+    print(path)
 
 
 if __name__ == "__main__":
@@ -263,5 +276,7 @@ if __name__ == "__main__":
   flags.DEFINE_bool("sheets", False, "Also write class sample sheets.")
   flags.DEFINE_integer("sheet_size", 8, "A class sheet is sheet_size × sheet_size samples.")
   flags.DEFINE_integer("seed", 0, "Seed of z and of the query points.")
+  flags.DEFINE_enum("heat_scale", "query", list(HEAT_SCALES),
+                    "Colour scale of the attention maps: per map, or one for the whole figure.")
   flags.mark_flags_as_required(["workdir"])
   app.run(_main)

@@ -149,17 +149,20 @@ def test_missing_checkpoints_are_clear_errors(trained_run, tmp_path):
     evaluate.evaluate_checkpoint(config, str(tmp_path))
   with pytest.raises(UserError, match=r"no checkpoint of step 7 .* holds steps \[1, 2\]"):
     evaluate.evaluate_checkpoint(config, workdir, step=7)
+  other = config.copy_and_resolve_references()
+  other.model.ch = 8
+  with pytest.raises(UserError, match=r"holds a run of another model: model.ch \(4 in the workdir, 8 now\)"):
+    evaluate.evaluate_checkpoint(other, workdir)
+  with pytest.raises(UserError, match="config.json does not exist"):
+    evaluate.evaluate_checkpoint(None, str(tmp_path))
 
 
-def test_cli_scores_a_named_checkpoint(trained_run):
-  config, workdir, _ = trained_run
+def test_cli_scores_a_named_checkpoint_with_the_runs_own_config(trained_run):
+  _, workdir, _ = trained_run
   env = dict(os.environ, PYTHONPATH=ROOT)
   proc = subprocess.run(
-      [sys.executable, "-m", "sagan_jax.evaluate", "--config=configs/fashion_mnist.py:smoke",
-       f"--config.dataset.data_dir={config.dataset.data_dir}",
-       f"--config.eval_cache_dir={config.eval_cache_dir}",
-       "--config.eval_fmnist_classifier_epochs=2", "--config.eval_batch_size=10",
-       f"--workdir={workdir}", "--step=1", "--num_samples=20"],
+      [sys.executable, "-m", "sagan_jax.evaluate", f"--workdir={workdir}", "--step=1",
+       "--num_samples=20"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = _lines(workdir)

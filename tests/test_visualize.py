@@ -79,6 +79,24 @@ def test_heat_map_peaks_where_attention_does():
   assert fig[1 + 2 * 16, 130 + 5 * 16 + 8].tolist() == list(visualize.QUERY_COLORS[0])  # the box
 
 
+def test_figure_heat_scale_keeps_a_uniform_map_dark_beside_a_peaked_one():
+  """'query' scales each map to its own peak; 'figure' puts all maps on one scale."""
+  side, res = 8, 32
+  beta = np.full((1, side * side, side * side), 1.0 / side ** 2)  # every query: uniform …
+  beta[0, 0] = 1e-6
+  beta[0, 0, 9] = 1.0                                              # … but query (0, 0): one key
+  queries = np.array([[0, 0], [4, 4]])
+  black = -np.ones((1, res, res, 1))  # no image behind the heat
+  panel = lambda fig, q: fig[1:129, 1 + (q + 1) * 129:(q + 2) * 129].astype(float).mean()
+  per_query = visualize.attention_figure(black, beta, queries, "query")
+  shared = visualize.attention_figure(black, beta, queries, "figure")
+  assert panel(per_query, 1) > 100   # the uniform map drawn at full brightness
+  assert panel(shared, 1) < 20       # at 1/64 of the figure's peak: near the colour map's black
+  np.testing.assert_array_equal(per_query[:, :2 * 129], shared[:, :2 * 129])  # the peaked map as before
+  with pytest.raises(ValueError, match="heat_scale"):
+    visualize.attention_figure(black, beta, queries, "global")
+
+
 def test_query_points_are_distinct_and_inside():
   for side, k in ((8, 4), (16, 8), (4, 16), (64, 5)):
     q = visualize.query_points(side, k, seed=3)
