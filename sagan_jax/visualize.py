@@ -247,6 +247,7 @@ def write_run_figures(workdir, *, step=None, classes=None, queries=4, num_images
 
 
 def _main(argv):
+  import logging
   import sys
   from absl import flags
   from sagan_jax import cli
