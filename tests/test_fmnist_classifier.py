@@ -51,12 +51,32 @@ def test_classifier_is_trained_once_then_loaded(tmp_path, fake_fmnist_dir, monke
   assert fc.fid_fmnist(loaded, one_class, reference) > 1e-2
 
 
-def test_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):
+def test_unwritable_cache_is_a_clear_error(tmp_path, fake_fmnist_dir, monkeypatch):
   monkeypatch.setattr(fc, "train_classifier", lambda *a, **k: ({"params": {}}, 0.5))
   blocker = tmp_path / "file"
   blocker.write_text("")
   with pytest.raises(UserError, match="writable cache directory"):
-    fc.get_classifier(blocker / "cache")
+    fc.get_classifier(blocker / "cache", data_dir=fake_fmnist_dir)
+
+
+def test_cached_classifier_belongs_to_its_data(tmp_path, fake_fmnist_dir, monkeypatch):
+  """Other data train their own classifier; the same files in another folder reuse it."""
+  from conftest import make_fake_fashion_mnist
+  trained = []
+  monkeypatch.setattr(fc, "train_classifier", lambda *a, data_dir, **k: (
+      trained.append(data_dir) or {"params": {"w": np.full(3, float(len(trained)))}}, 0.5))
+  other = make_fake_fashion_mnist(str(tmp_path / "other"), seed=1)
+  copy = tmp_path / "copy"
+  copy.mkdir()
+  for name in os.listdir(fake_fmnist_dir):
+    (copy / name).write_bytes(pathlib.Path(fake_fmnist_dir, name).read_bytes())
+  cache = tmp_path / "cache"
+  first, _ = fc.get_classifier(cache, epochs=1, data_dir=fake_fmnist_dir)
+  second, _ = fc.get_classifier(cache, epochs=1, data_dir=other)
+  again, _ = fc.get_classifier(cache, epochs=1, data_dir=str(copy))
+  assert trained == [fake_fmnist_dir, other]
+  assert float(second["params"]["w"][0]) == 2.0 and float(again["params"]["w"][0]) == 1.0
+  assert len(list(cache.glob("*.npz"))) == 2
 
 
 @pytest.mark.skipif(not os.environ.get("SAGAN_JAX_SLOW_TESTS"),

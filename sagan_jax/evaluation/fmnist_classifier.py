@@ -6,6 +6,7 @@ space instead. `fid_fmnist` is the Fréchet distance in that space: comparable o
 with itself (same classifier file), never with FID.
 """
 import gzip
+import hashlib
 import logging
 import os
 import pathlib
@@ -37,17 +38,29 @@ def _read_idx(path) -> np.ndarray:
   return np.frombuffer(data, np.uint8, offset=4 + 4 * data[3]).reshape(dims)
 
 
-def load_fashion_mnist(split: str, data_dir=DATA_DIR) -> tuple[np.ndarray, np.ndarray]:
-  """(images float32 (N, 32, 32, 1) in [-1, 1], labels int32 (N,)) like the generator's output.
-
-  The 28x28 images are padded with their background (-1) to 32x32, as the input pipeline does.
-  """
+def _paths(split: str, data_dir) -> list:
   paths = [pathlib.Path(data_dir) / name for name in _FILES[split]]
   missing = [str(p) for p in paths if not p.exists()]
   if missing:
     raise UserError(f"Fashion-MNIST files not found ({', '.join(missing)}): install them with "
                     "'apt-get install dataset-fashion-mnist' or pass the folder holding them.")
-  images, labels = (_read_idx(p) for p in paths)
+  return paths
+
+
+def _data_digest(data_dir) -> str:
+  """Names the files a classifier is trained and tested on, by their content."""
+  digest = hashlib.sha256()
+  for path in _paths("train", data_dir) + _paths("test", data_dir):
+    digest.update(path.read_bytes())
+  return digest.hexdigest()[:12]
+
+
+def load_fashion_mnist(split: str, data_dir=DATA_DIR) -> tuple[np.ndarray, np.ndarray]:
+  """(images float32 (N, 32, 32, 1) in [-1, 1], labels int32 (N,)) like the generator's output.
+
+  The 28x28 images are padded with their background (-1) to 32x32, as the input pipeline does.
+  """
+  images, labels = (_read_idx(p) for p in _paths(split, data_dir))
   images = np.pad(images.astype(np.float32) / 127.5 - 1.0, ((0, 0), (2, 2), (2, 2)),
                   constant_values=-1.0)
   return images[..., None], labels.astype(np.int32)
@@ -143,19 +156,22 @@ def train_classifier(epochs: int = 4, num_train: int | None = None, seed: int = 
   return params, accuracy_of(params, test_x, test_y)
 
 
-def _cache_path(cache_dir, epochs, num_train, seed) -> pathlib.Path:
+def _cache_path(cache_dir, epochs, num_train, seed, data_dir) -> pathlib.Path:
   size = "all" if num_train is None else num_train
-  # The version changes with the architecture, so an old file is never loaded into a new model.
-  return pathlib.Path(cache_dir) / f"fmnist_classifier-v1-e{epochs}-n{size}-s{seed}.npz"
+  # The version changes with the architecture, so an old file is never loaded into a new
+  # model; the data digest, so a classifier of other data is never loaded for these.
+  return pathlib.Path(cache_dir) / (f"fmnist_classifier-v1-e{epochs}-n{size}-s{seed}-"
+                                    f"d{_data_digest(data_dir)}.npz")
 
 
 def get_classifier(cache_dir, epochs: int = 4, num_train: int | None = None, seed: int = 0,
                    data_dir=DATA_DIR):
   """(params, test accuracy) of the classifier, trained once and cached as an .npz in cache_dir.
 
-  The file name holds the training settings, so a different budget trains anew.
+  The file name holds the training settings and a digest of the data files, so a
+  different budget or other data trains anew.
   """
-  path = _cache_path(cache_dir, epochs, num_train, seed)
+  path = _cache_path(cache_dir, epochs, num_train, seed, data_dir)
   if path.exists():
     with np.load(path) as stored:
       test_accuracy = float(stored["test_accuracy"])
