@@ -22,12 +22,16 @@ class Checkpointer:
   become visible once complete (orbax finalises a step directory atomically).
   """
 
-  def __init__(self, workdir: str, keep: int):
+  def __init__(self, workdir: str, keep: int, owner: bool = False):
+    """``owner``: the training run itself, which deletes the unfinished saves a killed
+    process left behind (orbax's tmp directories). Readers (evaluate, visualize) leave
+    them alone: one may be a save the running training is writing right now."""
     self.workdir = os.path.abspath(workdir)
     self.directory = os.path.join(self.workdir, "checkpoints")
     self._manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             cleanup_tmp_directories=owner))
 
   def latest_step(self):
     return self._manager.latest_step()

@@ -431,7 +431,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
 
-  ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
+  ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints, owner=True)
   checkpointing.check_config_compatible(config, workdir, resuming=ckpt.latest_step() is not None)
   built = programs(config, mesh)
   # A resume restores into the state's shapes, dtypes and shardings without computing

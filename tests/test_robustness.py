@@ -100,15 +100,23 @@ def test_persistent_nan_restores_once_then_stops(smoke_config, tmp_path, monkeyp
 
 
 def test_resume_restores_without_computing_an_initial_state(smoke_config, tmp_path, monkeypatch):
-  """A resume restores into an abstract template: init_state is neither compiled nor run."""
+  """A resume restores into an abstract template: init_state is neither compiled nor run.
+  It also deletes the unfinished save a killed process left; a reader of the run does not."""
+  from sagan_jax import restore
   smoke_config.num_train_steps = 2
   train.train_and_evaluate(smoke_config, str(tmp_path / "run"))
+  unfinished = tmp_path / "run" / "checkpoints" / "5.orbax-checkpoint-tmp-1764000000"
+  unfinished.mkdir()
+  (unfinished / "partial").write_text("a save killed halfway")
+  assert restore.restore_run(smoke_config, str(tmp_path / "run"))[0] == 2
+  assert unfinished.exists()  # evaluate/visualize may run beside a training that is saving
   monkeypatch.setattr(train, "_PROGRAMS", collections.OrderedDict())  # as in a new process
   smoke_config.num_train_steps = 3
   state = train.train_and_evaluate(smoke_config, str(tmp_path / "run"))
   built = train.programs(smoke_config, sharding.create_mesh())
   assert int(state.step) == 3 and built.train_step._cache_size() == 1
   assert built.init._cache_size() == 0
+  assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2", "3"]
 
 
 def test_incompatible_config_is_refused(smoke_config, tmp_path):
