@@ -25,7 +25,7 @@ from jax.sharding import Mesh
 
 from sagan_jax import checkpointing, losses, sharding, visualize
 from sagan_jax.errors import Preempted, TrainingDiverged, UserError
-from sagan_jax.models.attention import ATTENTION_BLOCKS, sown_attention
+from sagan_jax.models.attention import ATTENTION_BLOCKS, explicit_attention, sown_attention
 from sagan_jax.models.discriminator import Discriminator, discriminator_sides
 from sagan_jax.models.generator import G_ARCH, Generator, generator_sides
 from sagan_jax.models.layers import SPECTRAL
@@ -281,7 +281,7 @@ class Sampler:
       images, inter = model.apply(variables, z, y, train=train_mode, mutable=["intermediates"])
       return images, sown_attention(inter)
 
-    explicit = generator.clone(attention_kwargs={**(generator.attention_kwargs or {}), "impl": "xla"})
+    explicit = explicit_attention(generator)
     shardings = dict(in_shardings=(replicated, replicated, batch, batch), out_shardings=replicated)
     self._generate = jax.jit(functools.partial(generate, generator, False), **shardings)
     self._generate_attention = jax.jit(functools.partial(generate, explicit, True), **shardings)

@@ -149,10 +149,11 @@ def last_attention_layer(maps: dict) -> str | None:
 
 
 def discriminator_attention(discriminator, state, images, labels) -> dict:
-  """{layer: β} of every D attention layer on these images (D's own forward, eval mode)."""
-  from sagan_jax.models.attention import sown_attention
+  """{layer: β} of every D attention layer on these images (D's own forward, eval mode,
+  in the explicit form whatever ``attention_impl`` trains)."""
+  from sagan_jax.models.attention import explicit_attention, sown_attention
   from sagan_jax.models.layers import SPECTRAL
-  _, inter = discriminator.apply({"params": state.d_params, SPECTRAL: state.d_spectral},
+  _, inter = explicit_attention(discriminator).apply({"params": state.d_params, SPECTRAL: state.d_spectral},
                                  images, labels, mutable=["intermediates"])
   return sown_attention(inter)
 

@@ -48,6 +48,21 @@ def test_visualised_attention_is_the_forward_attention(smoke_config, impl):
   np.testing.assert_allclose(beta, np.asarray(own["intermediates"]["attention"][0]), rtol=1e-5, atol=1e-7)
 
 
+def test_discriminator_figure_maps_exist_whatever_the_impl(smoke_config):
+  """D's figure runs the explicit form: a run trained with dot_product_attention gets the same
+  maps from the same parameters (that form sows no β of its own)."""
+  built = train.programs(smoke_config, sharding.create_mesh(jax.devices()[:1]))
+  state = built.init()
+  images = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 1)).astype(np.float32)
+  labels = np.array([2, 7], np.int32)
+  fused = built.discriminator.clone(attention_kwargs={**built.discriminator.attention_kwargs,
+                                                      "impl": "dot_product_attention"})
+  maps = visualize.discriminator_attention(fused, state, images, labels)
+  assert sorted(maps) == ["attention16"] and maps["attention16"].shape == (2, 16 * 16, 16 * 16)
+  expected = visualize.discriminator_attention(built.discriminator, state, images, labels)
+  np.testing.assert_array_equal(np.asarray(maps["attention16"]), np.asarray(expected["attention16"]))
+
+
 @pytest.mark.parametrize("resolution,feature_side,pool", [(32, 16, False), (128, 64, True)])
 def test_attention_figure_size(tmp_path, resolution, feature_side, pool):
   rng = np.random.default_rng(0)

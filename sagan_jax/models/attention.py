@@ -138,6 +138,12 @@ def sown_attention(intermediates) -> dict:
   return {k[:-len("/attention")]: v[0] for k, v in flat.items() if k.endswith("/attention")}
 
 
+def explicit_attention(model: nn.Module) -> nn.Module:
+  """G or D with its attention in the explicit-softmax form, the only one that materialises
+  (and sows) β; same parameters and outputs, whatever ``attention_impl`` trains."""
+  return model.clone(attention_kwargs={**(model.attention_kwargs or {}), "impl": "xla"})
+
+
 def attention_block(block: str = "self_attention", **kwargs) -> nn.Module:
   """The module placed at an attention side: 'self_attention' or the 'residual' control."""
   if block == "self_attention":
