@@ -2,6 +2,9 @@
 # sagan128 train-step figures on one GPU (issue 6): bf16, batch 256, attention at feat64 with
 # the explicit softmax vs jax.nn.dot_product_attention (cuDNN flash), then feat128 in G.
 # Each JSON names the attention kernel XLA compiled ("attention_kernel": cudnn_flash | xla).
+# Needs jax (with CUDA), flax, optax, orbax-checkpoint, pillow, absl-py and ml_collections; the
+# benchmark imports no TensorFlow or clu, so a GPU image with JAX needs at most ml_collections added.
+# `python experiments/benchmark.py --lower_only …` gives each run's FLOPs beforehand on any CPU.
 # Usage: experiments/gpu_benchmarks.sh OUT_DIR [SECONDS_PER_RUN]   (default 300: compiling
 # sagan128 takes minutes; a run past its limit is killed and the script goes on)
 set -u
