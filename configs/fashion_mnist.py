@@ -36,7 +36,10 @@ def get_config(variant: str = ""):
   config.model.key_channel_ratio = 8   # f, g get C/8 channels (paper).
   config.model.value_channel_ratio = 8  # h gets C/8 channels (paper); the released code uses 2.
   config.model.pool_kv = False         # released code max-pools keys/values 2×2; the paper does not.
-  config.model.attention_impl = "xla"  # 'xla' (explicit softmax) or 'dot_product_attention'.
+  config.model.attention_impl = "xla"  # 'xla' (explicit softmax), 'dot_product_attention' (cuDNN
+                                       # flash attention on CUDA GPUs with bf16), or 'chunked' (the
+                                       # explicit softmax over query chunks: B×chunk×N scores, any backend).
+  config.model.attention_query_chunk = 1024  # 'chunked': queries per chunk.
   config.model.attention_block = "self_attention"  # at those sides: 'self_attention', or 'residual' (Table 1's
                                        # control: a residual block with the same parameter count).
   config.model.g_spectral_norm = True  # SN on every G conv/linear (paper §4.1).

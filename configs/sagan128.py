@@ -9,7 +9,8 @@ Attention at feat32: Table 1's best FID, and where the released code puts G's at
 feat64 (Table 1's other strong setting) attends over 4096 positions: its N×N map is
 64 MiB per image per layer in float32 (16 GiB for a batch of 256 in G's forward alone,
 more for the backward) — use model.attention_impl='dot_product_attention' with
-dtype='bfloat16' on a GPU (cuDNN flash attention) or pool_kv=True there.
+dtype='bfloat16' on a GPU (cuDNN flash attention), 'chunked' elsewhere (TPU, float32),
+or pool_kv=True there.
 """
 from configs import fashion_mnist
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # sagan128 train-step figures on one GPU (issue 6): bf16, batch 256, attention at feat64 with
-# the explicit softmax vs jax.nn.dot_product_attention (cuDNN flash), then feat128 in G.
+# the explicit softmax vs jax.nn.dot_product_attention (cuDNN flash), then feat128 in G with
+# cuDNN flash and with query chunks.
 # Each JSON names the attention kernel XLA compiled ("attention_kernel": cudnn_flash | xla).
 # Needs jax (with CUDA), flax, optax, orbax-checkpoint, pillow, absl-py and ml_collections; the
 # benchmark imports no TensorFlow or clu, so a GPU image with JAX needs at most ml_collections added.
@@ -21,4 +22,6 @@ common=(--config.batch_size=256 --config.dtype=bfloat16 --config.model.attention
 run bf16_feat64_dpa "${common[@]}" --config.model.attention_impl=dot_product_attention
 run bf16_feat64_xla "${common[@]}" --config.model.attention_impl=xla
 run bf16_g128_d64_dpa "${common[@]}" --config.model.attention_impl=dot_product_attention \
+    --config.model.g_attention_resolutions="(128,)"
+run bf16_g128_d64_chunked "${common[@]}" --config.model.attention_impl=chunked \
     --config.model.g_attention_resolutions="(128,)"

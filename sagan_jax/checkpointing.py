@@ -12,7 +12,7 @@ import orbax.checkpoint as ocp
 from sagan_jax.errors import UserError
 
 # Model fields that change no parameter shape: they may differ on resume.
-RUNTIME_MODEL_FIELDS = ("attention_impl",)
+RUNTIME_MODEL_FIELDS = ("attention_impl", "attention_query_chunk")
 
 
 class Checkpointer:

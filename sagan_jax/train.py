@@ -25,7 +25,8 @@ from jax.sharding import Mesh
 
 from sagan_jax import checkpointing, losses, sharding, visualize
 from sagan_jax.errors import Preempted, TrainingDiverged, UserError
-from sagan_jax.models.attention import ATTENTION_BLOCKS, explicit_attention, sown_attention
+from sagan_jax.models.attention import (ATTENTION_BLOCKS, ATTENTION_IMPLS, explicit_attention,
+                                        sown_attention)
 from sagan_jax.models.discriminator import Discriminator, discriminator_sides
 from sagan_jax.models.generator import G_ARCH, Generator, generator_sides
 from sagan_jax.models.layers import SPECTRAL
@@ -72,6 +73,10 @@ def validate_config(config) -> None:
       raise UserError(f"{name} must be positive, got {config[name]}")
   if config.max_nonfinite_steps <= 0:
     raise UserError(f"max_nonfinite_steps must be positive, got {config.max_nonfinite_steps}")
+  if m.attention_impl not in ATTENTION_IMPLS:
+    raise UserError(f"model.attention_impl {m.attention_impl!r} is not one of {ATTENTION_IMPLS}")
+  if m.attention_query_chunk <= 0:
+    raise UserError(f"model.attention_query_chunk must be positive, got {m.attention_query_chunk}")
   if m.attention_block not in ATTENTION_BLOCKS:
     raise UserError(f"model.attention_block {m.attention_block!r} is not one of {ATTENTION_BLOCKS}")
   if config.sample_bn_stats not in SAMPLE_BN_STATS:
@@ -85,7 +90,8 @@ def validate_config(config) -> None:
 def build_models(config):
   m = config.model
   attention = dict(key_channel_ratio=m.key_channel_ratio, value_channel_ratio=m.value_channel_ratio,
-                   pool_kv=m.pool_kv, impl=m.attention_impl, block=m.attention_block)
+                   pool_kv=m.pool_kv, impl=m.attention_impl, query_chunk=m.attention_query_chunk,
+                   block=m.attention_block)
   dtype = DTYPES[config.dtype]
   generator = Generator(
       resolution=m.resolution, ch=m.ch, z_dim=m.z_dim, num_classes=m.num_classes,

@@ -70,14 +70,43 @@ def test_transposed_attention_would_fail():
 
 
 @pytest.mark.parametrize("shape", [(2, 8, 8, 16), (1, 4, 12, 32), (2, 16, 16, 8)])
-def test_dot_product_attention_equals_explicit(shape):
+@pytest.mark.parametrize("impl,query_chunk", [("dot_product_attention", 1024), ("chunked", 16),
+                                              ("chunked", 20), ("chunked", 5000)])
+def test_other_impls_equal_explicit(shape, impl, query_chunk):
+  """Forward and gradients (input and every parameter), float32; chunks that divide the
+  query count, that do not (padding), and one larger than it."""
   x = jax.random.normal(jax.random.key(2), shape)
   explicit = SelfAttention()
   variables = explicit.init({"params": jax.random.key(3)}, x)
   variables["params"]["gamma"] = jnp.asarray(1.3)
-  fused = SelfAttention(impl="dot_product_attention")
-  np.testing.assert_allclose(np.asarray(fused.apply(variables, x)),
+  other = SelfAttention(impl=impl, query_chunk=query_chunk)
+  np.testing.assert_allclose(np.asarray(other.apply(variables, x)),
                              np.asarray(explicit.apply(variables, x)), rtol=1e-5, atol=1e-5)
+  weights = jax.random.normal(jax.random.key(4), shape)  # a loss that weighs every output
+
+  def grads(module):
+    loss = lambda params, x: jnp.sum(weights * module.apply({**variables, "params": params}, x))
+    return jax.grad(loss, argnums=(0, 1))(variables["params"], x)
+
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
+                                                       atol=1e-5), grads(other), grads(explicit))
+
+
+def test_chunked_attention_keeps_a_chunk_of_scores_alive():
+  """XLA's buffer assignment for forward + backward: the explicit form holds the B×N×N
+  scores (and their softmax for the backward); 'chunked' only B×chunk×N at a time."""
+  x = jnp.zeros((2, 32, 32, 16))  # N = 1024 positions: 8 MiB of float32 scores
+  variables = SelfAttention().init({"params": jax.random.key(0)}, x)
+
+  def temp_bytes(module):
+    loss = lambda params: jnp.sum(module.apply({**variables, "params": params}, x))
+    compiled = jax.jit(jax.grad(loss)).lower(variables["params"]).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  scores = 2 * 1024 * 1024 * 4
+  explicit, chunked = temp_bytes(SelfAttention()), temp_bytes(SelfAttention(impl="chunked", query_chunk=128))
+  assert explicit >= 2 * scores
+  assert chunked < scores / 2, (explicit, chunked)
 
 
 def test_dot_product_attention_refuses_unequal_head_sizes():

@@ -139,3 +139,16 @@ def test_unwritable_workdir_is_refused_before_training(smoke_config, tmp_path):
   blocker.write_text("not a directory")
   with pytest.raises(UserError, match="is not writable"):
     train.train_and_evaluate(smoke_config, str(blocker / "run"))
+
+
+def test_runs_written_before_newer_model_fields_still_open(smoke_config, tmp_path):
+  """A config.json from before a model field existed loads with the value that reproduces it."""
+  import json
+  from sagan_jax import restore
+  old = json.loads(smoke_config.to_json())
+  for field in restore.ADDED_MODEL_FIELDS:
+    del old["model"][field]
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  loaded = restore.load_run_config(str(tmp_path))
+  train.validate_config(loaded)
+  assert train.program_fingerprint(loaded) == train.program_fingerprint(smoke_config)

@@ -22,7 +22,7 @@ import flax.linen as nn
 
 from sagan_jax.models.layers import SNConv
 
-ATTENTION_IMPLS = ("xla", "dot_product_attention")
+ATTENTION_IMPLS = ("xla", "dot_product_attention", "chunked")
 ATTENTION_BLOCKS = ("self_attention", "residual")
 
 
@@ -60,6 +60,26 @@ def _fused_attention(queries, keys, values):
   return jax.nn.dot_product_attention(q, k, v, scale=1.0, implementation=implementation)[:, :, 0, :]
 
 
+def _chunked_attention(queries, keys, values, chunk: int):
+  """The explicit softmax, ``chunk`` queries at a time: exact (each query's softmax spans all
+  keys), with at most B×chunk×N scores alive, forward and backward — each chunk is recomputed
+  in the backward pass instead of stored. Works on every backend and dtype (TPU, float32 GPU)."""
+  b, n, _ = queries.shape
+  chunk = min(chunk, n)
+  padded = -(-n // chunk) * chunk  # pad the query axis to whole chunks; the extra rows are dropped
+  q = jnp.pad(queries, ((0, 0), (0, padded - n), (0, 0)))
+  q = q.reshape(b, padded // chunk, chunk, -1).swapaxes(0, 1)  # (chunks, B, chunk, C)
+
+  @jax.checkpoint
+  def attend(q_chunk):
+    logits = jnp.einsum("bjc,bic->bji", q_chunk, keys).astype(jnp.float32)
+    beta = jax.nn.softmax(logits, axis=-1)
+    return jnp.einsum("bji,bic->bjc", beta.astype(values.dtype), values)
+
+  o = jax.lax.map(attend, q)  # one chunk after another
+  return o.swapaxes(0, 1).reshape(b, padded, -1)[:, :n]
+
+
 def _max_pool_2x2(x):
   return nn.max_pool(x, (2, 2), strides=(2, 2))
 
@@ -69,8 +89,9 @@ class SelfAttention(nn.Module):
   value_channel_ratio: int = 8   # h has C / value_channel_ratio channels (paper 8, released code 2).
   pool_kv: bool = False          # released code: 2×2 max-pool keys and values.
   use_sn: bool = True
-  impl: str = "xla"              # 'xla' explicit softmax, or jax.nn.dot_product_attention
-                                 # (cuDNN flash attention on CUDA GPUs, see flash_kernel).
+  impl: str = "xla"              # 'xla' explicit softmax, 'dot_product_attention' (cuDNN flash
+                                 # attention on CUDA GPUs, see flash_kernel), or 'chunked'.
+  query_chunk: int = 1024        # 'chunked': queries per chunk.
   dtype: Optional[Any] = None
 
   @nn.compact
@@ -100,6 +121,8 @@ class SelfAttention(nn.Module):
             "attention_impl='dot_product_attention' needs equal key and value channels "
             f"(got {ck} and {cv}); use value_channel_ratio == key_channel_ratio or impl 'xla'")
       o = _fused_attention(queries, keys, values)
+    elif self.impl == "chunked":
+      o = _chunked_attention(queries, keys, values, self.query_chunk)
     else:
       raise ValueError(f"attention impl {self.impl!r} is not one of {ATTENTION_IMPLS}")
     o = conv(c, "v")(o.reshape(b, height, width, cv), update_stats)
@@ -119,6 +142,7 @@ class ResidualControl(nn.Module):
   pool_kv: bool = False          # accepted for a uniform signature; nothing to pool here.
   use_sn: bool = True
   impl: str = "xla"              # accepted for a uniform signature.
+  query_chunk: int = 1024        # accepted for a uniform signature.
   dtype: Optional[Any] = None
 
   @nn.compact
