@@ -4,7 +4,8 @@
       [--config.batch_size=…] [--json_out=experiments/results/x.json]
 
 An "image" is one real example through one train iteration (d_steps_per_g_step D
-updates + one G update). FLOPs come from XLA's cost analysis of the compiled step.
+updates + one G update). FLOPs are model FLOPs: XLA's cost analysis of the step lowered
+with the explicit attention form (see model_flops); TFLOP/s = those / step time.
 --devices N simulates N CPU devices (must be given before JAX starts).
 """
 import json
@@ -53,30 +54,38 @@ def main(_):
   train.validate_config(config)
   mesh = sharding.create_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
-  generator, discriminator = train.build_models(config)
-  g_tx, d_tx = train.build_optimizers(config)
-  init = jax.jit(lambda: train.init_state(config, generator, discriminator, g_tx, d_tx),
-                 out_shardings=sharding.replicated(mesh))
   m = config.model
   shape = (config.d_steps_per_g_step, config.batch_size, m.resolution, m.resolution, m.image_channels)
-  step = train.make_train_step(config, generator, discriminator, g_tx, d_tx, mesh)
+  t0 = time.perf_counter()
+  flops, abstract_state = model_flops(config, mesh, shape)
+  common = {
+      "resolution": m.resolution, "ch": m.ch, "batch_size": config.batch_size,
+      "d_steps_per_g_step": config.d_steps_per_g_step, "dtype": config.dtype,
+      "attention_impl": m.attention_impl,
+      "g_attention": list(train_sides(m, "g")), "d_attention": list(train_sides(m, "d")),
+      "g_params": count(abstract_state.g_params), "d_params": count(abstract_state.d_params),
+      "gflop_per_step": flops / 1e9, "gflop_per_image": flops / 1e9 / config.batch_size,
+  }
   if FLAGS.lower_only:
-    return lower_only(config, mesh, init, step, shape)
-  state = init()
+    result = {"lowered_on": jax.devices()[0].device_kind, **common,
+              "lower_s": round(time.perf_counter() - t0, 2)}
+    for name, peak in BF16_PEAK_TFLOPS:
+      # images/s that 40% of this GPU's dense bf16 peak would give at this FLOP count
+      result[f"images_per_s_at_40pct_{name.replace(' ', '_')}"] = (
+          0.4 * peak * 1e12 / flops * config.batch_size)
+    return report(result)
+
+  built = train.programs(config, mesh)
+  state = built.init()
   rng = np.random.default_rng(0)
   batch = sharding.global_batch({
       "image": rng.uniform(-1, 1, shape).astype(np.float32),
       "label": rng.integers(0, m.num_classes, shape[:2]).astype(np.int32)}, mesh)
-
   t0 = time.perf_counter()
-  compiled = step.lower(state, batch).compile()
+  compiled = built.train_step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
   # Which attention kernel XLA got: cuDNN's fused flash attention is a custom call.
-  hlo = compiled.as_text()
-  attention_kernel = "cudnn_flash" if "__cudnn$fmha" in hlo else "xla"
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, list) else cost
-  flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+  attention_kernel = "cudnn_flash" if "__cudnn$fmha" in compiled.as_text() else "xla"
 
   state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)
@@ -91,17 +100,12 @@ def main(_):
   if "peak_bytes_in_use" in stats:
     memory = stats["peak_bytes_in_use"] / 2**30
   result = {
-      "device": f"{jax.devices()[0].device_kind} x{mesh.size}",
-      "resolution": m.resolution, "ch": m.ch, "batch_size": config.batch_size,
-      "d_steps_per_g_step": config.d_steps_per_g_step, "dtype": config.dtype,
-      "attention_impl": m.attention_impl, "attention_kernel": attention_kernel,
+      "device": f"{jax.devices()[0].device_kind} x{mesh.size}", **common,
+      "attention_kernel": attention_kernel,
       "conv_kernel_grad": ("xla" if jax.default_backend() != "cpu" or os.environ.get("SAGAN_JAX_NATIVE_CONV") == "1"
                            else "im2col"),
-      "g_attention": list(train_sides(m, "g")), "d_attention": list(train_sides(m, "d")),
-      "g_params": count(state.g_params), "d_params": count(state.d_params),
       "compile_s": round(compile_s, 2), "step_s": seconds,
-      "images_per_s": config.batch_size / seconds,
-      "gflop_per_step": flops / 1e9, "tflops_per_s": flops / seconds / 1e12,
+      "images_per_s": config.batch_size / seconds, "tflops_per_s": flops / seconds / 1e12,
       "peak_memory_gib": memory,
   }
   peak = bf16_peak_tflops(jax.devices()[0].device_kind)
@@ -110,33 +114,26 @@ def main(_):
   report(result)
 
 
-def lower_only(config, mesh, init, step, shape):
-  """FLOPs of the step from its unoptimised HLO (no compile, no run, no device memory):
-  plans a GPU run from a laptop, e.g. which images/s a fraction of a GPU's peak means."""
+def model_flops(config, mesh, shape):
+  """(FLOPs of one train iteration, the abstract TrainState): XLA's cost analysis of the
+  step lowered with the explicit attention form, without compiling or running it.
+
+  The explicit form because XLA cannot count inside cuDNN's attention (a custom call) and
+  counts a loop body once ('chunked' maps over chunks): every impl is credited with the
+  same model FLOPs, and recomputation in the backward pass is not counted (the usual MFU
+  convention). The im2col conv-gradient rewrite on CPU changes the count by ~3%.
+  """
   import jax
   import numpy as np
-  from sagan_jax import sharding
-  t0 = time.perf_counter()
-  state = jax.eval_shape(init)
+  from sagan_jax import sharding, train
+  explicit = config.copy_and_resolve_references()
+  explicit.model.attention_impl = "xla"
+  built = train.programs(explicit, mesh)
+  state = jax.eval_shape(built.init)
   put = lambda s, dtype: jax.ShapeDtypeStruct(s, dtype, sharding=sharding.batch_sharding(mesh, batch_axis=1))
   batch = {"image": put(shape, np.float32), "label": put(shape[:2], np.int32)}
-  lowered = step.lower(state, batch)
-  cost = lowered.cost_analysis() or {}
-  flops = float(cost.get("flops", float("nan")))
-  m = config.model
-  result = {
-      "lowered_on": jax.devices()[0].device_kind, "resolution": m.resolution, "ch": m.ch,
-      "batch_size": config.batch_size, "d_steps_per_g_step": config.d_steps_per_g_step,
-      "dtype": config.dtype, "attention_impl": m.attention_impl,
-      "g_attention": list(train_sides(m, "g")), "d_attention": list(train_sides(m, "d")),
-      "g_params": count(state.g_params), "d_params": count(state.d_params),
-      "lower_s": round(time.perf_counter() - t0, 2),
-      "gflop_per_step": flops / 1e9, "gflop_per_image": flops / 1e9 / config.batch_size,
-  }
-  for name, peak in BF16_PEAK_TFLOPS:
-    # images/s that 40% of this GPU's dense bf16 peak would give at this FLOP count
-    result[f"images_per_s_at_40pct_{name.replace(' ', '_')}"] = 0.4 * peak * 1e12 / flops * config.batch_size
-  report(result)
+  cost = built.train_step.lower(state, batch).cost_analysis() or {}
+  return float(cost.get("flops", float("nan"))), state
 
 
 def train_sides(model_config, which):

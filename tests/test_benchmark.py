@@ -9,11 +9,12 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def lowered(tmp_path, batch_size):
-  out = tmp_path / f"b{batch_size}.json"
+def lowered(tmp_path, batch_size, impl="xla"):
+  out = tmp_path / f"b{batch_size}_{impl}.json"
   proc = subprocess.run(
       [sys.executable, "experiments/benchmark.py", "--lower_only",
        "--config=configs/fashion_mnist.py:smoke", f"--config.batch_size={batch_size}",
+       f"--config.model.attention_impl={impl}", "--config.model.attention_query_chunk=32",
        f"--json_out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(out.read_text())
@@ -30,5 +31,7 @@ def test_lowered_flops_are_per_image_and_count_the_whole_model(tmp_path):
   state = jax.eval_shape(train.programs(fashion_mnist.get_config("smoke"), sharding.create_mesh()).init)
   count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
   assert (small["g_params"], small["d_params"]) == (count(state.g_params), count(state.d_params))
+  # Model FLOPs: XLA would count the chunked loop's body once; every impl gets the explicit count.
+  assert lowered(tmp_path, 8, "chunked")["gflop_per_step"] == small["gflop_per_step"]
   # 40% of an H100's 989 TFLOP/s bf16, in images/s at this FLOP count.
   assert small["images_per_s_at_40pct_H100"] == pytest.approx(0.4 * 989e3 / small["gflop_per_image"])
