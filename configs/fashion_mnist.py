@@ -39,7 +39,8 @@ def get_config(variant: str = ""):
   config.model.attention_impl = "xla"  # 'xla' (explicit softmax), 'dot_product_attention' (cuDNN
                                        # flash attention on CUDA GPUs with bf16), or 'chunked' (the
                                        # explicit softmax over query chunks: B×chunk×N scores, any backend).
-  config.model.attention_query_chunk = 1024  # 'chunked': queries per chunk.
+  config.model.attention_query_chunk = 256  # 'chunked': queries per chunk (B×chunk×N float32
+                                       # scores alive: 4 GiB at feat128, batch 256).
   config.model.attention_block = "self_attention"  # at those sides: 'self_attention', or 'residual' (Table 1's
                                        # control: a residual block with the same parameter count).
   config.model.g_spectral_norm = True  # SN on every G conv/linear (paper §4.1).

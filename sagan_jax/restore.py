@@ -13,7 +13,7 @@ from sagan_jax import checkpointing, sharding, train
 from sagan_jax.errors import UserError
 
 # Model fields added after runs were written, with the value that reproduces those runs.
-ADDED_MODEL_FIELDS = {"attention_block": "self_attention", "attention_query_chunk": 1024}
+ADDED_MODEL_FIELDS = {"attention_block": "self_attention", "attention_query_chunk": 256}
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:

@@ -91,7 +91,7 @@ class SelfAttention(nn.Module):
   use_sn: bool = True
   impl: str = "xla"              # 'xla' explicit softmax, 'dot_product_attention' (cuDNN flash
                                  # attention on CUDA GPUs, see flash_kernel), or 'chunked'.
-  query_chunk: int = 1024        # 'chunked': queries per chunk.
+  query_chunk: int = 256         # 'chunked': queries per chunk.
   dtype: Optional[Any] = None
 
   @nn.compact
@@ -142,7 +142,7 @@ class ResidualControl(nn.Module):
   pool_kv: bool = False          # accepted for a uniform signature; nothing to pool here.
   use_sn: bool = True
   impl: str = "xla"              # accepted for a uniform signature.
-  query_chunk: int = 1024        # accepted for a uniform signature.
+  query_chunk: int = 256         # accepted for a uniform signature.
   dtype: Optional[Any] = None
 
   @nn.compact
