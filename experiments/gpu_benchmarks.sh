@@ -25,3 +25,6 @@ run bf16_g128_d64_dpa "${common[@]}" --config.model.attention_impl=dot_product_a
     --config.model.g_attention_resolutions="(128,)"
 run bf16_g128_d64_chunked "${common[@]}" --config.model.attention_impl=chunked \
     --config.model.g_attention_resolutions="(128,)"
+echo "=== attention_memory (compile only: one layer's forward + backward, batch 256, bf16)"
+timeout "$limit" python3 experiments/attention_memory.py --batch=256 --sides=64,128 --dtype=bfloat16 \
+    --json_out="$out/attention_memory.json" 2>&1 | grep -v -i "warning" | tail -12

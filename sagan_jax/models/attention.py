@@ -55,7 +55,8 @@ def _fused_attention(queries, keys, values):
   if why and jax.default_backend() == "gpu" and why not in _warned:
     _warned.add(why)  # once per reason: this runs at trace time, once per layer shape
     logging.warning("attention_impl='dot_product_attention' falls back to XLA's form, which "
-                    "materialises the N×N scores: %s", why)
+                    "materialises the N×N scores: %s; attention_impl='chunked' keeps only "
+                    "B×chunk×N of them alive", why)
   q, k, v = (a[:, :, None, :] for a in (queries, keys, values))  # one head: (B, N, 1, C)
   return jax.nn.dot_product_attention(q, k, v, scale=1.0, implementation=implementation)[:, :, 0, :]
 
