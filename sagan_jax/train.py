@@ -75,6 +75,11 @@ def validate_config(config) -> None:
     raise UserError(f"max_nonfinite_steps must be positive, got {config.max_nonfinite_steps}")
   if m.attention_impl not in ATTENTION_IMPLS:
     raise UserError(f"model.attention_impl {m.attention_impl!r} is not one of {ATTENTION_IMPLS}")
+  if m.attention_impl == "dot_product_attention" and m.key_channel_ratio != m.value_channel_ratio:
+    raise UserError(
+        f"model.attention_impl 'dot_product_attention' needs equal key and value widths, but "
+        f"key_channel_ratio is {m.key_channel_ratio} and value_channel_ratio {m.value_channel_ratio}; "
+        f"use attention_impl 'chunked' or 'xla' for the released code's C/2 values")
   if m.attention_query_chunk <= 0:
     raise UserError(f"model.attention_query_chunk must be positive, got {m.attention_query_chunk}")
   if m.attention_block not in ATTENTION_BLOCKS:

@@ -1,6 +1,7 @@
 """A tiny run writes checkpoints, events and samples, resumes, and refuses bad configs."""
 import glob
 import os
+import re
 import subprocess
 import sys
 
@@ -82,6 +83,20 @@ def test_bad_config_is_one_clear_error(override, message, tmp_path, fake_fmnist_
   assert "Traceback" not in proc.stderr
   assert [l for l in proc.stderr.splitlines() if l.startswith("error:")] == \
       [l for l in proc.stderr.splitlines() if message in l]
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"attention_impl": "flash"}, "model.attention_impl 'flash' is not one of"),
+    ({"attention_impl": "chunked", "attention_query_chunk": 0}, "attention_query_chunk must be positive"),
+    ({"attention_impl": "dot_product_attention", "value_channel_ratio": 2},
+     "needs equal key and value widths, but key_channel_ratio is 8 and value_channel_ratio 2"),
+])
+def test_bad_attention_settings_are_refused_before_tracing(smoke_config, overrides, message):
+  from sagan_jax import train
+  from sagan_jax.errors import UserError
+  smoke_config.model.update(overrides)
+  with pytest.raises(UserError, match=re.escape(message)):
+    train.validate_config(smoke_config)
 
 
 def test_batch_not_divisible_by_devices(tmp_path, fake_fmnist_dir):
