@@ -31,15 +31,17 @@ def enable_compilation_cache():
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
-def start(argv, *, accelerators: bool, log_level=logging.INFO):
-  """Common start of a tool; ``accelerators``: it runs JAX programs (distributed, XLA cache)."""
+def start(argv, *, distributed: bool, log_level=logging.INFO):
+  """Common start of a tool. ``distributed``: a command that may run as several processes and
+  compiles large programs (main, evaluate): jax.distributed on multi-process launches and the
+  persistent XLA cache. Every tool keeps TensorFlow (tf.data, event files) off the GPUs."""
   from absl import app
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  if accelerators:
-    import tensorflow as tf
-    tf.config.set_visible_devices([], "GPU")  # tf.data only; keep TF off the accelerators.
+  import tensorflow as tf
+  tf.config.set_visible_devices([], "GPU")  # TF would otherwise take the GPUs' memory
+  if distributed:
     maybe_initialize_distributed()
     enable_compilation_cache()
   logging.getLogger().setLevel(log_level)

@@ -49,7 +49,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
 
 def main(argv):
   from sagan_jax import cli
-  cli.start(argv, accelerators=True)
+  cli.start(argv, distributed=True)
   cli.run(evaluate_checkpoint, FLAGS.config, FLAGS.workdir, FLAGS.step, FLAGS.num_samples)
 
 

@@ -18,7 +18,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   from sagan_jax import cli
-  cli.start(argv, accelerators=True)
+  cli.start(argv, distributed=True)
   for handler in logging.getLogger().handlers:  # orbax narrates every save at INFO
     handler.addFilter(lambda r: r.levelno >= logging.WARNING or "orbax" not in r.pathname)
   from sagan_jax import train

@@ -164,7 +164,7 @@ def write_report(workdir: str, out: str | None = None, figures: bool = True) -> 
 def _main(argv):
   from absl import flags
   from sagan_jax import cli
-  cli.start(argv, accelerators=False)
+  cli.start(argv, distributed=False)
   f = flags.FLAGS
   print(cli.run(write_report, f.workdir, f.out, f.figures))
 

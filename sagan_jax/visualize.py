@@ -252,7 +252,7 @@ def _main(argv):
   import sys
   from absl import flags
   from sagan_jax import cli
-  cli.start(argv, accelerators=False, log_level=logging.WARNING)
+  cli.start(argv, distributed=False, log_level=logging.WARNING)
   f = flags.FLAGS
   try:
     classes = [int(c) for c in f.classes.split(",")] if f.classes else None
