@@ -11,10 +11,6 @@ the GPU would run. 'dot_product_attention' is XLA's form except on CUDA with bf1
 """
 import argparse
 import json
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def layer_memory(impl, batch, side, channels, chunk, dtype):

@@ -11,13 +11,11 @@ with the explicit attention form (see model_flops); TFLOP/s = those / step time.
 import json
 import math
 import os
-import sys
 import time
 
 from absl import app, flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/, sagan_jax/
 
 flags.DEFINE_integer("steps", 20, "timed steps after the warm-up step")
 flags.DEFINE_integer("devices", 0, "simulate this many CPU devices (0: use the real ones)")
@@ -48,12 +46,12 @@ def main(_):
                                f" --xla_force_host_platform_device_count={FLAGS.devices}")
   import jax
   import numpy as np
-  from sagan_jax import sharding, train
+  from sagan_jax import config as config_lib
+  from sagan_jax import programs, sharding
 
   config = FLAGS.config
-  train.validate_config(config)
   mesh = sharding.create_mesh()
-  sharding.check_batch_size(config.batch_size, mesh)
+  config_lib.validate_config(config, mesh.size)
   m = config.model
   shape = (config.d_steps_per_g_step, config.batch_size, m.resolution, m.resolution, m.image_channels)
   t0 = time.perf_counter()
@@ -62,7 +60,8 @@ def main(_):
       "resolution": m.resolution, "ch": m.ch, "batch_size": config.batch_size,
       "d_steps_per_g_step": config.d_steps_per_g_step, "dtype": config.dtype,
       "attention_impl": m.attention_impl,
-      "g_attention": list(train_sides(m, "g")), "d_attention": list(train_sides(m, "d")),
+      "g_attention": list(config_lib.attention_sides(m, "g")),
+      "d_attention": list(config_lib.attention_sides(m, "d")),
       "g_params": count(abstract_state.g_params), "d_params": count(abstract_state.d_params),
       "gflop_per_step": flops / 1e9, "gflop_per_image": flops / 1e9 / config.batch_size,
   }
@@ -75,7 +74,7 @@ def main(_):
           0.4 * peak * 1e12 / flops * config.batch_size)
     return report(result)
 
-  built = train.programs(config, mesh)
+  built = programs.programs(config, mesh)
   state = built.init()
   rng = np.random.default_rng(0)
   batch = sharding.global_batch({
@@ -125,20 +124,15 @@ def model_flops(config, mesh, shape):
   """
   import jax
   import numpy as np
-  from sagan_jax import sharding, train
+  from sagan_jax import programs, sharding
   explicit = config.copy_and_resolve_references()
   explicit.model.attention_impl = "xla"
-  built = train.programs(explicit, mesh)
+  built = programs.programs(explicit, mesh)
   state = jax.eval_shape(built.init)
   put = lambda s, dtype: jax.ShapeDtypeStruct(s, dtype, sharding=sharding.batch_sharding(mesh, batch_axis=1))
   batch = {"image": put(shape, np.float32), "label": put(shape[:2], np.int32)}
   cost = built.train_step.lower(state, batch).cost_analysis() or {}
   return float(cost.get("flops", float("nan"))), state
-
-
-def train_sides(model_config, which):
-  from sagan_jax import train
-  return train._attention_sides(model_config, which)
 
 
 def report(result):

@@ -6,8 +6,6 @@ as for generator samples. Example:
 
   python experiments/inception_benchmark.py --batch_sizes=8,32 --iterations=3
 """
-import os
-import sys
 import time
 
 from absl import app
@@ -15,7 +13,6 @@ from absl import flags
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # sagan_jax/
 from sagan_jax.evaluation import inception  # noqa: E402
 
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["8", "32"], "Batch sizes to time.")

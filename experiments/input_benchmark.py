@@ -54,7 +54,6 @@ def main():
   parser.add_argument("--train_steps", type=int, default=2, help="timed train steps")
   parser.add_argument("--skip_train_step", action="store_true", help="time the pipeline only")
   args = parser.parse_args()
-  sys.path.insert(0, ROOT)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   cores = len(os.sched_getaffinity(0))
 

@@ -51,13 +51,12 @@ def run_once(workdir, args, kill_after_steps=None, sig=None):
 
 
 def final_params(workdir):
-  sys.path.insert(0, ROOT)
   from configs import fashion_mnist
-  from sagan_jax import checkpointing, train
-  config = fashion_mnist.get_config("smoke")
-  state = train.init_state(config, *train.build_models(config), *train.build_optimizers(config))
-  step, state = checkpointing.Checkpointer(workdir, 3).restore_latest(state)
   import jax
+  from sagan_jax import checkpointing, programs, sharding
+  config = fashion_mnist.get_config("smoke")
+  template = jax.eval_shape(programs.programs(config, sharding.create_mesh()).init)
+  step, state = checkpointing.Checkpointer(workdir, 3).restore_latest(template)
   return step, [np.asarray(x) for x in jax.tree.leaves((state.g_params, state.d_params, state.ema_params))]
 
 

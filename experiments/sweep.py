@@ -18,7 +18,6 @@ import time
 from typing import NamedTuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 
 class Variant(NamedTuple):
@@ -81,15 +80,10 @@ def _evaluations(workdir: str) -> list:
 
 
 def parameter_counts(workdir: str) -> tuple:
-  import functools
-  import jax
-  from sagan_jax import restore, train
-  config = restore.load_run_config(workdir)
-  g, d = train.build_models(config)
-  state = jax.eval_shape(functools.partial(train.init_state, config, g, d,
-                                           *train.build_optimizers(config)))
-  count = lambda tree: int(sum(a.size for a in jax.tree.leaves(tree)))
-  return count(state.g_params), count(state.d_params)
+  from sagan_jax import config as config_lib
+  from sagan_jax import programs
+  state = programs.abstract_state(config_lib.load_run_config(workdir))
+  return programs.parameter_count(state.g_params), programs.parameter_count(state.d_params)
 
 
 def run_variant(args, variant: Variant) -> dict:

@@ -1,6 +1,5 @@
 """orbax checkpoints of the train state: save every N steps, restore the newest readable
-one, keep N, and refuse a workdir whose checkpoints belong to another model."""
-import json
+one, keep N, set unreadable ones aside."""
 import logging
 import os
 import shutil
@@ -11,8 +10,18 @@ import orbax.checkpoint as ocp
 
 from sagan_jax.errors import UserError
 
-# Model fields that change no parameter shape: they may differ on resume.
-RUNTIME_MODEL_FIELDS = ("attention_impl", "attention_query_chunk")
+CHECKPOINTS = "checkpoints"  # the folder of a workdir that holds the step directories
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), CHECKPOINTS)
+
+
+def checkpoint_steps(workdir: str) -> list:
+  """The finished checkpoints' steps, oldest first (orbax's unfinished saves are not digits)."""
+  directory = checkpoint_dir(workdir)
+  found = os.listdir(directory) if os.path.isdir(directory) else []
+  return sorted(int(d) for d in found if d.isdigit())
 
 
 class Checkpointer:
@@ -27,7 +36,7 @@ class Checkpointer:
     process left behind (orbax's tmp directories). Readers (evaluate, visualize) leave
     them alone: one may be a save the running training is writing right now."""
     self.workdir = os.path.abspath(workdir)
-    self.directory = os.path.join(self.workdir, "checkpoints")
+    self.directory = checkpoint_dir(workdir)
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
@@ -78,26 +87,3 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
-
-
-def check_config_compatible(config, workdir: str, resuming: bool) -> None:
-  """Records the config in workdir/config.json; on resume, refuses a model that differs from it."""
-  path = os.path.join(workdir, "config.json")
-  model = {k: v for k, v in config.model.to_dict().items() if k not in RUNTIME_MODEL_FIELDS}
-  model = json.loads(json.dumps(model))  # tuples -> lists, as they come back from the file
-  if resuming and os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f).get("model", {})
-    saved = {k: v for k, v in saved.items() if k not in RUNTIME_MODEL_FIELDS}
-    # A field the saved config lacks was added to the code later, with a default that
-    # reproduces the old behaviour; only fields both sides know can disagree.
-    differing = sorted(k for k in set(saved) & set(model) if saved[k] != model[k])
-    if differing:
-      fields = ", ".join(f"model.{k} ({saved.get(k)!r} in the workdir, {model.get(k)!r} now)"
-                         for k in differing)
-      raise UserError(f"{workdir} holds a run of another model: {fields}; use a new --workdir "
-                      f"or the workdir's config")
-    return
-  if jax.process_index() == 0:
-    with open(path, "w") as f:
-      f.write(config.to_json(indent=1))

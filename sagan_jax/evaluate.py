@@ -6,8 +6,6 @@ on `config.eval_metrics` and appends the result to workdir/metrics.jsonl and Ten
 The config is the one training wrote to workdir/config.json, unless --config names one
 (e.g. to change eval_* fields); its model must be the workdir's.
 """
-import os
-
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -30,19 +28,15 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
   """
   import jax
   from clu import metric_writers
-  from sagan_jax import checkpointing, restore, sharding, train
   from sagan_jax.evaluation.evaluator import Evaluator
+  from sagan_jax.run import open_run
 
-  if config is None:
-    config = restore.load_run_config(workdir)
-  elif os.path.exists(os.path.join(workdir, "config.json")):
-    checkpointing.check_config_compatible(config, workdir, resuming=True)  # refuses another model
-  mesh = sharding.create_mesh()
-  step, state = restore.restore_run(config, workdir, step, mesh)
-  evaluator = Evaluator(config, mesh, train.programs(config, mesh).sampler, workdir)
-  scalars = evaluator.evaluate(state, step, num_samples or config.eval_final_num_samples)
+  run = open_run(workdir, step, config=config)
+  evaluator = Evaluator(run.config, run.mesh, run.programs.sampler, workdir)
+  scalars = evaluator.evaluate(run.state, run.step,
+                               num_samples or run.config.eval_final_num_samples)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() != 0)
-  writer.write_scalars(step, scalars)
+  writer.write_scalars(run.step, scalars)
   writer.flush()
   return scalars
 

@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 
-from sagan_jax.input_pipeline import FMNIST_CACHE_DIR, FMNIST_FILES
+from sagan_jax.fashion_mnist import CACHE_DIR, FILES
 
 URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 
@@ -16,7 +16,7 @@ URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 def fetch(target: str) -> None:
   import tensorflow_datasets as tfds
   os.makedirs(target, exist_ok=True)
-  names = [n for pair in FMNIST_FILES.values() for n in pair]
+  names = [n for pair in FILES.values() for n in pair]
   manager = tfds.download.DownloadManager(download_dir=os.path.join(target, "downloads"))
   paths = manager.download({n: URL + n for n in names})
   for name, path in paths.items():
@@ -25,4 +25,4 @@ def fetch(target: str) -> None:
 
 
 if __name__ == "__main__":
-  fetch(os.path.expanduser(sys.argv[1] if len(sys.argv) > 1 else FMNIST_CACHE_DIR))
+  fetch(os.path.expanduser(sys.argv[1] if len(sys.argv) > 1 else CACHE_DIR))

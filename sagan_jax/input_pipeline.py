@@ -12,7 +12,6 @@ restarted at example k continues exactly where it stopped. The sources are read 
 random access, and each process reads only its own rows of every global batch: P
 processes read disjoint shares of each epoch that together cover it.
 """
-import gzip
 import logging
 import os
 from typing import Callable, Iterator, NamedTuple
@@ -20,49 +19,12 @@ from typing import Callable, Iterator, NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from sagan_jax import fashion_mnist
 from sagan_jax.errors import UserError
-
-FMNIST_FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
-
-
-FMNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
-FMNIST_CACHE_DIR = "~/.cache/sagan_jax/fashion-mnist"    # python -m sagan_jax.fetch_fashion_mnist
-
 
 class InMemoryData(NamedTuple):
   images: np.ndarray  # (N, H, W, C) uint8
   labels: np.ndarray  # (N,) int32
-
-
-def _read_idx(path: str) -> np.ndarray:
-  """IDX file (big-endian header: magic with the rank, then the dims) -> uint8 array."""
-  with gzip.open(path, "rb") as f:
-    data = f.read()
-  ndim = data[3]
-  dims = np.frombuffer(data, ">u4", count=ndim, offset=4)
-  return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def load_fashion_mnist(data_dir: str, split: str) -> InMemoryData:
-  """data_dir '' searches Debian's folder, then the download cache."""
-  if split not in FMNIST_FILES:
-    raise UserError(f"Fashion-MNIST split {split!r} does not exist; use 'train' or 'test'")
-  if not data_dir:
-    candidates = [FMNIST_SYSTEM_DIR, os.path.expanduser(FMNIST_CACHE_DIR)]
-    data_dir = next((d for d in candidates
-                     if os.path.exists(os.path.join(d, FMNIST_FILES[split][0]))), candidates[0])
-  paths = [os.path.join(data_dir, name) for name in FMNIST_FILES[split]]
-  missing = [p for p in paths if not os.path.exists(p)]
-  if missing:
-    raise UserError(
-        f"Fashion-MNIST files not found: {', '.join(missing)}. Install them with "
-        f"'apt-get install dataset-fashion-mnist' (or 'python -m sagan_jax.fetch_fashion_mnist'), or set --config.dataset.data_dir to the folder "
-        f"holding the four IDX .gz files")
-  images, labels = (_read_idx(p) for p in paths)
-  return InMemoryData(images[..., None], labels.astype(np.int32))
 
 
 def check_labels(labels: np.ndarray, num_classes: int, source: str) -> None:
@@ -373,7 +335,7 @@ def load_source(config, *, process_index: int = 0, process_count: int = 1,
                 workdir: str | None = None) -> Source:
   dataset, model = config.dataset, config.model
   if dataset.name == "fashion_mnist":
-    data = load_fashion_mnist(dataset.data_dir, dataset.split)
+    data = InMemoryData(*fashion_mnist.load(dataset.split, dataset.data_dir))
     description = f"dataset {dataset.name!r}"
     check_labels(data.labels, model.num_classes, description)
     return in_memory_source(data, description)
@@ -441,6 +403,12 @@ def create_train_iterator(config, *, start_index: int = 0, process_index: int = 
                      process_count=process_count)
   return _check_label_range(_log_skipped(ds.as_numpy_iterator()), config.model.num_classes,
                             source.description)
+
+
+def stack_d_step_batches(iterator: Iterator[dict], d_steps: int) -> dict:
+  """One host batch per D step, stacked: arrays of shape (d_steps, local batch, …)."""
+  batches = [next(iterator) for _ in range(d_steps)]
+  return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
 
 
 def log_class_histogram(labels: np.ndarray, num_classes: int) -> np.ndarray:

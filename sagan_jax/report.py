@@ -112,8 +112,8 @@ def write_report(workdir: str, out: str | None = None, figures: bool = True) -> 
   if not os.path.exists(os.path.join(workdir, "config.json")):
     raise UserError(f"{workdir} holds no training run (no config.json); pass a run's --workdir")
   if figures:
-    from sagan_jax import restore, visualize
-    steps = restore.checkpoint_steps(workdir)
+    from sagan_jax import checkpointing, visualize
+    steps = checkpointing.checkpoint_steps(workdir)
     if steps and not glob.glob(os.path.join(workdir, "attention", f"step_{steps[-1]:08d}_*.png")):
       visualize.write_run_figures(workdir, network="generator")
   with open(os.path.join(workdir, "config.json")) as f:

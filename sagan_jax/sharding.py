@@ -1,4 +1,4 @@
-"""Device mesh, shardings, and host-local batches -> global jax.Arrays.
+"""Device mesh, shardings, host-local batches -> global jax.Arrays, padding to the devices.
 
 Parameters are replicated; batches are split on the ``data`` axis. Batches carry a
 leading D-step axis (one slice per discriminator update), so their batch axis is 1.
@@ -6,8 +6,6 @@ leading D-step axis (one slice per discriminator update), so their batch axis is
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
-from sagan_jax.errors import UserError
 
 DATA_AXIS = "data"
 
@@ -25,10 +23,9 @@ def batch_sharding(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
   return NamedSharding(mesh, P(*([None] * batch_axis), DATA_AXIS))
 
 
-def check_batch_size(batch_size: int, mesh: Mesh) -> None:
-  if batch_size <= 0 or batch_size % mesh.size:
-    raise UserError(f"batch_size {batch_size} must be a positive multiple of the device count "
-                    f"{mesh.size}; set --config.batch_size accordingly")
+def round_up(n: int, multiple: int) -> int:
+  """The least multiple of ``multiple`` that holds ``n``: a batch padded to split over devices."""
+  return -(-n // multiple) * multiple
 
 
 def global_batch(local_batch, mesh: Mesh, batch_axis: int = 1):

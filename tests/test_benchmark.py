@@ -22,13 +22,13 @@ def lowered(tmp_path, batch_size, impl="xla"):
 
 def test_lowered_flops_are_per_image_and_count_the_whole_model(tmp_path):
   from configs import fashion_mnist
-  from sagan_jax import sharding, train
+  from sagan_jax import programs, sharding
   import jax
   small, large = lowered(tmp_path, 8), lowered(tmp_path, 16)
   # Convolutions dominate and scale with the batch; spectral norm and Adam do not.
   assert large["gflop_per_step"] == pytest.approx(2 * small["gflop_per_step"], rel=0.05)
   assert large["gflop_per_image"] == pytest.approx(small["gflop_per_image"], rel=0.05)
-  state = jax.eval_shape(train.programs(fashion_mnist.get_config("smoke"), sharding.create_mesh()).init)
+  state = jax.eval_shape(programs.programs(fashion_mnist.get_config("smoke"), sharding.create_mesh()).init)
   count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
   assert (small["g_params"], small["d_params"]) == (count(state.g_params), count(state.d_params))
   # Model FLOPs: XLA would count the chunked loop's body once; every impl gets the explicit count.

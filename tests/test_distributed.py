@@ -33,7 +33,7 @@ import numpy as np
 import optax
 
 from configs import fashion_mnist
-from sagan_jax import sharding, train
+from sagan_jax import programs, sharding
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 3
@@ -52,7 +52,8 @@ SCRIPT = textwrap.dedent("""
     import flax, numpy as np, optax
     from jax._src import distributed as jax_distributed
     from configs import fashion_mnist
-    from sagan_jax import sharding, train
+    from sagan_jax import programs, sharding
+    from sagan_jax.step import make_train_step
     STEPS, PARTS = %d, %r
     config = fashion_mnist.get_config("smoke")
     config.ema_start_step = 0  # the EMA moves from the first step (as in test_distributed._config)
@@ -63,18 +64,18 @@ SCRIPT = textwrap.dedent("""
     rows = slice(jax.process_index() * b // 2, (jax.process_index() + 1) * b // 2) if distributed \\
         else slice(0, b)
     mesh = sharding.create_mesh()  # every device of every process
-    g, d = train.build_models(config)
+    g, d = programs.build_models(config)
     g_tx, d_tx = optax.sgd(0.01), optax.sgd(0.01)
     # The initial state the test process wrote, replicated on every device of every process.
     with open(f"{out}/init_state.msgpack", "rb") as f:
       host = flax.serialization.from_bytes(
-          jax.eval_shape(lambda: train.init_state(config, g, d, g_tx, d_tx)), f.read())
+          jax.eval_shape(lambda: programs.init_state(config, g, d, g_tx, d_tx)), f.read())
     state = jax.tree.map(lambda x: jax.make_array_from_callback(
         np.shape(x), sharding.replicated(mesh), lambda index: np.asarray(x)[index]), host)
     init = np.asarray(host.d_params["linear"]["kernel"])
     local = lambda i: {k: v[:, rows] for k, v in batches[i].items()}
     first = sharding.global_batch(local(0), mesh)
-    step = train.make_train_step(config, g, d, g_tx, d_tx, mesh).lower(state, first).compile()
+    step = make_train_step(config, g, d, g_tx, d_tx, mesh).lower(state, first).compile()
     if distributed:
       # Gloo gives the first collective 30 s to find its peer: both processes must have
       # finished compiling (tens of seconds apart on a loaded machine) before the first step.
@@ -116,9 +117,9 @@ def _write_initial_state(path):
   session's persistent cache) with SGD's (empty) optimizer states put in.
   """
   config = _config()
-  g, d = train.build_models(config)
+  g, d = programs.build_models(config)
   mesh = sharding.create_mesh(jax.devices()[:1])
-  state = jax.jit(functools.partial(train.init_state, config, g, d, *train.build_optimizers(config)),
+  state = jax.jit(functools.partial(programs.init_state, config, g, d, *programs.build_optimizers(config)),
                   out_shardings=sharding.replicated(mesh))()
   sgd = optax.sgd(0.01)
   state = state.replace(g_opt_state=sgd.init(state.g_params), d_opt_state=sgd.init(state.d_params))

@@ -47,7 +47,7 @@ def test_tiny_run_writes_outputs_and_resumes(smoke_config, tmp_path):
   assert page.count("<img") >= 5 and "d_loss" in page and "attention_resolutions" in page
 
   # Same workdir, longer budget: resumes at step 4 (does not start over) and goes on to 6,
-  # with the programs the first run traced (train.programs): G and D are not traced again.
+  # with the programs the first run traced (programs.programs): G and D are not traced again.
   smoke_config.num_train_steps = 6
   traced = []
   listener = lambda event, duration, **kw: traced.append(kw.get("fun_name")) if event.endswith(
@@ -92,11 +92,11 @@ def test_bad_config_is_one_clear_error(override, message, tmp_path, fake_fmnist_
      "needs equal key and value widths, but key_channel_ratio is 8 and value_channel_ratio 2"),
 ])
 def test_bad_attention_settings_are_refused_before_tracing(smoke_config, overrides, message):
-  from sagan_jax import train
+  from sagan_jax import config as config_lib
   from sagan_jax.errors import UserError
   smoke_config.model.update(overrides)
   with pytest.raises(UserError, match=re.escape(message)):
-    train.validate_config(smoke_config)
+    config_lib.validate_config(smoke_config)
 
 
 def test_batch_not_divisible_by_devices(tmp_path, fake_fmnist_dir):

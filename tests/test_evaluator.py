@@ -54,11 +54,11 @@ def _event_tags(workdir):
 
 
 def _build(config, workdir):
-  """(evaluator, train.Programs) on the local devices."""
-  from sagan_jax import sharding, train
+  """(evaluator, programs.Programs) on the local devices."""
+  from sagan_jax import programs, sharding
   from sagan_jax.evaluation import evaluator
   mesh = sharding.create_mesh()
-  built = train.programs(config, mesh)
+  built = programs.programs(config, mesh)
   return evaluator.Evaluator(config, mesh, built.sampler, str(workdir)), built
 
 
@@ -177,7 +177,7 @@ sys.path.insert(0, "tests")
 import jax
 from conftest import make_fake_fashion_mnist
 from configs import fashion_mnist
-from sagan_jax import sharding, train
+from sagan_jax import programs, sampling, sharding
 from sagan_jax.evaluation import evaluator
 assert jax.device_count() == 4, jax.devices()
 tmp = tempfile.mkdtemp()
@@ -189,10 +189,10 @@ config.eval_batch_size = 8
 scores = []
 for devices in (jax.devices()[:1], jax.devices()):
   mesh = sharding.create_mesh(devices)
-  g, d = train.build_models(config)
-  state = jax.jit(functools.partial(train.init_state, config, g, d, *train.build_optimizers(config)),
+  g, d = programs.build_models(config)
+  state = jax.jit(functools.partial(programs.init_state, config, g, d, *programs.build_optimizers(config)),
                   out_shardings=sharding.replicated(mesh))()
-  sampler = train.make_sampler(config, g, mesh)
+  sampler = sampling.Sampler(config, g, mesh)
   run = evaluator.Evaluator(config, mesh, sampler, f"{tmp}/run{len(devices)}")
   scores.append(run.evaluate(state, 0, 20)["fid_fmnist"])
 print(json.dumps(scores))

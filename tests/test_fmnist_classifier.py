@@ -5,11 +5,12 @@ import pathlib
 import numpy as np
 import pytest
 
+from sagan_jax import fashion_mnist
 from sagan_jax.errors import UserError
 from sagan_jax.evaluation import fmnist_classifier as fc
 from sagan_jax.evaluation import metrics
 
-_HAVE_DATA = pathlib.Path(fc.DATA_DIR, fc._FILES["train"][0]).exists()
+_HAVE_DATA = pathlib.Path(fashion_mnist.SYSTEM_DIR, fashion_mnist.FILES["train"][0]).exists()
 
 
 def test_images_are_padded_to_32_in_minus_one_one(fake_fmnist_dir):
@@ -81,7 +82,7 @@ def test_cached_classifier_belongs_to_its_data(tmp_path, fake_fmnist_dir, monkey
 
 @pytest.mark.skipif(not os.environ.get("SAGAN_JAX_SLOW_TESTS"),
                     reason="full training takes ~1.5 min on 2 cores; set SAGAN_JAX_SLOW_TESTS=1")
-@pytest.mark.skipif(not _HAVE_DATA, reason=f"Fashion-MNIST IDX files not in {fc.DATA_DIR}")
+@pytest.mark.skipif(not _HAVE_DATA, reason=f"Fashion-MNIST IDX files not in {fashion_mnist.SYSTEM_DIR}")
 def test_default_classifier_reaches_90_percent(tmp_path):
   _, accuracy = fc.get_classifier(tmp_path)
   assert accuracy >= 0.90

@@ -1,7 +1,7 @@
 import jax.numpy as jnp
 import pytest
 
-from sagan_jax import losses, train
+from sagan_jax import losses, programs
 
 
 def test_hinge_losses_on_hand_computed_values():
@@ -23,7 +23,7 @@ def test_sagan128_optimizers_are_the_papers():
   assert (o.b1, o.b2, o.g_lr, o.d_lr) == (0.0, 0.9, 1e-4, 4e-4)
   assert config.d_steps_per_g_step == 1
   assert config.loss == "hinge"
-  g_tx, d_tx = train.build_optimizers(config)
+  g_tx, d_tx = programs.build_optimizers(config)
   # the Adam hyper-parameters reach optax: one update of a unit gradient is -lr (β1=0).
   params = {"w": jnp.zeros(())}
   for tx, lr in ((g_tx, 1e-4), (d_tx, 4e-4)):

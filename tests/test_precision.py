@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import fashion_mnist
-from sagan_jax import sharding, train
+from sagan_jax import programs, sharding
 from sagan_jax.models.layers import SPECTRAL
 
 # Measured on the smoke model at init (CPU, jax 0.10.2) with this test's inputs: max |G_bf16 -
@@ -49,7 +49,7 @@ def init_state():
   (The bfloat16 config's own init is checked, without compiling, in the train test.)
   """
   config = _config("float32")
-  return jax.device_get(train.programs(config, sharding.create_mesh(jax.devices()[:1])).init())
+  return jax.device_get(programs.programs(config, sharding.create_mesh(jax.devices()[:1])).init())
 
 
 def _bad_leaves(tree):
@@ -62,8 +62,8 @@ def _bad_leaves(tree):
 
 def test_bf16_forward_is_close_to_float32(init_state):
   state = init_state
-  g32, d32 = train.build_models(_config("float32"))
-  g16, d16 = train.build_models(_config("bfloat16"))
+  g32, d32 = programs.build_models(_config("float32"))
+  g16, d16 = programs.build_models(_config("bfloat16"))
   assert g16.dtype == jnp.bfloat16 and g32.dtype == jnp.float32
   rng = np.random.default_rng(0)
   z = rng.standard_normal((16, g32.z_dim)).astype(np.float32)
@@ -90,7 +90,7 @@ def test_bf16_forward_is_close_to_float32(init_state):
 def test_bf16_train_steps_keep_state_and_losses_float32(init_state):
   config = _config("bfloat16")
   mesh = sharding.create_mesh(jax.devices()[:1])
-  built = train.programs(config, mesh)
+  built = programs.programs(config, mesh)
   initial_shapes = jax.eval_shape(built.init)
   state = jax.device_put(init_state, sharding.replicated(mesh))
   step = built.train_step

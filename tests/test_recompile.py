@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from configs import fashion_mnist
-from sagan_jax import sharding, train
+from sagan_jax import programs, sampling, sharding
+from sagan_jax.step import make_train_step
 
 TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -44,7 +45,7 @@ def _batch(rng, config):
 
 
 def _jitted_parts(fn):
-  """fn itself if it is a jitted function, else the jitted functions it holds (train.Sampler)."""
+  """fn itself if it is a jitted function, else the jitted functions it holds (sampling.Sampler)."""
   if hasattr(fn, "_cache_size"):
     return {"": fn}
   return {k: v for k, v in vars(fn).items() if hasattr(v, "_cache_size")}
@@ -54,11 +55,11 @@ def test_train_step_and_sampler_compile_once(compile_events):
   # The smoke config, Adam, one device: the very step train_and_evaluate compiles for it.
   config = fashion_mnist.get_config("smoke")
   mesh = sharding.create_mesh(jax.devices()[:1])
-  g, d = train.build_models(config)
-  g_tx, d_tx = train.build_optimizers(config)
-  state = jax.jit(functools.partial(train.init_state, config, g, d, g_tx, d_tx),
+  g, d = programs.build_models(config)
+  g_tx, d_tx = programs.build_optimizers(config)
+  state = jax.jit(functools.partial(programs.init_state, config, g, d, g_tx, d_tx),
                   out_shardings=sharding.replicated(mesh))()
-  step = train.make_train_step(config, g, d, g_tx, d_tx, mesh)
+  step = make_train_step(config, g, d, g_tx, d_tx, mesh)
   assert step._cache_size() == 0
   rng = np.random.default_rng(0)
   losses = []
@@ -76,10 +77,10 @@ def test_train_step_and_sampler_compile_once(compile_events):
   assert int(state.step) == 4
   assert len(set(losses)) == 4, losses  # every call ran on its own new batch
 
-  sampler = train.make_sampler(config, g, mesh)
+  sampler = sampling.Sampler(config, g, mesh)
   jitted = _jitted_parts(sampler)
   assert jitted, "found no jitted function in the sampler"
-  z, y, _, _ = train.sample_grid_inputs(config, mesh.size)
+  z, y, _, _ = sampling.grid_inputs(config, mesh.size)
   put = lambda a: jax.device_put(a, sharding.batch_sharding(mesh))
   first = np.asarray(sampler(state, put(z), put(y)))
   assert sum(n for (event, _), n in compile_events.items() if event == TRACE_EVENT) > 1
@@ -107,20 +108,20 @@ def _edited(config, field, value):
 
 
 def test_runs_of_one_config_share_their_programs():
-  """train.programs: one build per config and mesh; fields only the loops read do not count."""
+  """programs.programs: one build per config and mesh; fields only the loops read do not count."""
   config = fashion_mnist.get_config("smoke")
   mesh = sharding.create_mesh(jax.devices()[:1])
-  built = train.programs(config, mesh)
+  built = programs.programs(config, mesh)
   for field, value in (("num_train_steps", 99), ("checkpoint_every_steps", 5),
                        ("dataset.data_dir", "/elsewhere"), ("eval_num_samples", 7),
                        ("max_nonfinite_steps", 3), ("num_sample_columns", 4)):
-    assert train.programs(_edited(config, field, value), mesh) is built, field
-  assert train.programs(config, sharding.create_mesh(jax.devices()[:1])) is built  # an equal mesh
+    assert programs.programs(_edited(config, field, value), mesh) is built, field
+  assert programs.programs(config, sharding.create_mesh(jax.devices()[:1])) is built  # an equal mesh
   for field, value in (("model.ch", 8), ("model.attention_impl", "dot_product_attention"),
                        ("optimizer.d_lr", 1e-3), ("seed", 1), ("d_steps_per_g_step", 2),
                        ("dtype", "bfloat16"), ("batch_size", 16), ("sample_bn_stats", "running"),
                        ("ema_start_step", 3), ("loss", "nonsaturating")):
-    assert train.programs(_edited(config, field, value), mesh) is not built, field
+    assert programs.programs(_edited(config, field, value), mesh) is not built, field
   config.model.ch = 8  # a later edit of the caller's config does not reach the built programs
   assert built.generator.ch == 4 and built.sampler.config.model.ch == 4
-  assert len(train._PROGRAMS) <= train._MAX_PROGRAMS
+  assert len(programs._PROGRAMS) <= programs._MAX_PROGRAMS

@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from sagan_jax import input_pipeline, sharding, train
+from sagan_jax import checkpointing, input_pipeline, programs, sharding, train
+from sagan_jax import config as config_lib
 from sagan_jax.errors import Preempted, TrainingDiverged, UserError
 
 
@@ -93,8 +94,8 @@ def test_persistent_nan_restores_once_then_stops(smoke_config, tmp_path, monkeyp
                                                r"\(d_loss=.*g_loss=.*\) again after restoring"):
       train.train_and_evaluate(smoke_config, str(tmp_path / "run"))
   assert "restored the last good checkpoint, step 2" in caplog.text
-  template = jax.eval_shape(train.programs(smoke_config, sharding.create_mesh()).init)
-  restored_step, restored = train.checkpointing.Checkpointer(str(tmp_path / "run"), 3).restore_latest(
+  template = jax.eval_shape(programs.programs(smoke_config, sharding.create_mesh()).init)
+  restored_step, restored = checkpointing.Checkpointer(str(tmp_path / "run"), 3).restore_latest(
       template)
   assert restored_step == 2 and all(np.all(np.isfinite(x)) for x in leaves(restored))
 
@@ -102,21 +103,21 @@ def test_persistent_nan_restores_once_then_stops(smoke_config, tmp_path, monkeyp
 def test_resume_restores_without_computing_an_initial_state(smoke_config, tmp_path, monkeypatch):
   """A resume restores into an abstract template: init_state is neither compiled nor run.
   It also deletes the unfinished save a killed process left; a reader of the run does not."""
-  from sagan_jax import restore
+  from sagan_jax import run
   smoke_config.num_train_steps = 2
   train.train_and_evaluate(smoke_config, str(tmp_path / "run"))
   unfinished = tmp_path / "run" / "checkpoints" / "5.orbax-checkpoint-tmp-1764000000"
   unfinished.mkdir()
   (unfinished / "partial").write_text("a save killed halfway")
-  assert restore.restore_run(smoke_config, str(tmp_path / "run"))[0] == 2
+  assert run.open_run(str(tmp_path / "run"), config=smoke_config).step == 2
   assert unfinished.exists()  # evaluate/visualize may run beside a training that is saving
   # As in a new process, the init program has compiled nothing yet (the other programs of
   # this config stay cached: retracing them would only cost time).
   mesh = sharding.create_mesh()
-  built = train.programs(smoke_config, mesh)
+  built = programs.programs(smoke_config, mesh)
   # (a new function object: jit shares its executables between jits of one function)
   fresh_init = jax.jit(lambda: built.init.__wrapped__(), out_shardings=sharding.replicated(mesh))
-  monkeypatch.setitem(train._PROGRAMS, (train.program_fingerprint(smoke_config), mesh),
+  monkeypatch.setitem(programs._PROGRAMS, (config_lib.program_fingerprint(smoke_config), mesh),
                       dataclasses.replace(built, init=fresh_init))
   smoke_config.num_train_steps = 3
   state = train.train_and_evaluate(smoke_config, str(tmp_path / "run"))
@@ -144,11 +145,10 @@ def test_unwritable_workdir_is_refused_before_training(smoke_config, tmp_path):
 def test_runs_written_before_newer_model_fields_still_open(smoke_config, tmp_path):
   """A config.json from before a model field existed loads with the value that reproduces it."""
   import json
-  from sagan_jax import restore
   old = json.loads(smoke_config.to_json())
-  for field in restore.ADDED_MODEL_FIELDS:
+  for field in config_lib.ADDED_MODEL_FIELDS:
     del old["model"][field]
   (tmp_path / "config.json").write_text(json.dumps(old))
-  loaded = restore.load_run_config(str(tmp_path))
-  train.validate_config(loaded)
-  assert train.program_fingerprint(loaded) == train.program_fingerprint(smoke_config)
+  loaded = config_lib.load_run_config(str(tmp_path))
+  config_lib.validate_config(loaded)
+  assert config_lib.program_fingerprint(loaded) == config_lib.program_fingerprint(smoke_config)

@@ -19,7 +19,8 @@ SCRIPT = textwrap.dedent("""
     import json
     import flax, jax, numpy as np, optax
     from configs import fashion_mnist
-    from sagan_jax import sharding, train
+    from sagan_jax import programs, sharding
+    from sagan_jax.step import make_train_step
     assert jax.device_count() == 8, jax.devices()
     config = fashion_mnist.get_config("smoke")
     config.batch_size = 16
@@ -32,12 +33,12 @@ SCRIPT = textwrap.dedent("""
     mesh1, mesh8 = sharding.create_mesh(jax.devices()[:1]), sharding.create_mesh(jax.devices())
 
     def run(mesh):
-      g, d = train.build_models(config)
+      g, d = programs.build_models(config)
       g_tx, d_tx = optax.sgd(0.01), optax.sgd(0.01)
-      state = jax.jit(lambda: train.init_state(config, g, d, g_tx, d_tx),
+      state = jax.jit(lambda: programs.init_state(config, g, d, g_tx, d_tx),
                       out_shardings=sharding.replicated(mesh))()
       kernel0 = np.asarray(state.d_params["linear"]["kernel"])
-      step = train.make_train_step(config, g, d, g_tx, d_tx, mesh)
+      step = make_train_step(config, g, d, g_tx, d_tx, mesh)
       for _ in range(2):
         state, metrics = step(state, sharding.global_batch(batch, mesh))
       n = len(state.g_params["block2"]["conv1"]["kernel"].sharding.device_set)

@@ -25,12 +25,11 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from sagan_jax import input_pipeline, sharding
+from sagan_jax import config as config_lib
+from sagan_jax import fashion_mnist, input_pipeline, sampling, sharding
 from sagan_jax.errors import UserError
 from sagan_jax.evaluation import fmnist_classifier, inception, metrics
 
-INCEPTION_METRICS = ("fid", "is", "intra_fid")
-METRICS = INCEPTION_METRICS + ("fid_fmnist",)
 METRICS_FILE = "metrics.jsonl"
 # The reference subset is drawn with a fixed seed, so runs with any config.seed share the cache.
 REFERENCE_SEED = 0
@@ -81,16 +80,6 @@ def inception_space(config) -> FeatureSpace:
        "is_softmax_classes": inception.NUM_LOGITS})
 
 
-def _fashion_mnist_dir(data_dir: str) -> str:
-  """The folder the input pipeline reads: data_dir, or Debian's, then the download cache."""
-  if data_dir:
-    return data_dir
-  candidates = [input_pipeline.FMNIST_SYSTEM_DIR,
-                os.path.expanduser(input_pipeline.FMNIST_CACHE_DIR)]
-  has_train = lambda d: os.path.exists(os.path.join(d, input_pipeline.FMNIST_FILES["train"][0]))
-  return next((d for d in candidates if has_train(d)), candidates[0])
-
-
 def _params_digest(params) -> str:
   digest = hashlib.sha256()
   for leaf in jax.tree.leaves(params):
@@ -103,41 +92,26 @@ def fmnist_space(config) -> FeatureSpace:
   epochs, num_train = config.eval_fmnist_classifier_epochs, config.eval_fmnist_classifier_num_train
   params, accuracy = fmnist_classifier.get_classifier(
       cache_dir(config), epochs=epochs, num_train=num_train or None,
-      data_dir=_fashion_mnist_dir(config.dataset.data_dir))
+      data_dir=fashion_mnist.find_dir(config.dataset.data_dir))
   # Named by its content: reference statistics never outlive the classifier they were made with.
   space_id = f"fmnist_classifier-e{epochs}-n{num_train or 'all'}-{_params_digest(params)}"
   return FeatureSpace("fmnist_classifier", space_id, fmnist_classifier.FMnistClassifier().apply,
                       params, {"id": space_id, "test_accuracy": accuracy})
 
 
-def _check_config(config, mesh) -> None:
-  names = tuple(config.eval_metrics)
-  unknown = sorted(set(names) - set(METRICS))
-  if not names or unknown:
-    raise UserError(f"eval_metrics {names} must be a non-empty tuple of {METRICS}")
-  if config.eval_batch_size <= 0 or config.eval_batch_size % mesh.size:
-    raise UserError(f"eval_batch_size {config.eval_batch_size} must be a positive multiple of the "
-                    f"device count {mesh.size}")
-  m = config.model
-  if "fid_fmnist" in names and (config.dataset.name != "fashion_mnist" or m.resolution != 32
-                                or m.image_channels != 1):
-    raise UserError("fid_fmnist needs 32x32x1 Fashion-MNIST (dataset.name 'fashion_mnist'); "
-                    "use 'fid' for other data")
-
-
 class Evaluator:
   """Scores the EMA generator of a run; see the module docstring."""
 
   def __init__(self, config, mesh, sampler: Callable, workdir: str):
-    """`sampler(state, z, y) -> images`: train.make_sampler's (EMA weights; z, y batch-sharded)."""
-    _check_config(config, mesh)
+    """`sampler(state, z, y) -> images`: a sampling.Sampler (EMA weights; z, y batch-sharded)."""
+    config_lib.check_evaluation(config, mesh.size)
     self.config, self.sampler = config, sampler
     self.metrics_path = pathlib.Path(workdir) / METRICS_FILE
     self._batch_sharding = sharding.batch_sharding(mesh)
     replicated = sharding.replicated(mesh)
     names = set(config.eval_metrics)
     self.spaces = {}
-    if names & set(INCEPTION_METRICS):
+    if names & set(config_lib.INCEPTION_METRICS):
       self.spaces["inception"] = inception_space(config)
     if "fid_fmnist" in names:
       self.spaces["fmnist_classifier"] = fmnist_space(config)
@@ -234,10 +208,8 @@ class Evaluator:
   def _noise(self, num: int):
     """Fixed z and labels cycling through the classes, padded to whole batches."""
     m, batch_size = self.config.model, self.config.eval_batch_size
-    padded = math.ceil(num / batch_size) * batch_size
-    rng = np.random.default_rng(self.config.seed + NOISE_SEED_OFFSET)
-    z = rng.standard_normal((padded, m.z_dim)).astype(np.float32)
-    y = (np.arange(padded) % m.num_classes).astype(np.int32)
+    labels = np.arange(sharding.round_up(num, batch_size)) % m.num_classes
+    z, y, _ = sampling.fixed_noise(labels, m.z_dim, self.config.seed + NOISE_SEED_OFFSET, batch_size)
     return z, y
 
   def _check_num_samples(self, num: int) -> None:

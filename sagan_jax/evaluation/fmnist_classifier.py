@@ -5,7 +5,6 @@ Fashion-MNIST default a small CNN trained here (once, then cached) gives a featu
 space instead. `fid_fmnist` is the Fréchet distance in that space: comparable only
 with itself (same classifier file), never with FID.
 """
-import gzip
 import hashlib
 import logging
 import os
@@ -19,51 +18,30 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from sagan_jax import fashion_mnist
 from sagan_jax.errors import UserError
 from sagan_jax.evaluation import metrics
 
-DATA_DIR = "/usr/share/datasets/fashion-mnist"
-_FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
 FEATURE_DIM = 128
-
-
-def _read_idx(path) -> np.ndarray:
-  """gzip IDX file: byte 3 is the rank, then big-endian uint32 dims, then uint8 data."""
-  with gzip.open(path, "rb") as f:
-    data = f.read()
-  dims = np.frombuffer(data, ">u4", count=data[3], offset=4)
-  return np.frombuffer(data, np.uint8, offset=4 + 4 * data[3]).reshape(dims)
-
-
-def _paths(split: str, data_dir) -> list:
-  paths = [pathlib.Path(data_dir) / name for name in _FILES[split]]
-  missing = [str(p) for p in paths if not p.exists()]
-  if missing:
-    raise UserError(f"Fashion-MNIST files not found ({', '.join(missing)}): install them with "
-                    "'apt-get install dataset-fashion-mnist' or pass the folder holding them.")
-  return paths
 
 
 def _data_digest(data_dir) -> str:
   """Names the files a classifier is trained and tested on, by their content."""
   digest = hashlib.sha256()
-  for path in _paths("train", data_dir) + _paths("test", data_dir):
-    digest.update(path.read_bytes())
+  for path in fashion_mnist.paths("train", data_dir) + fashion_mnist.paths("test", data_dir):
+    digest.update(pathlib.Path(path).read_bytes())
   return digest.hexdigest()[:12]
 
 
-def load_fashion_mnist(split: str, data_dir=DATA_DIR) -> tuple[np.ndarray, np.ndarray]:
+def load_fashion_mnist(split: str, data_dir="") -> tuple[np.ndarray, np.ndarray]:
   """(images float32 (N, 32, 32, 1) in [-1, 1], labels int32 (N,)) like the generator's output.
 
   The 28x28 images are padded with their background (-1) to 32x32, as the input pipeline does.
   """
-  images, labels = (_read_idx(p) for p in _paths(split, data_dir))
-  images = np.pad(images.astype(np.float32) / 127.5 - 1.0, ((0, 0), (2, 2), (2, 2)),
+  images, labels = fashion_mnist.load(split, data_dir)
+  images = np.pad(images.astype(np.float32) / 127.5 - 1.0, ((0, 0), (2, 2), (2, 2), (0, 0)),
                   constant_values=-1.0)
-  return images[..., None], labels.astype(np.int32)
+  return images, labels
 
 
 def _space_to_depth(x):
@@ -123,7 +101,7 @@ def accuracy_of(params, images, labels) -> float:
 
 
 def train_classifier(epochs: int = 4, num_train: int | None = None, seed: int = 0,
-                     batch_size: int = 128, learning_rate: float = 3e-3, data_dir=DATA_DIR):
+                     batch_size: int = 128, learning_rate: float = 3e-3, data_dir=""):
   """Trains on the first `num_train` (default all) training images; returns (params, test accuracy).
 
   Adam with a cosine-decayed learning rate; the accuracy is on the full 10k test split.
@@ -165,7 +143,7 @@ def _cache_path(cache_dir, epochs, num_train, seed, data_dir) -> pathlib.Path:
 
 
 def get_classifier(cache_dir, epochs: int = 4, num_train: int | None = None, seed: int = 0,
-                   data_dir=DATA_DIR):
+                   data_dir=""):
   """(params, test accuracy) of the classifier, trained once and cached as an .npz in cache_dir.
 
   The file name holds the training settings and a digest of the data files, so a

@@ -496,8 +496,3 @@ def fid_weights_file(cache_dir=None, download: bool = True) -> pathlib.Path:
     raise UserError(f"{path} is not the FID Inception weights file (its sha256 does not start "
                     f"with {FID_WEIGHTS_SHA256_PREFIX}): delete it and download it again.")
   return path
-
-
-def load_fid_inception(cache_dir=None, download: bool = True):
-  """Variables of FIDInceptionV3 with the standard FID weights (see fid_weights_file)."""
-  return load_variables(fid_weights_file(cache_dir, download))

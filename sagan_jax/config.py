@@ -1,0 +1,166 @@
+"""What a config may say, which of its fields the compiled programs depend on, and the
+run's own copy of it (workdir/config.json).
+
+``validate_config`` is the one check of a config: every entry point calls it before
+anything is traced, so a bad value ends in one line that names the field.
+"""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from sagan_jax import losses
+from sagan_jax.errors import UserError
+from sagan_jax.models.attention import ATTENTION_BLOCKS, ATTENTION_IMPLS
+from sagan_jax.models.discriminator import discriminator_sides
+from sagan_jax.models.generator import G_ARCH, generator_sides
+
+SAMPLE_BN_STATS = ("standing", "running", "batch")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+INCEPTION_METRICS = ("fid", "is", "intra_fid")
+METRICS = INCEPTION_METRICS + ("fid_fmnist",)
+
+# Fields only the loops (training, evaluation, data) read: the compiled programs do not
+# depend on them, so configs that differ only there share one set of programs.
+LOOP_FIELDS = ("num_train_steps", "log_every_steps", "sample_every_steps", "checkpoint_every_steps",
+               "keep_checkpoints", "async_checkpoints", "max_nonfinite_steps", "num_sample_columns",
+               "dataset", "inception_weights")
+# Model fields that change no parameter shape: a run may resume with other values.
+RUNTIME_MODEL_FIELDS = ("attention_impl", "attention_query_chunk")
+# Model fields added after runs were written, with the value that reproduces those runs.
+ADDED_MODEL_FIELDS = {"attention_block": "self_attention", "attention_query_chunk": 256}
+
+RUN_CONFIG = "config.json"
+
+
+def attention_sides(model_config, which: str) -> tuple:
+  """Feature sides with attention in the generator ('g') or the discriminator ('d')."""
+  override = model_config.get(f"{which}_attention_resolutions")
+  return tuple(model_config.attention_resolutions if override is None else override)
+
+
+def _check_model(m) -> None:
+  if m.resolution not in G_ARCH:
+    raise UserError(f"model.resolution {m.resolution} is not supported; use one of {sorted(G_ARCH)}")
+  for which, sides in (("g", generator_sides(m.resolution)), ("d", discriminator_sides(m.resolution))):
+    bad = sorted(set(attention_sides(m, which)) - set(sides))
+    if bad:
+      net = "generator" if which == "g" else "discriminator"
+      raise UserError(
+          f"attention side(s) {bad} do not exist in the {m.resolution}×{m.resolution} {net}, whose "
+          f"feature sides are {sides}; fix model.attention_resolutions "
+          f"(or model.{which}_attention_resolutions)")
+  if m.attention_impl not in ATTENTION_IMPLS:
+    raise UserError(f"model.attention_impl {m.attention_impl!r} is not one of {ATTENTION_IMPLS}")
+  if m.attention_impl == "dot_product_attention" and m.key_channel_ratio != m.value_channel_ratio:
+    raise UserError(
+        f"model.attention_impl 'dot_product_attention' needs equal key and value widths, but "
+        f"key_channel_ratio is {m.key_channel_ratio} and value_channel_ratio {m.value_channel_ratio}; "
+        f"use attention_impl 'chunked' or 'xla' for the released code's C/2 values")
+  if m.attention_query_chunk <= 0:
+    raise UserError(f"model.attention_query_chunk must be positive, got {m.attention_query_chunk}")
+  if m.attention_block not in ATTENTION_BLOCKS:
+    raise UserError(f"model.attention_block {m.attention_block!r} is not one of {ATTENTION_BLOCKS}")
+
+
+def check_evaluation(config, num_devices: int) -> None:
+  """The eval_* fields, for a run that evaluates (periodically or with the evaluate tool)."""
+  names = tuple(config.eval_metrics)
+  unknown = sorted(set(names) - set(METRICS))
+  if not names or unknown:
+    raise UserError(f"eval_metrics {names} must be a non-empty tuple of {METRICS}")
+  if config.eval_batch_size <= 0 or config.eval_batch_size % num_devices:
+    raise UserError(f"eval_batch_size {config.eval_batch_size} must be a positive multiple of the "
+                    f"device count {num_devices}")
+  m = config.model
+  if "fid_fmnist" in names and (config.dataset.name != "fashion_mnist" or m.resolution != 32
+                                or m.image_channels != 1):
+    raise UserError("fid_fmnist needs 32x32x1 Fashion-MNIST (dataset.name 'fashion_mnist'); "
+                    "use 'fid' for other data")
+
+
+def validate_config(config, num_devices: int | None = None) -> None:
+  """Raises UserError, naming the field, for a config that cannot train on ``num_devices``
+  devices (None: the batch size is not checked against a device count)."""
+  _check_model(config.model)
+  for name in ("num_train_steps", "batch_size", "d_steps_per_g_step", "log_every_steps",
+               "sample_every_steps", "checkpoint_every_steps", "keep_checkpoints",
+               "max_nonfinite_steps"):
+    if config[name] <= 0:
+      raise UserError(f"{name} must be positive, got {config[name]}")
+  if config.sample_bn_stats not in SAMPLE_BN_STATS:
+    raise UserError(f"sample_bn_stats {config.sample_bn_stats!r} is not one of {SAMPLE_BN_STATS}")
+  if config.dtype not in DTYPES:
+    raise UserError(f"dtype {config.dtype!r} is not one of {sorted(DTYPES)}")
+  if config.loss not in losses.LOSSES:
+    raise UserError(f"loss {config.loss!r} is not one of {sorted(losses.LOSSES)}")
+  if num_devices is not None:
+    if config.batch_size % num_devices:
+      raise UserError(f"batch_size {config.batch_size} must be a positive multiple of the device "
+                      f"count {num_devices}; set --config.batch_size accordingly")
+    if config.eval_every_steps > 0:
+      check_evaluation(config, num_devices)
+
+
+def program_fingerprint(config) -> str:
+  """The fields the compiled programs depend on (all but LOOP_FIELDS and eval_*), as JSON."""
+  fields = {k: v for k, v in config.to_dict().items()
+            if k not in LOOP_FIELDS and not k.startswith("eval_")}
+  return json.dumps(fields, sort_keys=True, default=str)
+
+
+# The run's config.json
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run was trained with, completed with the fields added since."""
+  path = os.path.join(workdir, RUN_CONFIG)
+  if not os.path.exists(path):
+    raise UserError(f"{path} does not exist; pass the --workdir of a training run "
+                    f"(python -m sagan_jax.main writes it when a run starts)")
+  try:
+    with open(path) as f:
+      config = ml_collections.ConfigDict(json.load(f))
+  except (OSError, ValueError) as e:
+    raise UserError(f"{path} is not readable as a run's config ({e}); restore it from a copy of "
+                    f"the run or pass --config") from None
+  for key, value in ADDED_MODEL_FIELDS.items():  # runs written before the field existed
+    if key not in config.model:
+      config.model[key] = value
+  return config
+
+
+def _shape_fields(model_dict: dict) -> dict:
+  """The model fields that decide parameter shapes, as they read back from JSON."""
+  kept = {k: v for k, v in model_dict.items() if k not in RUNTIME_MODEL_FIELDS}
+  return json.loads(json.dumps(kept))  # tuples -> lists
+
+
+def check_config_compatible(config, workdir: str, resuming: bool) -> None:
+  """Records the config in workdir/config.json; on resume, refuses a model that differs from it."""
+  path = os.path.join(workdir, RUN_CONFIG)
+  if resuming and os.path.exists(path):
+    with open(path) as f:
+      saved = _shape_fields(json.load(f).get("model", {}))
+    model = _shape_fields(config.model.to_dict())
+    # A field the saved config lacks was added to the code later, with a default that
+    # reproduces the old behaviour; only fields both sides know can disagree.
+    differing = sorted(k for k in set(saved) & set(model) if saved[k] != model[k])
+    if differing:
+      fields = ", ".join(f"model.{k} ({saved.get(k)!r} in the workdir, {model.get(k)!r} now)"
+                         for k in differing)
+      raise UserError(f"{workdir} holds a run of another model: {fields}; use a new --workdir "
+                      f"or the workdir's config")
+    return
+  if jax.process_index() == 0:
+    write_run_config(config, workdir)
+
+
+def write_run_config(config, workdir: str) -> None:
+  """Atomically: a reader never sees half a file, a crash never leaves one."""
+  path = os.path.join(workdir, RUN_CONFIG)
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(config.to_json(indent=1))
+  os.replace(tmp, path)

@@ -1,0 +1,125 @@
+"""The pure train step: ``d_steps_per_g_step`` D updates, one G update, the EMA of G.
+
+One call makes the D updates (a ``lax.scan`` over the batch's leading axis), then one G
+update, then the EMA. It is one ``jax.jit`` over a ``Mesh``: parameters replicated,
+batches split on the data axis, so BN statistics span the global batch. An update whose
+loss or gradients are not finite is not applied.
+"""
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from sagan_jax import losses, sharding
+from sagan_jax.models.layers import SPECTRAL
+
+
+def attention_gammas(params) -> dict:
+  """γ of every attention layer, keyed like 'attention16/gamma'."""
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
+  return {k: v for k, v in flat.items() if k.endswith("/gamma")}
+
+
+def _all_finite(*trees):
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(trees)]))
+
+
+def _keep_if(ok, new, old):
+  """new where ok, else old: a non-finite update is never applied (nor checkpointed)."""
+  return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+
+def step_keys(seed: int, step):
+  """Per-step randomness derived from (seed, step): a resumed run draws the same noise."""
+  return jax.random.split(jax.random.fold_in(jax.random.key(seed), step), 4)
+
+
+def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
+  """Returns jit(train_step)(state, batch) -> (state, metrics); batch arrays are (D steps, B, …)."""
+  d_loss_fn, g_loss_fn = losses.get_losses(config.loss)
+  m = config.model
+  batch_shard = sharding.batch_sharding(mesh)
+  constrain = lambda x: jax.lax.with_sharding_constraint(x, batch_shard)
+
+  def noise(key, batch_size):
+    kz, ky = jax.random.split(key)
+    z = constrain(jax.random.normal(kz, (batch_size, m.z_dim), jnp.float32))
+    y = constrain(jax.random.randint(ky, (batch_size,), 0, m.num_classes, jnp.int32))
+    return z, y
+
+  def generate(state, z, y):
+    """G in train mode (batch statistics) without touching its running stats or SN vectors."""
+    return generator.apply({"params": state.g_params, "batch_stats": state.g_batch_stats,
+                            SPECTRAL: state.g_spectral}, z, y, train=True, update_stats=False)
+
+  def d_update(state, inputs):
+    images, labels, key = inputs
+    z, y_fake = noise(key, images.shape[0])
+    fake = jax.lax.stop_gradient(generate(state, z, y_fake))
+
+    def loss_fn(d_params):
+      # Real and fake in one pass, so SN's power iteration advances once per D step.
+      logits, new_vars = discriminator.apply(
+          {"params": d_params, SPECTRAL: state.d_spectral},
+          jnp.concatenate([images, fake]), jnp.concatenate([labels, y_fake]),
+          update_stats=True, mutable=[SPECTRAL])
+      d_real, d_fake = jnp.split(logits, 2)
+      return d_loss_fn(d_real, d_fake), (new_vars.get(SPECTRAL, {}), d_real, d_fake)
+
+    (loss, (spectral, d_real, d_fake)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
+    updates, d_opt_state = d_tx.update(grads, state.d_opt_state, state.d_params)
+    ok = _all_finite(loss, grads)
+    old = (state.d_params, state.d_spectral, state.d_opt_state)
+    new = (optax.apply_updates(state.d_params, updates), spectral, d_opt_state)
+    d_params, d_spectral, d_opt_state = _keep_if(ok, new, old)
+    state = state.replace(d_params=d_params, d_spectral=d_spectral, d_opt_state=d_opt_state)
+    metrics = {"d_loss": loss, "d_real": jnp.mean(d_real), "d_fake": jnp.mean(d_fake),
+               "d_grad_norm": optax.global_norm(grads), "d_finite": ok}
+    return state, metrics
+
+  def g_update(state, key):
+    z, y = noise(key, config.batch_size)
+
+    def loss_fn(g_params):
+      fake, new_vars = generator.apply(
+          {"params": g_params, "batch_stats": state.g_batch_stats, SPECTRAL: state.g_spectral},
+          z, y, train=True, update_stats=True, mutable=["batch_stats", SPECTRAL])
+      d_fake = discriminator.apply({"params": state.d_params, SPECTRAL: state.d_spectral}, fake, y)
+      return g_loss_fn(d_fake), new_vars
+
+    (loss, new_vars), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
+    updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
+    ok = _all_finite(loss, grads, new_vars)
+    old = (state.g_params, state.g_opt_state, state.g_batch_stats, state.g_spectral)
+    new = (optax.apply_updates(state.g_params, updates), g_opt_state, new_vars["batch_stats"],
+           new_vars.get(SPECTRAL, {}))  # {} when the net has no SN (ablations)
+    g_params, g_opt_state, g_batch_stats, g_spectral = _keep_if(ok, new, old)
+    state = state.replace(g_params=g_params, g_opt_state=g_opt_state, g_batch_stats=g_batch_stats,
+                          g_spectral=g_spectral)
+    return state, {"g_loss": loss, "g_grad_norm": optax.global_norm(grads), "g_finite": ok}
+
+  def update_ema(state):
+    decay = jnp.where(state.step < config.ema_start_step, 0.0, config.ema_decay)
+    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, state.g_params)
+    return state.replace(ema_params=ema)
+
+  def train_step(state, batch):
+    keys = step_keys(config.seed, state.step)
+    n_d = batch["image"].shape[0]
+    d_keys = jax.random.split(keys[0], n_d)
+    state, d_metrics = jax.lax.scan(d_update, state, (batch["image"], batch["label"], d_keys))
+    state, g_metrics = g_update(state, keys[1])
+    all_finite = jnp.all(d_metrics.pop("d_finite")) & g_metrics.pop("g_finite")
+    streak = jnp.where(all_finite, 0, state.nonfinite_streak + 1)
+    state = update_ema(state.replace(step=state.step + 1, nonfinite_streak=streak))
+    metrics = {k: v[-1] for k, v in d_metrics.items()}  # the last D step's values
+    metrics.update(g_metrics)
+    metrics["nonfinite_streak"] = streak
+    metrics.update({f"gamma/g/{k}": v for k, v in attention_gammas(state.g_params).items()})
+    metrics.update({f"gamma/d/{k}": v for k, v in attention_gammas(state.d_params).items()})
+    return state, metrics
+
+  replicated = sharding.replicated(mesh)
+  return jax.jit(train_step, in_shardings=(replicated, sharding.batch_sharding(mesh, 1)),
+                 out_shardings=(replicated, replicated), donate_argnums=(0,))
