@@ -10,12 +10,17 @@ FMNIST_CACHE := $(HOME)/.cache/sagan_jax/fashion-mnist
 
 .PHONY: train test data venv
 
-venv: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt requirements-test.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt -r requirements-test.txt
-	touch $@
+# cpu, cuda or tpu: tools/bootstrap.py detects it (nvidia-smi, a TPU chip); ACCELERATOR=... overrides.
+# The stamp names it, so that another choice reinstalls; the script writes the stamp.
+override ACCELERATOR := $(shell $(PYTHON) tools/bootstrap.py --print-accelerator --accelerator='$(ACCELERATOR)')
+ifeq ($(ACCELERATOR),)
+$(error no accelerator chosen: see the error above)
+endif
+ACCEL_REQUIREMENTS := $(wildcard requirements-$(ACCELERATOR).txt)  # none for cpu
+
+venv: $(VENV)/.installed-$(ACCELERATOR)
+$(VENV)/.installed-$(ACCELERATOR): requirements.txt requirements-test.txt $(ACCEL_REQUIREMENTS) tools/bootstrap.py
+	$(PYTHON) tools/bootstrap.py --venv $(VENV) --accelerator $(ACCELERATOR)
 
 data:
 	@if [ -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] || [ -f $(FMNIST_CACHE)/train-images-idx3-ubyte.gz ]; then :; \

@@ -1,0 +1,196 @@
+"""tools/bootstrap.py: which JAX build `make venv` installs (dry runs: nothing is installed).
+
+Each run gets a fake PATH (a fake nvidia-smi or none), a fake /sys and /dev (--root) and no
+TPU variables, so the real host does not show through. The registry tests resolve the
+accelerator installs against the package index, and skip when it cannot be reached.
+"""
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "tools", "bootstrap.py")
+CPU_INSTALL = "-m pip install -q -r requirements.txt -r requirements-test.txt"  # the CPU path, as before
+
+
+def fake_bin(tmp_path, nvidia_smi=None):
+  """A PATH folder; with nvidia_smi (a shell body) it holds a fake nvidia-smi."""
+  path = tmp_path / "bin"
+  path.mkdir(exist_ok=True)
+  if nvidia_smi is not None:
+    exe = path / "nvidia-smi"
+    exe.write_text("#!/bin/sh\n" + nvidia_smi + "\n")
+    exe.chmod(0o755)
+  return str(path)
+
+
+WORKING_GPU = 'echo "GPU 0: NVIDIA H200 (UUID: GPU-0f0e0d0c-0000-1111-2222-333344445555)"'
+BROKEN_DRIVER = ("echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA"
+                 " driver.\"; exit 9")
+
+
+def bootstrap(tmp_path, *args, path=None, env=None, root=None):
+  """Runs the script's dry run in a hermetic environment; returns the CompletedProcess."""
+  clean = {k: v for k, v in os.environ.items()
+           if k not in ("ACCELERATOR", "DRY_RUN") and not k.startswith("TPU_")}
+  clean["PATH"] = path or fake_bin(tmp_path)
+  clean.update(env or {})
+  if root is None:
+    root = tmp_path / "root"
+    root.mkdir(exist_ok=True)
+  cmd = [sys.executable, SCRIPT, "--dry-run", "--venv", str(tmp_path / "venv"),
+         f"--root={root}", *args]
+  return subprocess.run(cmd, capture_output=True, text=True, env=clean, cwd=ROOT, timeout=60)
+
+
+def install_line(result):
+  assert result.returncode == 0, result.stderr
+  lines = [l for l in result.stdout.splitlines() if " -m pip install -q -r " in l]
+  assert len(lines) == 1, result.stdout
+  return lines[0]
+
+
+def chosen(result):
+  line = install_line(result)
+  for accelerator in ("cuda", "tpu"):
+    if f"-r requirements-{accelerator}.txt" in line:
+      return accelerator
+  assert line.endswith(CPU_INSTALL), line
+  return "cpu"
+
+
+def test_no_accelerator_installs_exactly_the_cpu_requirements(tmp_path):
+  result = bootstrap(tmp_path)
+  assert chosen(result) == "cpu"
+  venv_python = str(tmp_path / "venv" / "bin" / "python")
+  assert result.stdout.splitlines() == [
+      shlex.join([sys.executable, "-m", "venv", str(tmp_path / "venv")]),
+      f"{venv_python} -m pip install -q --upgrade pip",
+      f"{venv_python} {CPU_INSTALL}"]
+  assert "no NVIDIA GPU or TPU found" not in result.stdout  # reasons go to stderr only
+
+
+def test_working_nvidia_smi_picks_cuda(tmp_path):
+  result = bootstrap(tmp_path, path=fake_bin(tmp_path, WORKING_GPU))
+  assert install_line(result).endswith(CPU_INSTALL + " -r requirements-cuda.txt")
+
+
+def test_broken_driver_falls_back_to_cpu_and_says_why(tmp_path):
+  result = bootstrap(tmp_path, "--print-accelerator", path=fake_bin(tmp_path, BROKEN_DRIVER))
+  assert result.returncode == 0 and result.stdout == "cpu\n"
+  assert "nvidia-smi -L exited 9" in result.stderr and "ACCELERATOR=cuda" in result.stderr
+
+
+def test_nvidia_smi_listing_no_gpu_is_cpu(tmp_path):
+  result = bootstrap(tmp_path, path=fake_bin(tmp_path, 'echo "No devices were found"'))
+  assert chosen(result) == "cpu"
+
+
+@pytest.mark.parametrize("name,value", [("TPU_ACCELERATOR_TYPE", "v5litepod-8"),
+                                        ("TPU_WORKER_HOSTNAMES", "10.0.0.2,10.0.0.3")])
+def test_tpu_environment_picks_tpu(tmp_path, name, value):
+  assert chosen(bootstrap(tmp_path, env={name: value})) == "tpu"
+
+
+def fake_pci(root, vendor, device):
+  slot = root / "sys" / "bus" / "pci" / "devices" / "0000:00:04.0"
+  slot.mkdir(parents=True)
+  (slot / "vendor").write_text(vendor + "\n")
+  (slot / "device").write_text(device + "\n")
+
+
+def test_tpu_chip_on_the_pci_bus_picks_tpu(tmp_path):
+  fake_pci(tmp_path / "tpuvm", "0x1ae0", "0x006f")  # a v6e chip (its /dev nodes are vfio)
+  assert chosen(bootstrap(tmp_path, root=tmp_path / "tpuvm")) == "tpu"
+
+
+def test_other_google_pci_device_is_no_tpu(tmp_path):
+  fake_pci(tmp_path / "gce", "0x1ae0", "0x0042")  # e.g. a GCE virtual NIC
+  (tmp_path / "gce" / "dev" / "vfio").mkdir(parents=True)  # vfio alone is no TPU
+  assert chosen(bootstrap(tmp_path, root=tmp_path / "gce")) == "cpu"
+
+
+def test_dev_accel_picks_tpu(tmp_path):
+  (tmp_path / "v4" / "dev").mkdir(parents=True)
+  (tmp_path / "v4" / "dev" / "accel0").touch()
+  assert chosen(bootstrap(tmp_path, root=tmp_path / "v4")) == "tpu"
+
+
+@pytest.mark.parametrize("override", ["cpu", "cuda", "tpu"])
+def test_accelerator_overrides_detection(tmp_path, override):
+  gpu = fake_bin(tmp_path, WORKING_GPU)
+  assert chosen(bootstrap(tmp_path, path=gpu, env={"ACCELERATOR": override})) == override
+  assert chosen(bootstrap(tmp_path, f"--accelerator={override}", path=gpu)) == override
+
+
+def test_invalid_accelerator_is_one_error_line(tmp_path):
+  result = bootstrap(tmp_path, env={"ACCELERATOR": "gpu"})
+  assert result.returncode == 2 and result.stdout == ""
+  lines = result.stderr.splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: ") and "cpu, cuda, tpu" in lines[0]
+
+
+def test_switching_away_uninstalls_the_other_accelerators_plugin(tmp_path):
+  site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
+  for dist in ("jax_cuda12_plugin-0.10.2", "jax_cuda12_pjrt-0.10.2", "jax-0.10.2"):
+    (site / f"{dist}.dist-info").mkdir(parents=True)
+  (tmp_path / "venv" / "bin").mkdir()
+  (tmp_path / "venv" / "bin" / "python").symlink_to(sys.executable)
+  lines = bootstrap(tmp_path, env={"ACCELERATOR": "cpu"}).stdout.splitlines()
+  # The venv exists: no venv creation; the CUDA plugin goes (JAX would load it), jax stays.
+  assert [l.split(" -m pip ")[1] for l in lines] == [
+      "install -q --upgrade pip", "uninstall -q -y jax_cuda12_pjrt jax_cuda12_plugin",
+      CPU_INSTALL.removeprefix("-m pip ")]
+  assert " -m pip uninstall " not in bootstrap(tmp_path, env={"ACCELERATOR": "cuda"}).stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_makefile_stamp_names_the_accelerator(tmp_path):
+  venv = tmp_path / "venv"
+  venv.mkdir()
+  (venv / ".installed-cpu").touch()  # newer than every requirement file
+
+  def make(*args):
+    return subprocess.run(["make", "-C", ROOT, f"VENV={venv}", *args],
+                          capture_output=True, text=True, timeout=60)
+
+  assert make("-q", "venv", "ACCELERATOR=cpu").returncode == 0  # up to date
+  assert make("-q", "venv", "ACCELERATOR=cuda").returncode == 1  # another choice reinstalls
+  dry = make("-n", "venv", "ACCELERATOR=tpu")
+  assert f"tools/bootstrap.py --venv {venv} --accelerator tpu" in dry.stdout
+  bad = make("-n", "venv", "ACCELERATOR=gpu")
+  assert bad.returncode != 0 and "error: ACCELERATOR='gpu'" in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def registry():
+  """Skips unless the package index answers quickly (jax-cuda12-plugin is not on disk here)."""
+  probe = subprocess.run(
+      [sys.executable, "-m", "pip", "index", "versions", "jax-cuda12-plugin", "--timeout", "5",
+       "--retries", "0"], capture_output=True, text=True, timeout=120)
+  if probe.returncode != 0:
+    pytest.skip(f"package index unreachable: {probe.stderr.strip().splitlines()[-1:]}")
+
+
+@pytest.mark.parametrize("accelerator,expect", [
+    ("cuda", {"jax-cuda12-plugin": "0.10.2", "jax-cuda12-pjrt": "0.10.2"}),
+    ("tpu", {"libtpu": "0.0.42.1"})])
+def test_accelerator_install_resolves_against_the_registry(tmp_path, registry, accelerator, expect):
+  """The bootstrap's own pip command, as a dry run with every dependency (cuda: ~3 GB fetched)."""
+  cmd = shlex.split(install_line(bootstrap(tmp_path, f"--accelerator={accelerator}")))
+  at = cmd.index("install") + 1
+  report = tmp_path / "report.json"
+  cmd[at:at] = ["--dry-run", "--ignore-installed", "--report", str(report)]
+  result = subprocess.run([sys.executable, *cmd[1:]], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  installed = {item["metadata"]["name"]: item["metadata"]["version"]
+               for item in json.loads(report.read_text())["install"]}
+  assert installed["jax"] == installed["jaxlib"] == "0.10.2"
+  for name, version in expect.items():
+    assert installed[name] == version
