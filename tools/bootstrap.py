@@ -129,7 +129,9 @@ def commands(venv, accelerator, python):
   install = [py, "-m", "pip", "install", "-q"]
   for path in requirement_files(accelerator):
     install += ["-r", path]
-  return cmds + [install]
+  # the package itself, editable: experiments/ and tests import it from the source tree
+  editable = [py, "-m", "pip", "install", "-q", "--no-deps", "-e", "."]
+  return cmds + [install, editable]
 
 
 def main(argv=None):
