@@ -69,9 +69,10 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
 
     (loss, (spectral, d_real, d_fake)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
     updates, d_opt_state = d_tx.update(grads, state.d_opt_state, state.d_params)
-    ok = _all_finite(loss, grads)
     old = (state.d_params, state.d_spectral, state.d_opt_state)
     new = (optax.apply_updates(state.d_params, updates), spectral, d_opt_state)
+    # The updated state too: an optimizer can turn finite gradients into NaN (eps=0, overflow).
+    ok = _all_finite(loss, grads, new)
     d_params, d_spectral, d_opt_state = _keep_if(ok, new, old)
     state = state.replace(d_params=d_params, d_spectral=d_spectral, d_opt_state=d_opt_state)
     metrics = {"d_loss": loss, "d_real": jnp.mean(d_real), "d_fake": jnp.mean(d_fake),
@@ -90,10 +91,10 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
 
     (loss, new_vars), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
     updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
-    ok = _all_finite(loss, grads, new_vars)
     old = (state.g_params, state.g_opt_state, state.g_batch_stats, state.g_spectral)
     new = (optax.apply_updates(state.g_params, updates), g_opt_state, new_vars["batch_stats"],
            new_vars.get(SPECTRAL, {}))  # {} when the net has no SN (ablations)
+    ok = _all_finite(loss, grads, new)
     g_params, g_opt_state, g_batch_stats, g_spectral = _keep_if(ok, new, old)
     state = state.replace(g_params=g_params, g_opt_state=g_opt_state, g_batch_stats=g_batch_stats,
                           g_spectral=g_spectral)

@@ -5,6 +5,7 @@ guards against divergence and preemption.
 The step itself is ``step.make_train_step``; the programs of a config come from
 ``programs.programs``; this module only schedules them.
 """
+import collections
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ from sagan_jax.errors import Preempted, TrainingDiverged, UserError
 from sagan_jax.programs import TrainState, programs
 
 HISTOGRAM_BATCHES = 10  # the class histogram logged once covers this many first batches
+PREFETCH = 2  # batches put on the devices ahead of the step that reads them
 
 
 class _StopSignals:
@@ -73,7 +75,6 @@ class _Training:
     self.report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
                                                   writer=writer)
     self.seen_labels = []
-    self.restored_after_divergence = False
     self._set_up_figures()
 
   def _set_up_figures(self):
@@ -88,14 +89,23 @@ class _Training:
       z, y, _ = sampling.probe_inputs(self.config, self.mesh.size)
       self.probe_z, self.probe_y = put(z), put(y)
 
-  def data_from(self, step: int):
+  def device_batches(self, step: int):
+    """The stacked D-step batches from ``step`` on, put on the mesh PREFETCH steps ahead
+    so that host-side stacking and the transfer overlap the running step."""
     c = self.config
-    return self.input_pipeline.create_train_iterator(
+    host = self.input_pipeline.create_train_iterator(
         c, start_index=step * c.batch_size * c.d_steps_per_g_step,
         process_index=jax.process_index(), process_count=jax.process_count(),
         workdir=self.workdir)
+    queue = collections.deque()
+    while True:
+      while len(queue) < PREFETCH:
+        batch = self.input_pipeline.stack_d_step_batches(host, c.d_steps_per_g_step)
+        self.log_class_histogram(batch)
+        queue.append(sharding.global_batch(batch, self.mesh))
+      yield queue.popleft()
 
-  # Periodic actions
+  # Periodic actions: the only places the loop reads device values
 
   def due(self, step: int, every: int) -> bool:
     return step % every == 0 or step == self.config.num_train_steps
@@ -138,33 +148,65 @@ class _Training:
     self.writer.write_scalars(step, self.evaluator.evaluate(state, step,
                                                             self.config.eval_num_samples))
 
-  # Guards
+  def check_divergence(self, step, metrics) -> int:
+    """The current streak of skipped non-finite updates; stops the run once it persists.
 
-  def restore_after_divergence(self, step, state, streak, losses):
-    """(step, state) of the last good checkpoint; raises if there is none or it was tried."""
-    if self.restored_after_divergence or self.ckpt.latest_step() is None:
-      raise TrainingDiverged(
-          f"training diverged: {streak} consecutive non-finite steps up to step {step} "
-          f"(d_loss={losses['d_loss']}, g_loss={losses['g_loss']})"
-          + (" again after restoring the last good checkpoint" if self.restored_after_divergence
-             else " and no checkpoint to restore") +
-          "; lower the learning rates or check the data, then resume")
-    self.ckpt.wait()
-    step, state = self.ckpt.restore_latest(state)
-    self.data = self.data_from(step)
-    self.restored_after_divergence = True
-    logging.warning("restored the last good checkpoint, step %d, after %d non-finite steps",
-                    step, streak)
-    return step, state
+    Nothing non-finite is ever applied (the step keeps the old state), so stopping loses
+    nothing; and no checkpoint is written during a streak, so the last one is healthy.
+    Restoring it would replay the same noise and data bit for bit: no use.
+    """
+    streak = int(metrics["nonfinite_streak"])
+    if streak:
+      losses = {k: float(metrics[k]) for k in ("d_loss", "g_loss")}
+      logging.warning("step %d: non-finite loss or gradient %s; update skipped (%d in a row)",
+                      step, losses, streak)
+      if streak >= self.config.max_nonfinite_steps:
+        last = self.ckpt.latest_step()
+        raise TrainingDiverged(
+            f"training diverged: {streak} consecutive non-finite updates up to step {step} "
+            f"(d_loss={losses['d_loss']}, g_loss={losses['g_loss']}); none was applied or "
+            + (f"saved, and the last checkpoint (step {last}) is healthy" if last is not None
+               else "saved (no checkpoint yet)")
+            + "; lower optimizer.d_lr / optimizer.g_lr, raise optimizer.eps or check the data, "
+              "then rerun (a rerun resumes from the last checkpoint)")
+    return streak
 
-  def stop_if_asked(self, step, state, stop):
-    if stop.signal_name or self.ckpt.reached_preemption(step):
-      self.ckpt.save(step, state)
-      self.ckpt.wait()
-      reason = stop.signal_name or "a preemption notice"
-      raise Preempted(f"stopped by {reason} after step {step}; checkpoint saved in "
-                      f"{self.ckpt.directory}; rerun the same command to resume",
-                      exit_code=128 + (stop.signal_number or signal.SIGTERM))
+  def after_step(self, step, state, metrics, stop) -> None:
+    """The periodic actions due after ``step``, each a named function."""
+    c = self.config
+    stopping = bool(stop.signal_name) or self.ckpt.reached_preemption(step)
+    periods = {"log": c.log_every_steps, "samples": c.sample_every_steps,
+               "checkpoint": c.checkpoint_every_steps, "divergence": c.max_nonfinite_steps,
+               "evaluation": c.eval_every_steps if self.evaluator else 0}
+    due = {name: every > 0 and self.due(step, every) for name, every in periods.items()}
+    if not (stopping or any(due.values())):
+      return  # no device-to-host transfer: the host queues the next step at once
+    with jax.transfer_guard_device_to_host("allow"):
+      healthy = self.check_divergence(step, metrics) == 0
+      if stopping:
+        if healthy:
+          self.save_checkpoint(step, state)
+        reason = stop.signal_name or "a preemption notice"
+        raise Preempted(
+            f"stopped by {reason} after step {step}; "
+            + (f"checkpoint saved in {self.ckpt.directory}" if healthy else
+               f"no checkpoint written during a non-finite streak (the last is step "
+               f"{self.ckpt.latest_step()})")
+            + "; rerun the same command to resume",
+            exit_code=128 + (stop.signal_number or signal.SIGTERM))
+      if due["log"]:
+        self.log_metrics(step, metrics)
+      if due["samples"]:
+        with self.report.timed("samples"):
+          self.write_samples(step, state)
+      if due["checkpoint"]:
+        if healthy:
+          self.save_checkpoint(step, state)
+        else:
+          logging.warning("step %d: no checkpoint during a non-finite streak", step)
+      if due["evaluation"]:
+        with self.report.timed("evaluation"):
+          self.evaluate(step, state)
 
   # The loop
 
@@ -186,34 +228,15 @@ class _Training:
     logging.info("Adam β1=%s β2=%s, lr_G=%s lr_D=%s, %d D step(s) per G step, sampling BN "
                  "stats: %s", c.optimizer.b1, c.optimizer.b2, c.optimizer.g_lr, c.optimizer.d_lr,
                  c.d_steps_per_g_step, c.sample_bn_stats)
-    self.data = self.data_from(step)
     self.last_log_time, self.last_log_step = time.time(), step
     with _StopSignals() as stop:
-      while step < c.num_train_steps:
-        batch = self.input_pipeline.stack_d_step_batches(self.data, c.d_steps_per_g_step)
-        self.log_class_histogram(batch)
-        state, metrics = self.built.train_step(state, sharding.global_batch(batch, self.mesh))
+      for batch in self.device_batches(step):
+        state, metrics = self.built.train_step(state, batch)
         step += 1
         self.report(step)
-        streak = int(metrics["nonfinite_streak"])  # one scalar per step: divergence caught at once
-        if streak:
-          losses = {k: float(metrics[k]) for k in ("d_loss", "g_loss")}
-          logging.warning("step %d: non-finite loss or gradient %s; update skipped (%d in a row)",
-                          step, losses, streak)
-          if streak >= c.max_nonfinite_steps:
-            step, state = self.restore_after_divergence(step, state, streak, losses)
-            continue
-        self.stop_if_asked(step, state, stop)
-        if self.due(step, c.log_every_steps):
-          self.log_metrics(step, metrics)
-        if self.due(step, c.sample_every_steps):
-          with self.report.timed("samples"):
-            self.write_samples(step, state)
-        if self.due(step, c.checkpoint_every_steps):
-          self.save_checkpoint(step, state)
-        if self.evaluator and self.due(step, c.eval_every_steps):
-          with self.report.timed("evaluation"):
-            self.evaluate(step, state)
+        self.after_step(step, state, metrics, stop)
+        if step >= c.num_train_steps:
+          break
     return state
 
 
