@@ -16,7 +16,7 @@ import flax
 import jax
 import numpy as np
 
-from sagan_jax import checkpointing, figures, sampling, sharding
+from sagan_jax import accelerator, checkpointing, figures, sampling, sharding
 from sagan_jax import config as config_lib
 from sagan_jax.errors import Preempted, TrainingDiverged, UserError
 from sagan_jax.programs import TrainState, programs
@@ -244,6 +244,9 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   """Trains (or resumes) the run in ``workdir`` up to ``config.num_train_steps``."""
   from clu import metric_writers  # with TF: the step and models import without it
   mesh = sharding.create_mesh()
+  logging.info("JAX on %s: %d device(s), %s", jax.default_backend(), mesh.size,
+               mesh.devices.flat[0].device_kind)
+  accelerator.warn_if_jax_misses_it(jax.default_backend())
   config_lib.validate_config(config, mesh.size)
   _check_workdir(workdir)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() != 0)

@@ -196,3 +196,17 @@ def test_accelerator_install_resolves_against_the_registry(tmp_path, registry, a
   assert installed["jax"] == installed["jaxlib"] == "0.10.2"
   for name, version in expect.items():
     assert installed[name] == version
+
+
+def test_training_warns_when_jax_misses_the_hosts_accelerator(tmp_path, monkeypatch):
+  from sagan_jax import accelerator
+  monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
+  for name in accelerator.TPU_ENV_VARS:
+    monkeypatch.delenv(name, raising=False)
+  assert accelerator.warn_if_jax_misses_it("cpu", str(tmp_path)) == ""
+  (tmp_path / "dev").mkdir()
+  (tmp_path / "dev" / "accel0").touch()
+  message = accelerator.warn_if_jax_misses_it("cpu", str(tmp_path))
+  assert "JAX runs on the CPU, but this host has a TPU" in message
+  assert message.endswith("ACCELERATOR=tpu make venv")
+  assert accelerator.warn_if_jax_misses_it("tpu", str(tmp_path)) == ""

@@ -20,72 +20,14 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ACCELERATORS = ("cpu", "cuda", "tpu")
+sys.path.insert(0, ROOT)  # the detection lives in the package (standard library only)
+from sagan_jax.accelerator import ACCELERATORS, choose  # noqa: E402
+
 BASE_REQUIREMENTS = ("requirements.txt", "requirements-test.txt")
-# Google's PCI vendor and its TPU chips' device ids (jax/_src/hardware_utils.py): v2/v3,
-# v4, v5p, v5e, v6e, tpu7x. v5p and later appear as /dev/vfio/N, which is no TPU sign by itself.
-GOOGLE_PCI_VENDOR = "0x1ae0"
-TPU_PCI_DEVICES = {"0x0027", "0x0056", "0x005e", "0x0062", "0x0063", "0x006f", "0x0076"}
-# Set by GKE's TPU pods and multi-host launchers (libtpu reads them instead of the metadata server).
-TPU_ENV_VARS = ("TPU_ACCELERATOR_TYPE", "TPU_WORKER_HOSTNAMES")
 
 
 def log(message):
   print(f"bootstrap: {message}", file=sys.stderr)
-
-
-def nvidia_gpus():
-  """(lines of `nvidia-smi -L` naming a GPU, or [], why not)."""
-  try:
-    # A wedged driver can hang nvidia-smi: give up after a while rather than block make.
-    out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
-  except FileNotFoundError:
-    return [], "no nvidia-smi"
-  except (OSError, subprocess.TimeoutExpired) as e:
-    return [], f"nvidia-smi did not run ({e})"
-  gpus = [line.strip() for line in out.stdout.splitlines() if line.startswith("GPU ")]
-  if out.returncode != 0 or not gpus:
-    first = (out.stdout + out.stderr).strip().splitlines()[:1]
-    return [], f"nvidia-smi -L exited {out.returncode}: {first[0] if first else 'no GPU listed'}"
-  return gpus, ""
-
-
-def tpu_sign(root="/"):
-  """What shows a TPU on this host, or ''. root prefixes /sys and /dev (tests fake them)."""
-  for vendor_file in sorted(glob.glob(os.path.join(root, "sys/bus/pci/devices/*/vendor"))):
-    try:
-      with open(vendor_file) as f:
-        vendor = f.read().strip()
-      with open(os.path.join(os.path.dirname(vendor_file), "device")) as f:
-        device = f.read().strip()
-    except OSError:
-      continue
-    if vendor == GOOGLE_PCI_VENDOR and device in TPU_PCI_DEVICES:
-      return f"TPU chip {device} on the PCI bus"
-  accel = sorted(glob.glob(os.path.join(root, "dev/accel[0-9]*")))
-  if accel:
-    return f"{os.path.basename(accel[0])} device"
-  for name in TPU_ENV_VARS:
-    if os.environ.get(name):
-      return f"{name} is set"
-  return ""
-
-
-def choose(requested, root="/"):
-  """(accelerator, why). requested: the override, '' to detect. ValueError if not valid."""
-  if requested:
-    if requested not in ACCELERATORS:
-      raise ValueError(f"ACCELERATOR={requested!r} is not one of {', '.join(ACCELERATORS)}")
-    return requested, "ACCELERATOR override"
-  gpus, why_not = nvidia_gpus()
-  if gpus:
-    return "cuda", f"nvidia-smi lists {len(gpus)} GPU(s): {gpus[0]}"
-  sign = tpu_sign(root)
-  if sign:
-    return "tpu", sign
-  if why_not and why_not != "no nvidia-smi":  # a GPU may be there with a broken driver
-    return "cpu", f"{why_not}; ACCELERATOR=cuda installs the CUDA build anyway"
-  return "cpu", "no NVIDIA GPU or TPU found"
 
 
 def requirement_files(accelerator):
