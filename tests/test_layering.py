@@ -17,7 +17,7 @@ FLOORS = {
     "evaluation.evaluator": 4,
     "programs": 5,
     "run": 6,
-    "train": 7, "visualize": 7, "evaluate": 7, "report": 7,
+    "train": 7, "visualize": 7, "evaluate": 7, "report": 7, "explorer": 7,
     "main": 8,
 }
 # Imports nothing of the package but these (the bottom of the house).
