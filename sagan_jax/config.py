@@ -20,7 +20,10 @@ from sagan_jax.models.generator import G_ARCH, generator_sides
 SAMPLE_BN_STATS = ("standing", "running", "batch")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 INCEPTION_METRICS = ("fid", "is", "intra_fid")
-METRICS = INCEPTION_METRICS + ("fid_fmnist",)
+# In the space of the project's Fashion-MNIST classifier; 'prdc' gives precision, recall,
+# density and coverage.
+FMNIST_METRICS = ("fid_fmnist", "class_accuracy", "prdc")
+METRICS = INCEPTION_METRICS + FMNIST_METRICS
 
 # Fields only the loops (training, evaluation, data) read: the compiled programs do not
 # depend on them, so configs that differ only there share one set of programs.
@@ -75,10 +78,12 @@ def check_evaluation(config, num_devices: int) -> None:
     raise UserError(f"eval_batch_size {config.eval_batch_size} must be a positive multiple of the "
                     f"device count {num_devices}")
   m = config.model
-  if "fid_fmnist" in names and (config.dataset.name != "fashion_mnist" or m.resolution != 32
-                                or m.image_channels != 1):
-    raise UserError("fid_fmnist needs 32x32x1 Fashion-MNIST (dataset.name 'fashion_mnist'); "
-                    "use 'fid' for other data")
+  offline = [n for n in names if n in FMNIST_METRICS]
+  if offline and (config.dataset.name != "fashion_mnist" or m.resolution != 32
+                  or m.image_channels != 1):
+    raise UserError(f"eval_metrics {tuple(offline)} are scored by the project's Fashion-MNIST "
+                    f"classifier and need 32x32x1 Fashion-MNIST (dataset.name 'fashion_mnist'); "
+                    f"use 'fid' for other data")
 
 
 def validate_config(config, num_devices: int | None = None) -> None:

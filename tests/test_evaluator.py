@@ -100,6 +100,40 @@ def test_reference_statistics_are_cached_and_reused(trained_run, tmp_path, monke
   assert [line["step"] for line in _lines(tmp_path)] == [2]
 
 
+def test_class_accuracy_and_prdc_go_to_metrics_jsonl_with_their_protocol(trained_run, tmp_path):
+  from sagan_jax.evaluation import fmnist_classifier
+  config, _, state = trained_run
+  config = config.copy_and_resolve_references()
+  config.eval_metrics = ("fid_fmnist", "class_accuracy", "prdc")
+  evaluation, _ = _build(config, tmp_path)  # the run's cached classifier and reference
+  scalars = evaluation.evaluate(state, 2, 20)
+  assert set(scalars) == {"fid_fmnist", "class_accuracy", "precision", "recall", "density",
+                          "coverage"}
+  (line,) = _lines(tmp_path)
+  assert line["metrics"] == ["fid_fmnist", "class_accuracy", "prdc"]
+  for name in ("class_accuracy", "precision", "recall", "coverage"):
+    assert 0 <= line[name] <= 1, (name, line[name])
+  assert line["density"] >= 0
+  per_class, confusion = line["class_accuracy_per_class"], np.array(line["class_confusion"])
+  assert len(per_class) == 10 and confusion.shape == (10, 10)
+  assert confusion.sum(axis=1).tolist() == [2] * 10  # 20 samples, labels cycling over the classes
+  assert np.mean(per_class) == pytest.approx(line["class_accuracy"])
+  assert line["prdc_protocol"]["k"] == 5
+  assert line["prdc_protocol"]["num_real"] == 50 and line["prdc_protocol"]["num_fake"] == 20
+  assert 0 < line["prdc_protocol"]["coverage_if_identical"] < 1
+
+  # The real reference images themselves, scored as samples with their own labels: the
+  # classifier's test accuracy (the whole fake test split) and the identical-set values.
+  images, labels = fmnist_classifier.load_fashion_mnist("test", config.dataset.data_dir)
+  real_scalars, details = evaluation.score(evaluation.image_features(images), labels)
+  test_accuracy = line["feature_spaces"]["fmnist_classifier"]["test_accuracy"]
+  assert real_scalars["class_accuracy"] == pytest.approx(test_accuracy, abs=1e-9)
+  assert abs(real_scalars["fid_fmnist"]) < 1e-3
+  assert real_scalars["precision"] == real_scalars["recall"] == real_scalars["coverage"] == 1.0
+  assert real_scalars["density"] == pytest.approx(1.0, abs=0.05)
+  assert details["prdc_protocol"]["num_fake"] == 50
+
+
 def test_inception_metrics_on_a_tiny_rgb_config(fake_fmnist_dir, tmp_path, monkeypatch):
   from configs import fashion_mnist
   from sagan_jax.evaluation import evaluator, inception, metrics

@@ -1,4 +1,5 @@
-"""FID, IS and intra-FID against closed forms and against pytorch-fid."""
+"""FID, IS and intra-FID against closed forms and against pytorch-fid; class accuracy and
+precision / recall / density / coverage against brute-force references and known cases."""
 
 import numpy as np
 import pytest
@@ -130,3 +131,130 @@ def test_intra_fid_averages_per_class_fids():
 def test_intra_fid_refuses_different_classes():
   with pytest.raises(ValueError, match="same classes"):
     metrics.intra_fid({0: _features(12)}, {1: metrics.gaussian_stats(_features(13))})
+
+
+# Class accuracy
+
+def test_class_accuracy_counts_argmax_hits_per_conditioning_label():
+  labels = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 2])
+  predicted = np.array([0, 0, 0, 1, 1, 0, 1, 1, 1, 1])  # class 0: 3/4, class 1: 1/2, class 2: 0/4
+  logits = np.full((len(labels), 5), -1.0)
+  logits[np.arange(len(labels)), predicted] = 2.0
+  accuracy, per_class, confusion = metrics.class_accuracy(logits, labels, num_classes=4)
+  assert accuracy == pytest.approx(4 / 10)
+  assert per_class == [pytest.approx(0.75), pytest.approx(0.5), 0.0, None]  # no sample of class 3
+  assert confusion.shape == (4, 5) and confusion.sum() == len(labels)
+  assert confusion[0].tolist() == [3, 1, 0, 0, 0] and confusion[2].tolist() == [0, 4, 0, 0, 0]
+
+
+def test_class_accuracy_refuses_labels_out_of_range():
+  with pytest.raises(ValueError, match="labels must lie"):
+    metrics.class_accuracy(np.zeros((2, 3)), np.array([0, 3]), num_classes=3)
+
+
+# Precision / recall / density / coverage against a brute-force reference
+
+def _brute_force_prdc(real, fake, k):
+  """Written from the papers' definitions, independently of metrics.prdc: all distances at
+  once by explicit differences, radii by a full sort, and a loop per sample."""
+  real, fake = real.astype(np.float64), fake.astype(np.float64)
+
+  def distances(a, b):
+    return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=-1))
+
+  real_radius = np.sort(distances(real, real), axis=1)[:, k]  # index 0 is the point itself
+  fake_radius = np.sort(distances(fake, fake), axis=1)[:, k]
+  cross = distances(real, fake)  # (N, M)
+  precision = np.mean([any(cross[i, j] < real_radius[i] for i in range(len(real)))
+                       for j in range(len(fake))])
+  recall = np.mean([any(cross[i, j] < fake_radius[j] for j in range(len(fake)))
+                    for i in range(len(real))])
+  density = sum(int(np.sum(cross[:, j] < real_radius)) for j in range(len(fake))) / (k * len(fake))
+  coverage = np.mean([cross[i].min() < real_radius[i] for i in range(len(real))])
+  return {"precision": precision, "recall": recall, "density": density, "coverage": coverage}
+
+
+@pytest.mark.parametrize("max_chunk_elements", [1, 5000, metrics.MAX_CHUNK_ELEMENTS])
+@pytest.mark.parametrize("k", [1, 5])
+def test_prdc_matches_a_brute_force_reference(k, max_chunk_elements):
+  # Overlapping but different distributions, so no metric sits at 0 or 1; float32 as features come.
+  real = _features(20, n=230, dim=3).astype(np.float32)
+  fake = (_features(21, n=170, dim=3) * 1.3 + 0.4).astype(np.float32)
+  want = _brute_force_prdc(real, fake, k)
+  got = metrics.prdc(real, fake, k, max_chunk_elements=max_chunk_elements)
+  assert all(0.05 < want[name] < 0.95 for name in ("precision", "recall", "coverage")), want
+  assert got == pytest.approx(want, abs=1e-12)
+
+
+def test_knn_radii_match_sorted_distances_and_count_duplicates_as_neighbours():
+  features = _features(22, n=300, dim=8)
+  features[1] = features[0]  # a duplicate is a neighbour at distance 0, as in Naeem et al.'s code
+  d = np.sqrt(((features[:, None] - features[None]) ** 2).sum(-1))
+  for k in (1, 5):
+    radii = np.sqrt(metrics.knn_sq_radii(features, k, max_chunk_elements=1000))
+    np.testing.assert_allclose(radii, np.sort(d, axis=1)[:, k], rtol=1e-9, atol=1e-12)
+  assert metrics.knn_sq_radii(features, 1)[0] == 0.0
+
+
+def test_prdc_of_identical_sets_is_one():
+  features = _features(23, n=400, dim=16).astype(np.float32)
+  got = metrics.prdc(features, features.copy())
+  assert got["precision"] == got["recall"] == got["coverage"] == 1.0
+  # Each real ball holds its own point and its k-1 nearest neighbours (the k-th lies on the
+  # open ball's boundary): k per ball, so density is exactly 1.
+  assert got["density"] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_prdc_of_disjoint_far_sets_is_zero():
+  real = _features(24, n=200, dim=16)
+  got = metrics.prdc(real, _features(25, n=150, dim=16, shift=100.0))
+  assert got == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+
+
+def test_prdc_of_independent_samples_of_one_distribution_meets_naeem_et_al_expectations():
+  # Naeem et al. 2020: E[density] = 1 (Lemma 1); E[coverage] = 1 - Π_{i<k} (N-1-i)/(N+M-1-i)
+  # (Lemma 2), here ~0.67 for N=2000 real and M=500 fake.
+  n, m, k = 2000, 500, 5
+  rng = np.random.default_rng(28)
+  real, fake = rng.normal(size=(n, 6)), rng.normal(size=(m, 6))
+  got = metrics.prdc(real, fake, k)
+  want_coverage = metrics.expected_coverage_of_identical(n, m, k)
+  assert 0.6 < want_coverage < 0.75
+  assert got["coverage"] == pytest.approx(want_coverage, abs=0.04)
+  assert got["density"] == pytest.approx(1.0, abs=0.1)
+
+
+def test_expected_coverage_equals_the_binomial_form():
+  import math
+  for n, m, k in ((10_000, 10_000, 5), (10_000, 2000, 5), (50, 7, 3)):
+    want = 1 - math.comb(n - 1, k) / math.comb(n + m - 1, k)  # all k nearest of the pool are real
+    assert metrics.expected_coverage_of_identical(n, m, k) == pytest.approx(want, rel=1e-12)
+  assert metrics.expected_coverage_of_identical(10_000, 10_000) == pytest.approx(0.9688, abs=1e-4)
+
+
+def test_prdc_separates_fidelity_from_diversity_when_modes_are_dropped():
+  # Real data: two far clusters; fake: only the first (faithful but half as diverse).
+  rng = np.random.default_rng(29)
+  real = np.concatenate([rng.normal(size=(500, 4)), rng.normal(size=(500, 4)) + 50.0])
+  fake = rng.normal(size=(500, 4))
+  got = metrics.prdc(real, fake)
+  assert got["precision"] > 0.9 and got["density"] > 0.7
+  assert 0.3 < got["recall"] < 0.55 and 0.3 < got["coverage"] < 0.55
+
+
+def test_prdc_holds_only_chunks_of_the_distance_matrix():
+  import tracemalloc
+  real, fake = _features(30, n=3000, dim=16), _features(31, n=3000, dim=16)
+  full_matrix = 3000 * 3000 * 8  # 72 MB in float64
+  tracemalloc.start()
+  metrics.prdc(real, fake, max_chunk_elements=1 << 16)
+  peak = tracemalloc.get_traced_memory()[1]
+  tracemalloc.stop()
+  assert peak < full_matrix / 10, peak
+
+
+def test_prdc_refuses_too_few_points_and_mismatched_dimensions():
+  with pytest.raises(ValueError, match="more than k points"):
+    metrics.prdc(_features(32, n=50, dim=4), _features(33, n=5, dim=4), k=5)
+  with pytest.raises(ValueError, match="differ in dimension"):
+    metrics.prdc(_features(32, n=50, dim=4), _features(33, n=50, dim=5))

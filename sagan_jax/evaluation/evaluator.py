@@ -8,8 +8,11 @@ Those are computed once per (dataset, split, resolution, sample count, extractor
 cached as an .npz named by a hash of that key. One JSON line per evaluation goes to
 `workdir/metrics.jsonl`, holding next to the numbers what makes them comparable.
 
-Metrics: 'fid', 'is', 'intra_fid' in the FID Inception's space; 'fid_fmnist' in the space
-of the project's own Fashion-MNIST classifier (offline; comparable only with itself).
+Metrics: 'fid', 'is', 'intra_fid' in the FID Inception's space; in the space of the
+project's own Fashion-MNIST classifier (offline; comparable only with the same classifier):
+'fid_fmnist', 'class_accuracy' (the fraction of samples it assigns to their conditioning
+label; per class and the confusion counts too) and 'prdc' (precision, recall, density and
+coverage of the samples against the reference features; k-NN balls with k=5).
 """
 import hashlib
 import json
@@ -113,7 +116,7 @@ class Evaluator:
     self.spaces = {}
     if names & set(config_lib.INCEPTION_METRICS):
       self.spaces["inception"] = inception_space(config)
-    if "fid_fmnist" in names:
+    if names & set(config_lib.FMNIST_METRICS):
       self.spaces["fmnist_classifier"] = fmnist_space(config)
     self._variables = {k: jax.device_put(s.variables, replicated) for k, s in self.spaces.items()}
     constrain = lambda x: jax.lax.with_sharding_constraint(x, self._batch_sharding)
@@ -122,6 +125,7 @@ class Evaluator:
                                 out_shardings=replicated)
                      for k, s in self.spaces.items()}
     self._references = {}
+    self._real_sq_radii = {}  # the reference's k-NN radii, by space: computed once per run
 
   def _global(self, host_array: np.ndarray) -> jax.Array:
     """A full global batch, identical on every process, as a batch-sharded array."""
@@ -137,6 +141,16 @@ class Evaluator:
         out[k][0].append(np.asarray(features))
         out[k][1].append(np.asarray(logits))
     return {k: (np.concatenate(f)[:num], np.concatenate(l)[:num]) for k, (f, l) in out.items()}
+
+  def image_features(self, images: np.ndarray) -> dict:
+    """{space: (features, logits)} of host images (N, H, W, C) in [-1, 1], extracted by the
+    programs that score samples (for reference points of real or altered images)."""
+    batch_size, num = self.config.eval_batch_size, len(images)
+    pad = sharding.round_up(num, batch_size) - num
+    images = np.pad(np.asarray(images, np.float32), ((0, pad),) + ((0, 0),) * 3,
+                    constant_values=-1.0)
+    batches = (self._global(images[i:i + batch_size]) for i in range(0, len(images), batch_size))
+    return self._features(batches, num, self.spaces)
 
   # Reference statistics
 
@@ -214,11 +228,13 @@ class Evaluator:
 
   def _check_num_samples(self, num: int) -> None:
     c = self.config
-    need = {"fid": 2, "fid_fmnist": 2, "is": c.eval_is_splits, "intra_fid": 2 * c.model.num_classes}
+    need = {"fid": 2, "fid_fmnist": 2, "is": c.eval_is_splits, "intra_fid": 2 * c.model.num_classes,
+            "class_accuracy": c.model.num_classes, "prdc": metrics.PRDC_K + 1}
     least = max(need[name] for name in c.eval_metrics)
     if num < least:
       raise UserError(f"{num} samples are too few for {tuple(c.eval_metrics)}: use at least "
-                      f"{least} (intra_fid needs 2 per class, is one per split)")
+                      f"{least} (intra_fid needs 2 per class, is one per split, class_accuracy one "
+                      f"per class, prdc k+1={metrics.PRDC_K + 1} for k-NN radii)")
 
   def _intra_fid(self, features, labels, reference: Reference):
     classes = range(self.config.model.num_classes)
@@ -229,6 +245,48 @@ class Evaluator:
     return metrics.intra_fid(
         {c: features[labels == c] for c in classes},
         {c: metrics.gaussian_stats(reference.features[reference.labels == c]) for c in classes})
+
+  def _prdc(self, space: str, features, reference: Reference) -> tuple[dict, dict]:
+    """(precision/recall/density/coverage, their protocol) against the reference features."""
+    k = metrics.PRDC_K
+    if len(reference.features) <= k:
+      raise UserError(f"prdc needs more than k={k} reference images, the reference holds "
+                      f"{len(reference.features)}; raise eval_reference_samples")
+    if space not in self._real_sq_radii:
+      self._real_sq_radii[space] = metrics.knn_sq_radii(reference.features, k)
+    scores = metrics.prdc(reference.features, features, k, real_sq_radii=self._real_sq_radii[space])
+    protocol = {"k": k, "num_real": len(reference.features), "num_fake": len(features),
+                "space": space, "distance": "euclidean, strict < k-NN radius (Naeem et al. 2020)",
+                "coverage_if_identical": round(metrics.expected_coverage_of_identical(
+                    len(reference.features), len(features), k), 4)}
+    return scores, protocol
+
+  def score(self, fake: dict, labels) -> tuple[dict, dict]:
+    """(scalars, per-class lists and protocols) of samples' {space: (features, logits)} and
+    their conditioning labels, for every metric of the config."""
+    c = self.config
+    scalars, details = {}, {}
+    for name in c.eval_metrics:
+      space = "fmnist_classifier" if name in config_lib.FMNIST_METRICS else "inception"
+      features, logits = fake[space]
+      reference = self.reference(self.spaces[space])
+      if name in ("fid", "fid_fmnist"):
+        scalars[name] = metrics.frechet_distance(*metrics.gaussian_stats(features),
+                                                 reference.mu, reference.sigma)
+      elif name == "is":
+        scalars["is"], scalars["is_std"] = metrics.inception_score(logits, c.eval_is_splits)
+      elif name == "intra_fid":
+        scalars["intra_fid"], by_class = self._intra_fid(features, labels, reference)
+        details["intra_fid_per_class"] = [by_class[k] for k in sorted(by_class)]
+      elif name == "class_accuracy":
+        scalars["class_accuracy"], per_class, confusion = metrics.class_accuracy(
+            logits, labels, c.model.num_classes)
+        details["class_accuracy_per_class"] = per_class
+        details["class_confusion"] = confusion.tolist()  # row: conditioning label; column: predicted
+      else:  # prdc
+        scores, details["prdc_protocol"] = self._prdc(space, features, reference)
+        scalars.update(scores)
+    return scalars, details
 
   def evaluate(self, state, step: int, num_samples: int) -> dict:
     """Scores `num_samples` EMA samples; appends a line to metrics.jsonl; returns the scalars."""
@@ -241,21 +299,8 @@ class Evaluator:
                             self._global(y[i:i + c.eval_batch_size]))
                for i in range(0, len(z), c.eval_batch_size))
     fake = self._features(batches, num_samples, self.spaces)
-    labels = y[:num_samples]
-    scalars, per_class = {}, {}
-    for name in c.eval_metrics:
-      space = "fmnist_classifier" if name == "fid_fmnist" else "inception"
-      features, logits = fake[space]
-      reference = references[space]
-      if name in ("fid", "fid_fmnist"):
-        scalars[name] = metrics.frechet_distance(*metrics.gaussian_stats(features),
-                                                 reference.mu, reference.sigma)
-      elif name == "is":
-        scalars["is"], scalars["is_std"] = metrics.inception_score(logits, c.eval_is_splits)
-      else:
-        scalars["intra_fid"], by_class = self._intra_fid(features, labels, reference)
-        per_class["intra_fid_per_class"] = [by_class[k] for k in sorted(by_class)]
-    line = {"step": int(step), "num_samples": num_samples, **scalars, **per_class,
+    scalars, details = self.score(fake, y[:num_samples])
+    line = {"step": int(step), "num_samples": num_samples, **scalars, **details,
             **self._protocol(references), "seconds": round(time.time() - start, 1)}
     logging.info("evaluation at step %d on %d samples: %s", step, num_samples,
                  ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
