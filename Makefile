@@ -8,7 +8,7 @@ WORKDIR ?= runs/fashion_mnist
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 FMNIST_CACHE := $(HOME)/.cache/sagan_jax/fashion-mnist
 
-.PHONY: train test data venv
+.PHONY: train test data venv browser
 
 # cpu, cuda or tpu: tools/bootstrap.py detects it (nvidia-smi, a TPU chip); ACCELERATOR=... overrides.
 # The stamp names it, so that another choice reinstalls; the script writes the stamp.
@@ -31,5 +31,14 @@ data:
 train: venv data
 	$(PY) -m sagan_jax.main --config=configs/fashion_mnist.py --workdir=$(WORKDIR)
 
-test: venv data
+# tests/test_report.py drives Debian's chromium (Playwright); installed here as root with apt-get,
+# otherwise its browser tests skip and say why.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get install -y -qq chromium chromium-driver || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) \
+	  || echo "chromium not installed: the browser tests of tests/test_report.py will skip"; \
+	else echo "not root or no apt-get: the browser tests of tests/test_report.py will skip"; fi
+
+test: venv data browser
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
