@@ -120,7 +120,8 @@ def final_metrics(result: dict) -> dict:
   evals = [e for e in result.get("evaluations", []) if e["step"] == result["steps"]]
   if not evals:
     return {}
-  keys = ("fid", "fid_fmnist", "is", "is_std", "intra_fid", "num_samples")
+  keys = ("fid", "fid_fmnist", "class_accuracy", "coverage", "density", "precision", "recall",
+          "is", "is_std", "intra_fid", "num_samples")
   return {k: evals[-1][k] for k in keys if k in evals[-1]}
 
 
@@ -128,7 +129,8 @@ def metric_names(results) -> list:
   present = set()
   for r in results:
     present.update(final_metrics(r))
-  return [k for k in ("fid", "fid_fmnist", "intra_fid", "is") if k in present]
+  return [k for k in ("fid", "fid_fmnist", "class_accuracy", "coverage", "density", "precision",
+                      "recall", "intra_fid", "is") if k in present]
 
 
 def write_tables(args, results: list, title: str, notes: str = "") -> None:
