@@ -1,10 +1,171 @@
 """What every command-line tool of the package does before and around its work:
 TF kept off the accelerators, jax.distributed on multi-process launches, the persistent
-XLA cache, and a user's mistake printed as one line instead of a traceback."""
+XLA cache, and a user's mistake printed as one line instead of a traceback.
+
+Every tool starts as ``app.run(main, flags_parser=cli.parse_flags)`` and runs its work
+inside ``cli.run``:
+
+- ``parse_flags``: a bad flag, an unknown config field, a config file that does not load or
+  a config variant that does not exist end in one ``error:`` line and exit code 2 (absl and
+  ml_collections would print a traceback or a usage page, exit code 1). It also makes a
+  second SIGINT/SIGTERM end the process at once, whatever it is doing.
+- ``run``: a UserError, a full disk and an interrupted start-up end in one line.
+"""
 import logging
 import os
+import re
+import signal
 import sys
+import threading
 
+USAGE_EXIT = 2          # a user's mistake
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _fail(message: str, code: int = USAGE_EXIT):
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(code)
+
+
+def _tool_name() -> str:
+  main = sys.modules.get("__main__")
+  spec = getattr(main, "__spec__", None)
+  return spec.name if spec is not None else os.path.basename(sys.argv[0] or "python")
+
+
+# Flags
+
+def _last_line(text: str) -> str:
+  """The exception line of a traceback folded into a message, without its type."""
+  lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+  last = lines[-1] if lines else ""
+  return re.sub(r"^[A-Za-z_.]*(Error|Exception|Exit)\w*: ", "", last)
+
+
+def _unknown_field(e: BaseException, argv) -> str | None:
+  """ml_collections' KeyError/AttributeError for --config.a.b=… naming no field of the config."""
+  text = str(e).replace("\\n", "\n").replace("\\'", "'")
+  key = re.search(r"'(\w+)'", text)
+  if not key:
+    return None
+  suggestion = re.search(r'Did you mean "(\w+)"', text)
+  for arg in argv:
+    override = re.match(r"^--?(?:no)?(\w+)\.([\w.]+)", arg)
+    parts = override.group(2).split(".") if override else []
+    if key.group(1) in parts:
+      flag, at = override.group(1), parts.index(key.group(1))
+      unknown = ".".join(parts[:at + 1])
+      hint = ""
+      if suggestion:
+        hint = f" (did you mean --{flag}.{'.'.join(parts[:at] + [suggestion.group(1)] + parts[at + 1:])}?)"
+      return (f"--{flag}.{override.group(2)}: the config has no field {unknown!r}{hint}; the "
+              f"config file lists every field with a comment")
+  return None
+
+
+def flag_error(e: BaseException, argv) -> str:
+  """One line for an exception raised while parsing the command line (all of it user input:
+  flags, the config file they name, its variant, its overrides)."""
+  text = str(e)
+  if isinstance(e, (KeyError, AttributeError)) and (line := _unknown_field(e, argv)):
+    return line
+  required = re.match(r"flag --(\w+)=None: Flag --\w+ must have a value other than None", text)
+  if required:
+    return f"--{required.group(1)} is required (python -m {_tool_name()} --helpshort lists the flags)"
+  if "Error whilst parsing config file" in text:  # config_flags folds in the file's traceback
+    head = text.split(": Error whilst parsing config file")[0].strip()
+    return f"{head}: {_last_line(text)}"
+  if "Failed loading config file" in text or isinstance(e, (OSError, ImportError, SyntaxError)):
+    config = next((a.split("=", 1)[1] for a in argv if re.match(r"^--?config=", a)), None)
+    where = f"--config={config}" if config else "--config"
+    detail = _last_line(text).replace("[Errno 2] ", "")
+    if isinstance(e, SyntaxError):
+      detail = f"{e.msg} ({e.filename}, line {e.lineno})"
+    return f"{where}: the config file does not load ({detail})"
+  from absl import flags
+  if not isinstance(e, flags.Error) and any(re.match(r"^--?config=", a) for a in argv):
+    config = next(a.split("=", 1)[1] for a in argv if re.match(r"^--?config=", a))
+    return (f"--config={config}: the config file does not load ({type(e).__name__}: "
+            f"{_last_line(text)})")
+  return " ".join(text.split()) or type(e).__name__
+
+
+def parse_flags(argv):
+  """absl's flag parsing (``app.run(main, flags_parser=cli.parse_flags)``) with every mistake
+  as one ``error:`` line, exit code 2; positional arguments are refused the same way."""
+  from absl import flags
+  from ml_collections.config_flags import config_flags
+  exit_on_second_signal()
+  flag_values = flags.FLAGS
+  try:
+    rest = flag_values(argv)
+    for name in list(flag_values):  # a config file that failed to load raises on first use
+      flag = flag_values[name]
+      if isinstance(flag.parser, config_flags.ConfigFileFlagParser) and flag.value is not None:
+        getattr(flag.value, "get", None)
+  except KeyboardInterrupt:
+    stopped_at_start_up(signal.SIGINT)
+  except Exception as e:  # pylint: disable=broad-except  (only user input is parsed here)
+    _fail(flag_error(e, argv))
+  if len(rest) > 1:
+    _fail(f"unexpected arguments: {' '.join(rest[1:])}; every option is a --flag "
+          f"(python -m {_tool_name()} --helpshort lists them)")
+  return rest
+
+
+# Signals
+
+_WATCHER = []
+
+
+def exit_on_second_signal() -> None:
+  """A second SIGINT/SIGTERM ends the process at once (exit 128 + signal), whatever phase
+  it is in: also when the main thread is blocked in native code (a data pipeline, a
+  compile, a save) and Python signal handlers cannot run. The first keeps its meaning
+  (training: finish the step, save, stop; elsewhere SIGINT stops with one line, and
+  SIGTERM, with no Python handler outside the training loop, ends the process itself).
+
+  Works through the signal module's wake-up file descriptor, which the C-level handler
+  writes each signal number to as it arrives; a daemon thread counts them.
+  """
+  if _WATCHER or threading.current_thread() is not threading.main_thread():
+    return
+  read_fd, write_fd = os.pipe()
+  os.set_blocking(write_fd, False)
+  try:
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+  except ValueError:
+    return
+
+  def watch():
+    seen = 0
+    while True:
+      for signum in os.read(read_fd, 64):
+        if signum in STOP_SIGNALS:
+          seen += 1
+          if seen >= 2:
+            name = signal.Signals(signum).name
+            os.write(2, f"stopped at once by a second {name}: nothing more is saved; checkpoints "
+                        f"written before stay, and rerunning the same command resumes from the "
+                        f"last one\n".encode())
+            os._exit(128 + signum)
+
+  thread = threading.Thread(target=watch, name="second-signal-exit", daemon=True)
+  thread.start()
+  _WATCHER.append(thread)
+
+
+def stopped_at_start_up(signum: int):
+  """The one line of a SIGINT that arrived outside the training loop (whose own handler
+  finishes the step and saves): during imports, flag parsing, set-up, or a tool's work."""
+  name = signal.Signals(signum).name
+  print(f"stopped by {name} outside the training loop (start-up, shut-down or a tool's work), "
+        f"with no training step running; what was written before stays; rerun the same command "
+        f"to resume", file=sys.stderr)
+  sys.exit(128 + signum)
+
+
+# Start and run
 
 def maybe_initialize_distributed():
   """Multi-process launches set these variables; jax.distributed reads the cluster's own.
@@ -35,9 +196,8 @@ def start(argv, *, distributed: bool, log_level=logging.INFO):
   """Common start of a tool. ``distributed``: a command that may run as several processes and
   compiles large programs (main, evaluate): jax.distributed on multi-process launches and the
   persistent XLA cache. Every tool keeps TensorFlow (tf.data, event files) off the GPUs."""
-  from absl import app
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    _fail(f"unexpected arguments: {' '.join(argv[1:])}; every option is a --flag")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")  # TF would otherwise take the GPUs' memory
@@ -47,15 +207,30 @@ def start(argv, *, distributed: bool, log_level=logging.INFO):
   logging.getLogger().setLevel(log_level)
 
 
+def disk_full_message(e: BaseException) -> str:
+  where = getattr(e, "filename", None)
+  return (f"no space left on the device{f' writing {where}' if where else ''} "
+          f"({' '.join(str(e).split())[:200]}); free space there (old runs, older checkpoints: "
+          f"lower keep_checkpoints) and rerun the same command: what was saved before stays "
+          f"and a training resumes from its last checkpoint")
+
+
 def run(fn, *args, **kwargs):
   """fn(*args, **kwargs); a UserError ends the process with its one-line message (exit 2),
-  a preemption with its own message and exit code."""
-  from sagan_jax.errors import Preempted, UserError
+  a preemption with its own message and exit code, a full disk with one line saying what to
+  free (exit 2), a SIGINT outside the training loop with one line (exit 130)."""
+  from sagan_jax.errors import Preempted, UserError, disk_full
   try:
     return fn(*args, **kwargs)
   except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _fail(" ".join(str(e).split()))
   except Preempted as e:
     print(str(e), file=sys.stderr)
     sys.exit(e.exit_code)
+  except KeyboardInterrupt:
+    stopped_at_start_up(signal.SIGINT)
+  except Exception as e:  # pylint: disable=broad-except
+    full = disk_full(e)
+    if full is None:
+      raise
+    _fail(disk_full_message(full))

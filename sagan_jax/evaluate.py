@@ -41,11 +41,17 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
   return scalars
 
 
-def main(argv):
+def _evaluate(argv):
   from sagan_jax import cli
   cli.start(argv, distributed=True)
-  cli.run(evaluate_checkpoint, FLAGS.config, FLAGS.workdir, FLAGS.step, FLAGS.num_samples)
+  return evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.step, FLAGS.num_samples)
+
+
+def main(argv):
+  from sagan_jax import cli
+  cli.run(_evaluate, argv)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from sagan_jax import cli
+  app.run(main, flags_parser=cli.parse_flags)

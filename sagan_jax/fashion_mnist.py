@@ -5,6 +5,7 @@ files; they find and decode them here.
 """
 import gzip
 import os
+import zlib
 
 import numpy as np
 
@@ -43,15 +44,38 @@ def paths(split: str, data_dir: str = "") -> list:
   return found
 
 
+IDX_UINT8 = 0x08  # byte 2 of an IDX header: the element type (unsigned byte)
+
+
 def read_idx(path: str) -> np.ndarray:
-  """gzip IDX file (byte 3 is the rank, then big-endian uint32 dims, then uint8 data)."""
-  with gzip.open(path, "rb") as f:
-    data = f.read()
-  dims = np.frombuffer(data, ">u4", count=data[3], offset=4)
-  return np.frombuffer(data, np.uint8, offset=4 + 4 * data[3]).reshape(dims)
+  """gzip IDX file (bytes 0-1 zero, byte 2 the type, byte 3 the rank, then big-endian uint32
+  dims, then uint8 data). A truncated, corrupt or foreign file is refused naming it."""
+  redo = (f"; download it again (python -m sagan_jax.fetch_fashion_mnist DIR) or reinstall "
+          f"dataset-fashion-mnist")
+  try:
+    with gzip.open(path, "rb") as f:
+      data = f.read()
+  except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+    raise UserError(f"{path} is truncated or not a gzip file ({e}){redo}") from None
+  if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != IDX_UINT8:
+    raise UserError(f"{path} is not an IDX file of bytes (its header is {data[:4]!r}){redo}")
+  rank = data[3]
+  header = 4 + 4 * rank
+  if len(data) < header:
+    raise UserError(f"{path} ends inside its IDX header{redo}")
+  dims = np.frombuffer(data, ">u4", count=rank, offset=4)
+  expected = header + int(np.prod(dims, dtype=np.int64))
+  if len(data) != expected:
+    raise UserError(f"{path} holds {len(data) - header} bytes of data but its header "
+                    f"{tuple(int(d) for d in dims)} needs {expected - header}{redo}")
+  return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
 
 
 def load(split: str, data_dir: str = "") -> tuple[np.ndarray, np.ndarray]:
   """(images uint8 (N, 28, 28, 1), labels int32 (N,)) of a split."""
-  images, labels = (read_idx(p) for p in paths(split, data_dir))
+  images_path, labels_path = paths(split, data_dir)
+  images, labels = read_idx(images_path), read_idx(labels_path)
+  if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+    raise UserError(f"{images_path} ({images.shape}) and {labels_path} ({labels.shape}) are not "
+                    f"the images (N, 28, 28) and labels (N,) of one split; check the files")
   return images[..., None], labels.astype(np.int32)

@@ -9,6 +9,8 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
+from sagan_jax import cli
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (optionally :variant).",
                                 lock_config=True)
@@ -16,14 +18,17 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and sample
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
-  from sagan_jax import cli
+def _train(argv):
   cli.start(argv, distributed=True)
   for handler in logging.getLogger().handlers:  # orbax narrates every save at INFO
     handler.addFilter(lambda r: r.levelno >= logging.WARNING or "orbax" not in r.pathname)
   from sagan_jax import train
-  cli.run(train.train_and_evaluate, FLAGS.config, FLAGS.workdir)
+  return train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+def main(argv):
+  cli.run(_train, argv)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

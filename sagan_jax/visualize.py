@@ -90,9 +90,8 @@ def write_run_figures(workdir, *, step=None, classes=None, queries=4, num_images
   return written
 
 
-def _main(argv):
+def _figures(argv):
   import logging
-  import sys
   from absl import flags
   from sagan_jax import cli
   cli.start(argv, distributed=False, log_level=logging.WARNING)
@@ -100,18 +99,22 @@ def _main(argv):
   try:
     classes = [int(c) for c in f.classes.split(",")] if f.classes else None
   except ValueError:
-    print(f"error: --classes={f.classes!r} is not a comma-separated list of class indices",
-          file=sys.stderr)
-    sys.exit(2)
-  for path in cli.run(write_run_figures, f.workdir, step=f.step, classes=classes,
-                      queries=f.queries, num_images=f.num_images, network=f.network,
-                      sheets=f.sheets, sheet_size=f.sheet_size, seed=f.seed,
-                      heat_scale=f.heat_scale):
+    raise UserError(f"--classes={f.classes!r} is not a comma-separated list of class "
+                    f"indices") from None
+  return write_run_figures(f.workdir, step=f.step, classes=classes, queries=f.queries,
+                           num_images=f.num_images, network=f.network, sheets=f.sheets,
+                           sheet_size=f.sheet_size, seed=f.seed, heat_scale=f.heat_scale)
+
+
+def _main(argv):
+  from sagan_jax import cli
+  for path in cli.run(_figures, argv):
     print(path)
 
 
 if __name__ == "__main__":
   from absl import app, flags
+  from sagan_jax import cli
   flags.DEFINE_string("workdir", None, "A training run's --workdir.")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
   flags.DEFINE_string("classes", "", "Comma-separated class indices (default: up to 10 spread out).")
@@ -124,4 +127,4 @@ if __name__ == "__main__":
   flags.DEFINE_enum("heat_scale", "query", list(figures.HEAT_SCALES),
                     "Colour scale of the attention maps: per map, or one for the whole figure.")
   flags.mark_flags_as_required(["workdir"])
-  app.run(_main)
+  app.run(_main, flags_parser=cli.parse_flags)
