@@ -10,6 +10,7 @@ import os
 import jax
 import jax.numpy as jnp
 import ml_collections
+from etils import epath
 
 from sagan_jax import losses
 from sagan_jax.errors import UserError
@@ -86,15 +87,48 @@ def check_evaluation(config, num_devices: int) -> None:
                     f"use 'fid' for other data")
 
 
+def _number(config, name: str, integer: bool = False):
+  """config's dotted field ``name``, refused unless a (whole) number."""
+  value = config
+  for part in name.split("."):
+    value = value[part]
+  kinds = (int,) if integer else (int, float)
+  if isinstance(value, bool) or not isinstance(value, kinds):
+    raise UserError(f"{name} must be {'a whole number' if integer else 'a number'}, got {value!r}")
+  return value
+
+
+def _check_numbers(config) -> None:
+  """Counts, rates and coefficients in the ranges where training means something."""
+  for name in ("num_train_steps", "batch_size", "d_steps_per_g_step", "log_every_steps",
+               "sample_every_steps", "checkpoint_every_steps", "keep_checkpoints",
+               "max_nonfinite_steps", "standing_stats_batches", "num_sample_columns",
+               "model.num_classes", "model.ch", "model.z_dim", "model.image_channels"):
+    if _number(config, name, integer=True) <= 0:
+      raise UserError(f"{name} must be positive, got {_number(config, name)}")
+  for name in ("ema_start_step", "eval_every_steps"):
+    if _number(config, name, integer=True) < 0:
+      raise UserError(f"{name} must be 0 or more, got {_number(config, name)}")
+  for name in ("optimizer.g_lr", "optimizer.d_lr"):
+    if not 0 < _number(config, name) < float("inf"):
+      raise UserError(f"{name} must be a positive learning rate, got {_number(config, name)} "
+                      f"(the paper: g_lr 1e-4, d_lr 4e-4)")
+  for name in ("optimizer.b1", "optimizer.b2"):
+    if not 0 <= _number(config, name) < 1:
+      raise UserError(f"{name} must lie in [0, 1) (Adam's decay of its moment estimates), got "
+                      f"{_number(config, name)} (the paper: b1 0, b2 0.9)")
+  if not 0 < _number(config, "optimizer.eps") < float("inf"):
+    raise UserError(f"optimizer.eps must be positive (Adam divides by sqrt(v) + eps, and v is 0 "
+                    f"for parameters without gradient yet), got {config.optimizer.eps}; e.g. 1e-8")
+  if not 0 <= _number(config, "ema_decay") <= 1:
+    raise UserError(f"ema_decay must lie in [0, 1], got {config.ema_decay}")
+
+
 def validate_config(config, num_devices: int | None = None) -> None:
   """Raises UserError, naming the field, for a config that cannot train on ``num_devices``
   devices (None: the batch size is not checked against a device count)."""
   _check_model(config.model)
-  for name in ("num_train_steps", "batch_size", "d_steps_per_g_step", "log_every_steps",
-               "sample_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-               "max_nonfinite_steps"):
-    if config[name] <= 0:
-      raise UserError(f"{name} must be positive, got {config[name]}")
+  _check_numbers(config)
   if config.sample_bn_stats not in SAMPLE_BN_STATS:
     raise UserError(f"sample_bn_stats {config.sample_bn_stats!r} is not one of {SAMPLE_BN_STATS}")
   if config.dtype not in DTYPES:
@@ -118,18 +152,34 @@ def program_fingerprint(config) -> str:
 
 # The run's config.json
 
+def _path(workdir: str, name: str = RUN_CONFIG) -> epath.Path:
+  """A file of the workdir through the path layer (local disk, gs://, …)."""
+  return epath.Path(workdir) / name
+
+
+def _read_saved(path: epath.Path) -> dict:
+  """The JSON object in a run's config.json, or a UserError saying what to do."""
+  try:
+    saved = json.loads(path.read_text())
+    if not isinstance(saved, dict) or not isinstance(saved.get("model", {}), dict):
+      raise ValueError("not a JSON object of config fields")
+    return saved
+  except (OSError, ValueError) as e:
+    raise UserError(f"{path} is not readable as a run's config ({' '.join(str(e).split())}); "
+                    f"restore it from a copy of the run, or delete it to record the current config "
+                    f"(--config) in its place") from None
+
+
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run was trained with, completed with the fields added since."""
-  path = os.path.join(workdir, RUN_CONFIG)
-  if not os.path.exists(path):
+  path = _path(workdir)
+  if not path.exists():
     raise UserError(f"{path} does not exist; pass the --workdir of a training run "
                     f"(python -m sagan_jax.main writes it when a run starts)")
-  try:
-    with open(path) as f:
-      config = ml_collections.ConfigDict(json.load(f))
-  except (OSError, ValueError) as e:
-    raise UserError(f"{path} is not readable as a run's config ({e}); restore it from a copy of "
-                    f"the run or pass --config") from None
+  config = ml_collections.ConfigDict(_read_saved(path))
+  if not isinstance(config.get("model"), ml_collections.ConfigDict):
+    raise UserError(f"{path} holds no model fields; restore it from a copy of the run or pass "
+                    f"--config")
   for key, value in ADDED_MODEL_FIELDS.items():  # runs written before the field existed
     if key not in config.model:
       config.model[key] = value
@@ -142,12 +192,12 @@ def _shape_fields(model_dict: dict) -> dict:
   return json.loads(json.dumps(kept))  # tuples -> lists
 
 
-def check_config_compatible(config, workdir: str, resuming: bool) -> None:
-  """Records the config in workdir/config.json; on resume, refuses a model that differs from it."""
-  path = os.path.join(workdir, RUN_CONFIG)
-  if resuming and os.path.exists(path):
-    with open(path) as f:
-      saved = _shape_fields(json.load(f).get("model", {}))
+def check_config_compatible(config, workdir: str, resuming: bool, write: bool = True) -> None:
+  """On resume, refuses a model that differs from workdir/config.json; then (``write``) records
+  the config there when the workdir has none yet."""
+  path = _path(workdir)
+  if resuming and path.exists():
+    saved = _shape_fields(_read_saved(path).get("model", {}))
     model = _shape_fields(config.model.to_dict())
     # A field the saved config lacks was added to the code later, with a default that
     # reproduces the old behaviour; only fields both sides know can disagree.
@@ -158,14 +208,22 @@ def check_config_compatible(config, workdir: str, resuming: bool) -> None:
       raise UserError(f"{workdir} holds a run of another model: {fields}; use a new --workdir "
                       f"or the workdir's config")
     return
-  if jax.process_index() == 0:
+  if write and jax.process_index() == 0:
     write_run_config(config, workdir)
 
 
 def write_run_config(config, workdir: str) -> None:
-  """Atomically: a reader never sees half a file, a crash never leaves one."""
-  path = os.path.join(workdir, RUN_CONFIG)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(config.to_json(indent=1))
-  os.replace(tmp, path)
+  """Atomically: a reader never sees half a file, a crash never leaves one (on a local disk
+  through a rename; an object store makes an object visible only once it is complete)."""
+  path = _path(workdir)
+  text = config.to_json(indent=1)
+  if "://" in os.fspath(path):
+    path.write_text(text)
+    return
+  tmp = path.parent / f"{path.name}.tmp{os.getpid()}"
+  try:
+    tmp.write_text(text)
+    os.replace(tmp, path)
+  finally:
+    if tmp.exists():
+      tmp.unlink()
