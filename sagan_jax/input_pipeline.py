@@ -12,9 +12,12 @@ restarted at example k continues exactly where it stopped. The sources are read 
 random access, and each process reads only its own rows of every global batch: P
 processes read disjoint shares of each epoch that together cover it.
 """
+import json
 import logging
 import os
+import socket
 from typing import Callable, Iterator, NamedTuple
+from urllib.parse import urlparse
 
 import numpy as np
 import tensorflow as tf
@@ -151,6 +154,7 @@ class Source(NamedTuple):
   description: str    # for messages, e.g. "TFDS imagenet2012/5.1.0 split 'train'"
   num_examples: int
   examples: Callable  # (local index batches, config) -> dataset of {'image', 'label'[, skip info]}
+  class_names: tuple = ()  # an image folder's classes (its label map)
 
 
 def in_memory_source(data: InMemoryData, description: str) -> Source:
@@ -193,6 +197,49 @@ def list_image_folder(root: str) -> ImageFolder:
   return ImageFolder(np.asarray(paths), np.asarray(labels, np.int32), class_names)
 
 
+DECODE_CHECK_PARALLELISM = 16  # classes whose files are tried at once
+
+
+def undecodable_classes(folder: ImageFolder, resolution: int, channels: int) -> list:
+  """The labels of the classes none of whose files decodes (into a model image).
+
+  Per class, files are tried in order until one decodes: one read per healthy class, all
+  of them for a class that has none (which training would silently fill with the next
+  class's images)."""
+  num_classes = len(folder.class_names)
+  starts = np.searchsorted(folder.labels, np.arange(num_classes + 1))
+  paths, starts = tf.constant(folder.paths), tf.constant(starts, tf.int64)
+
+  def first_decodable(label):
+    def attempt(i):
+      image = decode_and_preprocess(tf.io.read_file(paths[i]), resolution=resolution,
+                                    channels=channels)
+      return label, tf.reduce_min(image)  # an output of the decode: never pruned
+    return (tf.data.Dataset.range(starts[label], starts[label + 1]).map(attempt)
+            .ignore_errors().take(1).map(lambda label, _: label))
+
+  found = tf.data.Dataset.range(num_classes).interleave(
+      first_decodable, cycle_length=DECODE_CHECK_PARALLELISM,
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+  decodable = {int(label) for label in found.as_numpy_iterator()}
+  return [label for label in range(num_classes) if label not in decodable]
+
+
+def check_folder_decodes(folder: ImageFolder, root: str, resolution: int, channels: int) -> None:
+  """Refuses a folder with a class (or no class at all) whose files all fail to decode."""
+  bad = undecodable_classes(folder, resolution, channels)
+  if len(bad) == len(folder.class_names):
+    raise UserError(f"no file of image folder {root!r} decodes as an image ({len(folder.paths)} "
+                    f"tried); check that the files are JPEG/PNG images and not truncated")
+  if bad:
+    counts = np.bincount(folder.labels, minlength=len(folder.class_names))
+    names = ", ".join(f"{folder.class_names[c]!r} (label {c}, {counts[c]} files)" for c in bad[:5])
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    raise UserError(f"no file of class folder(s) {names}{more} in {root!r} decodes as an image, "
+                    f"so the class would never be trained; replace its files or remove the folder "
+                    f"(and lower model.num_classes)")
+
+
 def write_label_map(workdir: str, class_names: list, write: bool = True) -> str:
   """workdir/label_map.txt, '<label>\t<class name>' per line; refuses classes changed since."""
   path = os.path.join(workdir, LABEL_MAP_FILE)
@@ -227,12 +274,19 @@ def folder_source(folder: ImageFolder, description: str) -> Source:
                                       flip_seed=_flip_seed(config, e["position"]))
         return {"image": image, "label": labels[i], "skipped": offset,
                 "skipped_file": paths[e["index"]]}
-      return tf.data.Dataset.range(n).map(attempt).ignore_errors().take(1)
+      # A sentinel after the n attempts: no file decodes. The host iterator refuses it
+      # instead of the interleave drawing example after example forever.
+      none_decodes = tf.data.Dataset.from_tensors({
+          "image": tf.zeros([m.resolution, m.resolution, m.image_channels], tf.float32),
+          "label": tf.constant(-1, tf.int32), "skipped": tf.constant(n, tf.int64),
+          "skipped_file": paths[e["index"]]})
+      return (tf.data.Dataset.range(n).map(attempt).ignore_errors().take(1)
+              .concatenate(none_decodes).take(1))
 
     # Each inner dataset yields exactly one example, so the interleave keeps the input order.
     return index_batches.unbatch().interleave(
         first_decodable, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return Source(description, n, examples)
+  return Source(description, n, examples, tuple(folder.class_names))
 
 
 def tfds_source(data_source, image_key: str, label_key: str, description: str) -> Source:
@@ -267,6 +321,11 @@ def _tfds_builder(dataset):
   except AssertionError as e:  # TFDS's way of saying the version does not exist
     raise UserError(f"TFDS cannot build {name!r} ({str(e).splitlines()[0]}); fix "
                     f"--config.dataset.version") from None
+  except ValueError as e:  # a name TFDS cannot parse: 'fashion-mnist', 'a b', '5.1'
+    hint = f" (did you mean {dataset.name.replace('-', '_')!r}?)" if "-" in dataset.name else ""
+    raise UserError(f"dataset.name {dataset.name!r} / dataset.version {dataset.version!r} is not "
+                    f"a dataset name{hint}: use 'fashion_mnist', 'folder' or a TFDS name (letters, "
+                    f"digits, underscores) such as 'cifar10' ({str(e).splitlines()[0]})") from None
 
 
 def _split_name(split: str) -> str:
@@ -292,9 +351,45 @@ def _prepare_tfds(builder, dataset, process_count: int) -> None:
   if process_count > 1:  # every process would write the same files
     raise UserError(f"{builder.info.full_name} is not prepared in {builder.data_dir_root}; run "
                     f"once as a single process to prepare it, then start the {process_count} processes")
+  if not builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
+    _check_download_reachable(builder)
   logging.info("preparing %s in %s as array_record (once)", builder.info.full_name, builder.data_dir)
-  builder.download_and_prepare(file_format="array_record",
-                               download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  try:
+    builder.download_and_prepare(file_format="array_record",
+                                 download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  except (OSError, tfds.download.DownloadError) as e:  # requests' errors are OSErrors
+    raise UserError(f"{_not_prepared(builder)}, and downloading it failed "
+                    f"({' '.join(str(e).split())[:300]}); {_how_to_prepare(builder)}") from None
+
+
+DOWNLOAD_PROBE_TIMEOUT = 5.0  # seconds to connect to a download host before calling it unreachable
+
+
+def _not_prepared(builder) -> str:
+  return f"TFDS {builder.info.full_name} is not prepared in {builder.data_dir_root}"
+
+
+def _how_to_prepare(builder) -> str:
+  return (f"run once where the download works (the first run prepares it into "
+          f"<data_dir>/{builder.info.full_name}) and copy that folder to {builder.data_dir}, or "
+          f"set --config.dataset.data_dir to a TFDS data_dir that holds it")
+
+
+def _check_download_reachable(builder) -> None:
+  """Refuses at once, offline, a dataset TFDS would download: its download manager retries
+  an unreachable host for minutes. The hosts are those of the builder's recorded URLs."""
+  hosts = sorted({(u.hostname, u.port or (443 if u.scheme == "https" else 80))
+                  for u in map(urlparse, builder.url_infos or ()) if u.hostname})
+  errors = []
+  for host, port in hosts:
+    try:
+      socket.create_connection((host, port), timeout=DOWNLOAD_PROBE_TIMEOUT).close()
+      return
+    except OSError as e:
+      errors.append(f"{host}: {e.strerror or e}")
+  if errors:
+    raise UserError(f"{_not_prepared(builder)} and its download host cannot be reached "
+                    f"({'; '.join(errors)}); {_how_to_prepare(builder)}")
 
 
 def load_tfds(config, process_count: int = 1) -> Source:
@@ -332,7 +427,49 @@ def load_tfds(config, process_count: int = 1) -> Source:
 
 
 def load_source(config, *, process_index: int = 0, process_count: int = 1,
-                workdir: str | None = None) -> Source:
+                workdir: str | None = None, write: bool = True) -> Source:
+  """The source ``config.dataset`` names, checked against the model (labels, classes,
+  decodable files). ``workdir`` receives (write) or is checked against (write=False) a
+  folder's label map."""
+  key = _source_key(config, process_index, process_count, workdir)
+  source = _PRELOADED.pop(key, None)
+  if source is None:
+    source = _load_source(config, process_index=process_index, process_count=process_count,
+                          workdir=workdir)
+  if source.class_names and workdir:
+    path = write_label_map(workdir, list(source.class_names), write=write and process_index == 0)
+    logging.info("%s: %d images of %d classes; label map in %s", source.description,
+                 source.num_examples, len(source.class_names), path)
+  return source
+
+
+_PRELOADED = {}  # the source a run checked at start-up, for its first iterator
+
+
+def _source_key(config, process_index, process_count, workdir) -> str:
+  m = config.model
+  return json.dumps([config.dataset.to_dict(), m.num_classes, m.image_channels, m.resolution,
+                     process_index, process_count, workdir], sort_keys=True, default=str)
+
+
+def preload_source(config, *, process_index: int = 0, process_count: int = 1,
+                   workdir: str | None = None) -> Source:
+  """load_source without writing anything: the data checks a run does before it writes a
+  file or compiles. The next load_source of the same arguments takes it instead of reading
+  the data again (once); forget_preloaded drops it."""
+  source = load_source(config, process_index=process_index, process_count=process_count,
+                       workdir=workdir, write=False)
+  _PRELOADED.clear()
+  _PRELOADED[_source_key(config, process_index, process_count, workdir)] = source
+  return source
+
+
+def forget_preloaded() -> None:
+  _PRELOADED.clear()
+
+
+def _load_source(config, *, process_index: int, process_count: int, workdir) -> Source:
+  del workdir  # the label map is load_source's
   dataset, model = config.dataset, config.model
   if dataset.name == "fashion_mnist":
     data = InMemoryData(*fashion_mnist.load(dataset.split, dataset.data_dir))
@@ -346,10 +483,7 @@ def load_source(config, *, process_index: int = 0, process_count: int = 1,
     folder = list_image_folder(dataset.data_dir)
     description = f"image folder {dataset.data_dir!r}"
     check_labels(folder.labels, model.num_classes, description)
-    if workdir:
-      path = write_label_map(workdir, folder.class_names, write=process_index == 0)
-      logging.info("%s: %d images of %d classes; label map in %s", description,
-                   len(folder.paths), len(folder.class_names), path)
+    check_folder_decodes(folder, dataset.data_dir, model.resolution, model.image_channels)
     return folder_source(folder, description)
   return load_tfds(config, process_count)
 
@@ -368,12 +502,16 @@ def train_dataset(config, source: Source, *, start_index: int = 0, process_index
   return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def _log_skipped(batches: Iterator[dict]) -> Iterator[dict]:
-  """Drops the folder source's skip fields after logging each skipped file and the running count."""
+def _log_skipped(batches: Iterator[dict], num_files: int, description: str) -> Iterator[dict]:
+  """Drops the folder source's skip fields after logging each skipped file and the running
+  count; refuses a source none of whose files decodes any more."""
   total = 0
   for batch in batches:
     skipped, files = batch.pop("skipped", ()), batch.pop("skipped_file", ())
     for count, name in zip(skipped, files):
+      if count >= num_files:
+        raise UserError(f"no file of {description} decodes as an image any more ({num_files} "
+                        f"tried); check the files")
       if count:
         total += int(count)
         logging.warning("skipped %d undecodable image(s) from %s on; %d skipped so far",
@@ -401,8 +539,9 @@ def create_train_iterator(config, *, start_index: int = 0, process_index: int = 
                        workdir=workdir)
   ds = train_dataset(config, source, start_index=start_index, process_index=process_index,
                      process_count=process_count)
-  return _check_label_range(_log_skipped(ds.as_numpy_iterator()), config.model.num_classes,
-                            source.description)
+  return _check_label_range(_log_skipped(ds.as_numpy_iterator(), source.num_examples,
+                                          source.description),
+                            config.model.num_classes, source.description)
 
 
 def stack_d_step_batches(iterator: Iterator[dict], d_steps: int) -> dict:
