@@ -1,8 +1,10 @@
 """Pure numpy/PIL drawing: sample grids, PNGs, query points and attention overlays
 (the paper's Fig. 1 / Fig. 5). No JAX program: callers hand in arrays."""
+import io
 import os
 
 import numpy as np
+from etils import epath
 from PIL import Image, ImageDraw
 
 QUERY_COLORS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
@@ -35,13 +37,29 @@ def tile(panels: np.ndarray, pad: int = 1) -> np.ndarray:
 
 
 def save_png(image: np.ndarray, path: str, scale: int = 1) -> None:
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  """Writes the PNG whole or not at all: encoded in memory, then on a local disk written to
+  a temporary file that is renamed over ``path`` (an object store such as ``gs://``, reached
+  through etils.epath, shows an object only once complete). A failed write (a full disk)
+  leaves no partial file and raises the OSError."""
   if image.shape[-1] == 1:
     image = image[..., 0]
   pil = Image.fromarray(image)
   if scale > 1:
     pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
-  pil.save(path)
+  buffer = io.BytesIO()
+  pil.save(buffer, format="PNG")
+  target = epath.Path(path)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  if "://" in os.fspath(path):
+    target.write_bytes(buffer.getvalue())
+    return
+  tmp = target.parent / f".{target.name}.tmp{os.getpid()}"
+  try:
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, target)
+  finally:
+    if tmp.exists():
+      tmp.unlink()
 
 
 def query_points(side: int, k: int, seed: int = 0) -> np.ndarray:

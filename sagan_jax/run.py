@@ -4,7 +4,6 @@ programs to use it with, built once.
 The tools that read runs (evaluate, visualize, report) need only ``--workdir``: the
 config comes from the ``config.json`` training wrote there.
 """
-import os
 from typing import Any, NamedTuple
 
 import jax
@@ -26,14 +25,15 @@ class Run(NamedTuple):
 
 def open_run(workdir: str, step: int | None = None, mesh: Mesh | None = None,
              config=None) -> Run:
-  """Checkpoint ``step`` (None: the latest) of the run in ``workdir``.
+  """Checkpoint ``step`` (None: the newest that reads back, with a warning naming the
+  unreadable newer ones) of the run in ``workdir``.
 
   ``config`` None: the run's own; otherwise a config whose model must be the run's (to
   change, say, the evaluation fields).
   """
   if config is None:
     config = config_lib.load_run_config(workdir)
-  elif os.path.exists(os.path.join(workdir, config_lib.RUN_CONFIG)):
+  elif (checkpointing.workdir_path(workdir) / config_lib.RUN_CONFIG).exists():
     config_lib.check_config_compatible(config, workdir, resuming=True)  # refuses another model
   config_lib.validate_config(config)
   steps = checkpointing.checkpoint_steps(workdir)
@@ -41,14 +41,13 @@ def open_run(workdir: str, step: int | None = None, mesh: Mesh | None = None,
   if not steps:
     raise UserError(f"no checkpoint in {directory}; train first (python -m sagan_jax.main "
                     f"--config=… --workdir={workdir}) or pass the run's --workdir")
-  step = steps[-1] if step is None else step
-  if step not in steps:
+  if step is not None and step not in steps:
     raise UserError(f"no checkpoint of step {step} in {directory}; it holds steps {steps}")
   mesh = mesh or sharding.create_mesh()
   built = programs.programs(config, mesh)
   ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
   try:
-    state = ckpt.restore(step, jax.eval_shape(built.init))
+    step, state = ckpt.restore_newest_readable(jax.eval_shape(built.init), step)
   finally:
     ckpt.close()
   return Run(workdir, config, step, state, built, mesh)

@@ -18,7 +18,7 @@ import numpy as np
 
 from sagan_jax import accelerator, checkpointing, figures, sampling, sharding
 from sagan_jax import config as config_lib
-from sagan_jax.errors import Preempted, TrainingDiverged, UserError
+from sagan_jax.errors import DiskFull, Preempted, TrainingDiverged, UserError, disk_full
 from sagan_jax.programs import TrainState, programs
 
 HISTOGRAM_BATCHES = 10  # the class histogram logged once covers this many first batches
@@ -47,15 +47,57 @@ class _StopSignals:
       signal.signal(sig, handler)
 
 
-def _check_workdir(workdir: str) -> None:
+def _unusable_workdir(workdir: str, e: Exception) -> UserError:
+  if disk_full(e):
+    return DiskFull(f"no space left on the device of workdir {workdir!r} (any checkpoint save a "
+                    f"killed run left unfinished there is already deleted); free space there "
+                    f"(other runs, or lower keep_checkpoints) and rerun the same command")
+  reason = getattr(e, "strerror", None) or " ".join(str(e).split())[:200]
+  return UserError(f"workdir {workdir!r} is not writable ({reason}); choose another --workdir "
+                   f"or fix its permissions")
+
+
+def _check_workdir(workdir: str) -> checkpointing.WorkdirLock:
+  """Creates the workdir, takes its lock (one training per workdir), deletes the checkpoint
+  saves a killed run left unfinished (ours now: we hold the lock) and only then probes that
+  it takes a file: a resume on a full disk first frees what its own half-written save held.
+  Everything through the path layer: a gs:// workdir leaves nothing on the local disk.
+  Returns the held lock."""
+  path = checkpointing.workdir_path(workdir)
   try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise UserError(f"workdir {workdir!r} is not writable ({e.strerror}); choose another --workdir")
+    path.mkdir(parents=True, exist_ok=True)
+  except Exception as e:  # pylint: disable=broad-except  (gfile raises its own types for URLs)
+    raise _unusable_workdir(workdir, e) from None
+  lock = _lock_workdir(workdir)
+  try:
+    if jax.process_index() == 0:
+      checkpointing.delete_unfinished_saves(workdir)
+    probe = path / f".write_test.{jax.process_index()}"
+    probe.write_text("ok")
+    probe.unlink()
+  except Exception as e:  # pylint: disable=broad-except
+    lock.release()
+    raise _unusable_workdir(workdir, e) from None
+  return lock
+
+
+def _lock_workdir(workdir: str) -> checkpointing.WorkdirLock:
+  """Process 0 takes the lock; every process learns whether it got it (and refuses if not)."""
+  lock = checkpointing.WorkdirLock(workdir)
+  refused = None
+  if jax.process_index() == 0:
+    try:
+      lock.acquire()
+    except (UserError, OSError) as e:
+      refused = e if isinstance(e, UserError) else _unusable_workdir(workdir, e)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    if int(multihost_utils.broadcast_one_to_all(np.int32(refused is not None))) and not refused:
+      refused = UserError(f"another training is running in {workdir} (process 0 found its lock); "
+                          f"wait for it, stop it, or use another --workdir")
+  if refused:
+    raise refused
+  return lock
 
 
 class _Training:
@@ -241,21 +283,41 @@ class _Training:
 
 
 def train_and_evaluate(config, workdir: str) -> TrainState:
-  """Trains (or resumes) the run in ``workdir`` up to ``config.num_train_steps``."""
+  """Trains (or resumes) the run in ``workdir`` up to ``config.num_train_steps``.
+
+  Every check a user's input can fail comes before anything is written or compiled: the
+  config, the data against the model (labels, classes, decodable files), the workdir (its
+  lock, then that it takes a file), and on resume the model against config.json and the
+  newest checkpoint's shapes. Only then are config.json, the event file and checkpoints
+  written."""
   from clu import metric_writers  # with TF: the step and models import without it
+  from sagan_jax import input_pipeline
   mesh = sharding.create_mesh()
   logging.info("JAX on %s: %d device(s), %s", jax.default_backend(), mesh.size,
                mesh.devices.flat[0].device_kind)
   accelerator.warn_if_jax_misses_it(jax.default_backend())
   config_lib.validate_config(config, mesh.size)
-  _check_workdir(workdir)
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() != 0)
-  ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints, owner=True)
-  try:  # one exit: every way out waits for the last save and flushes the logs
-    with metric_writers.ensure_flushes(writer):
-      config_lib.check_config_compatible(config, workdir,
-                                         resuming=ckpt.latest_step() is not None)
-      return _Training(config, workdir, mesh, writer, ckpt).run()
+  try:
+    input_pipeline.preload_source(config, process_index=jax.process_index(),
+                                  process_count=jax.process_count(), workdir=workdir)
+    lock = _check_workdir(workdir)
+  except BaseException:
+    input_pipeline.forget_preloaded()
+    raise
+  try:
+    ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints, owner=True)
+    try:  # one exit: every way out waits for the last save and flushes the logs
+      resuming = bool(ckpt.all_steps())
+      config_lib.check_config_compatible(config, workdir, resuming=resuming, write=False)
+      ckpt.check_resumable(lambda: jax.eval_shape(programs(config, mesh).init))
+      config_lib.check_config_compatible(config, workdir, resuming=resuming)  # records it
+      writer = metric_writers.create_default_writer(workdir,
+                                                    just_logging=jax.process_index() != 0)
+      with metric_writers.ensure_flushes(writer):
+        return _Training(config, workdir, mesh, writer, ckpt).run()
+    finally:
+      ckpt.wait()
+      ckpt.close()
   finally:
-    ckpt.wait()
-    ckpt.close()
+    input_pipeline.forget_preloaded()
+    lock.release()
