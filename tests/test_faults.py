@@ -1,0 +1,572 @@
+"""The faults a new user hits (issue 15, items 2-8 and the traceback class): each ends in one
+clear line (`error:` and exit code 2 for a mistake), refuses before anything is written, or
+is survived; nothing is lost and nothing hangs."""
+import errno
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import types
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sagan_jax import checkpointing, cli, input_pipeline, train
+from sagan_jax import config as config_lib
+from sagan_jax.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON = sys.executable
+
+
+def run_tool(args, timeout=120, **kwargs):
+  """python -m <args> from the repository root: (exit code, stderr)."""
+  done = subprocess.run([PYTHON, "-m", *args], cwd=ROOT, capture_output=True, text=True,
+                        timeout=timeout, **kwargs)
+  return done.returncode, done.stderr
+
+
+def one_error_line(stderr: str) -> str:
+  """The single `error:` line of a failed command; no traceback."""
+  assert "Traceback" not in stderr, stderr
+  errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1, stderr
+  return errors[0]
+
+
+def exits_with_one_line(fn, capsys, *args, code=2, **kwargs) -> str:
+  """cli.run(fn, ...) in-process: the exit code and the one line it printed."""
+  try:
+    cli.run(fn, *args, **kwargs)
+  except SystemExit as e:
+    assert e.code == code, (e.code, capsys.readouterr().err)
+  except KeyboardInterrupt:
+    pytest.fail("KeyboardInterrupt escaped cli.run")
+  else:
+    pytest.fail("no exit")
+  lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+  assert len(lines) == 1, lines
+  return lines[0]
+
+
+def files_under(path) -> list:
+  return sorted(os.path.relpath(os.path.join(d, f), path)
+                for d, _, files in os.walk(path) for f in files)
+
+
+def smoke(fake_fmnist_dir, **fields):
+  from configs import fashion_mnist
+  config = fashion_mnist.get_config("smoke")
+  config.dataset.data_dir = fake_fmnist_dir
+  for name, value in fields.items():
+    target = config
+    *parents, leaf = name.split(".")
+    for parent in parents:
+      target = target[parent]
+    target[leaf] = value
+  return config
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, fake_fmnist_dir):
+  """A smoke run trained for 4 steps (checkpoints 2 and 4), copied by each test that changes it."""
+  workdir = str(tmp_path_factory.mktemp("trained") / "run")
+  train.train_and_evaluate(smoke(fake_fmnist_dir), workdir)
+  return workdir
+
+
+def copy_run(trained_run, tmp_path) -> str:
+  workdir = str(tmp_path / "run")
+  shutil.copytree(trained_run, workdir)
+  return workdir
+
+
+def damage(workdir, step):
+  """Truncates every data file of a checkpoint (its commit markers stay)."""
+  for root, _, files in os.walk(os.path.join(workdir, "checkpoints", str(step))):
+    for name in files:
+      if name not in ("_CHECKPOINT_METADATA", "commit_success.txt"):
+        with open(os.path.join(root, name), "r+b") as f:
+          f.truncate(0)
+
+
+# Tracebacks: every place a user's flag, file or signal enters ends in one line.
+
+BAD_COMMAND_LINES = {
+    "unknown field": (["sagan_jax.main", "--config=configs/fashion_mnist.py:smoke",
+                       "--config.model.chh=4", "--workdir=W"], "--config.model.chh: the config "
+                      "has no field 'model.chh' (did you mean --config.model.ch?)"),
+    "unknown section": (["sagan_jax.main", "--config=configs/fashion_mnist.py", "--config.modell.ch=4",
+                         "--workdir=W"], "no field 'modell' (did you mean --config.model.ch?)"),
+    "variant typo": (["sagan_jax.main", "--config=configs/fashion_mnist.py:smok", "--workdir=W"],
+                     "unknown config variant 'smok'; use 'smoke' or none"),
+    "no such config file": (["sagan_jax.main", "--config=configs/fashion_mnst.py", "--workdir=W"],
+                            "--config=configs/fashion_mnst.py: the config file does not load"),
+    "not a config file": (["sagan_jax.main", "--config=README.md", "--workdir=W"],
+                          "--config=README.md: the config file does not load"),
+    "value of the wrong type": (["sagan_jax.main", "--config=configs/fashion_mnist.py",
+                                 "--config.model.ch=four", "--workdir=W"],
+                                "--config.model.ch=four: invalid literal for int()"),
+    "unknown flag": (["sagan_jax.main", "--config=configs/fashion_mnist.py", "--workdri=W"],
+                     "Unknown command line flag 'workdri'"),
+    "missing flag": (["sagan_jax.main", "--config=configs/fashion_mnist.py"], "--workdir is required"),
+    "positional argument": (["sagan_jax.main", "--config=configs/fashion_mnist.py", "--workdir=W",
+                             "smoke"], "unexpected arguments: smoke"),
+    "evaluate: variant typo": (["sagan_jax.evaluate", "--workdir=W",
+                                "--config=configs/cifar10.py:smoek"], "unknown config variant 'smoek'"),
+    "evaluate: bad step": (["sagan_jax.evaluate", "--workdir=W", "--step=last"],
+                           "--step=last: invalid literal for int()"),
+    "visualize: bad enum": (["sagan_jax.visualize", "--workdir=W", "--network=gen"],
+                            "--network=gen: value should be one of"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_COMMAND_LINES))
+def test_a_bad_command_line_ends_in_one_error_line(case):
+  args, expected = BAD_COMMAND_LINES[case]
+  code, stderr = run_tool(args)
+  assert code == 2 and expected in one_error_line(stderr), stderr
+
+
+def test_bad_data_and_run_files_end_in_one_error_line(fake_fmnist_dir, tmp_path, capsys):
+  """A dataset name with a hyphen, a truncated Fashion-MNIST .gz (named), an empty, corrupt or
+  foreign config.json on resume: one line each, exit 2, before the workdir is created."""
+  hyphen = smoke(fake_fmnist_dir, **{"dataset.name": "fashion-mnist"})
+  line = exits_with_one_line(train.train_and_evaluate, capsys, hyphen, str(tmp_path / "a"))
+  assert "dataset.name 'fashion-mnist'" in line and "did you mean 'fashion_mnist'" in line
+
+  broken = str(tmp_path / "broken_fmnist")
+  shutil.copytree(fake_fmnist_dir, broken)
+  images = os.path.join(broken, "train-images-idx3-ubyte.gz")
+  with open(images, "r+b") as f:
+    f.truncate(os.path.getsize(images) // 2)
+  line = exits_with_one_line(train.train_and_evaluate, capsys,
+                             smoke(broken), str(tmp_path / "b"))
+  assert f"{images} is truncated" in line and "fetch_fashion_mnist" in line
+  assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
+
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  for text in ("", "{\"model\": {\"ch\": 4", "[1, 2]", "{\"model\": 3}"):
+    (workdir / "config.json").write_text(text)
+    line = exits_with_one_line(config_lib.check_config_compatible, capsys,
+                               smoke(fake_fmnist_dir), str(workdir), resuming=True)
+    assert "config.json is not readable as a run's config" in line and "delete it" in line
+    line = exits_with_one_line(config_lib.load_run_config, capsys, str(workdir))
+    assert "config.json" in line
+
+
+def test_sigint_during_start_up_ends_in_one_line(fake_fmnist_dir, tmp_path, monkeypatch, capsys):
+  """A real SIGINT while the training sets up (here: while it builds the mesh)."""
+  from sagan_jax import sharding
+  real = sharding.create_mesh
+
+  def interrupted(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(5)  # Python's handler raises KeyboardInterrupt here
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(sharding, "create_mesh", interrupted)
+  line = exits_with_one_line(train.train_and_evaluate, capsys, smoke(fake_fmnist_dir),
+                             str(tmp_path / "run"), code=128 + signal.SIGINT)
+  assert line.startswith("stopped by SIGINT outside the training loop")
+  assert "rerun the same command" in line
+
+
+def test_a_second_ctrl_c_ends_any_phase():
+  """With the training's stop handler installed (the first signal only sets a flag) and the
+  main thread stuck, the second SIGINT ends the process at once."""
+  script = textwrap.dedent("""
+      import threading
+      from sagan_jax import cli, train
+      cli.parse_flags(["prog"])
+      with train._StopSignals():
+        print("ready", flush=True)
+        threading.Event().wait()  # a phase that never reaches the loop's flag check
+  """)
+  child = subprocess.Popen([PYTHON, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+  try:
+    assert child.stdout.readline().strip() == "ready"
+    child.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    assert child.poll() is None  # the first only asks for a stop
+    child.send_signal(signal.SIGINT)
+    code = child.wait(timeout=20)
+  finally:
+    child.kill()
+  assert code == 128 + signal.SIGINT
+  assert "stopped at once by a second SIGINT" in child.stderr.read()
+
+
+def test_disk_full_keeps_what_was_saved_and_says_what_to_free(tmp_path):
+  """On a real full disk (a 1 MiB tmpfs in a user namespace): a checkpoint save fails with one
+  line, its half-written save is deleted and the earlier checkpoint stays; a PNG is written
+  whole or not at all; a resume deletes a killed run's half-written save before judging the
+  workdir, instead of calling a full workdir unwritable."""
+  if not shutil.which("unshare") or subprocess.run(
+      ["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True).returncode:
+    pytest.skip("needs unprivileged user namespaces (unshare) to mount a small tmpfs")
+  mount = tmp_path / "disk"
+  mount.mkdir()
+  script = textwrap.dedent(f"""
+      import json, os, numpy as np
+      from sagan_jax import checkpointing, cli, figures, train
+      from sagan_jax.errors import DiskFull
+      run = "{mount}/run"
+      out = {{}}
+      def fill(path):  # writes until the disk is full; returns the errno that stopped it
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+        try:
+          while True:
+            os.write(fd, b"x" * 4096)
+        except OSError as e:
+          return e.errno
+        finally:
+          os.close(fd)
+      ckpt = checkpointing.Checkpointer(run, 3, owner=True)
+      ckpt.save(1, {{"w": np.zeros(1000, np.float32)}}); ckpt.wait()
+      try:
+        noise = np.random.default_rng(0).random(600_000, np.float32)  # 2.4 MB, incompressible
+        ckpt.save(2, {{"w": noise}}); ckpt.wait()
+        out["save"] = "no error"
+      except DiskFull as e:
+        out["save"] = str(e)
+      ckpt.close()
+      out["steps"] = checkpointing.checkpoint_steps(run)
+      out["unfinished"] = [p.name for p in checkpointing.unfinished_saves(run)]
+      out["fill"] = fill(f"{{run}}/filler")
+      image = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+      try:
+        figures.save_png(image, f"{{run}}/samples/step_1.png")
+      except OSError as e:
+        out["png"] = e.errno
+      samples = f"{{run}}/samples"
+      out["samples"] = os.listdir(samples) if os.path.isdir(samples) else []
+      os.remove(f"{{run}}/filler")
+      os.makedirs(f"{{run}}/checkpoints/3.orbax-checkpoint-tmp")
+      fill(f"{{run}}/checkpoints/3.orbax-checkpoint-tmp/blob")  # a killed save that filled the disk
+      train._check_workdir(run).release()
+      out["after_resume_check"] = [p.name for p in checkpointing.unfinished_saves(run)]
+      print("RESULT" + json.dumps(out))
+  """)
+  done = subprocess.run(
+      ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+       f"mount -t tmpfs -o size=1m tmpfs {mount} && exec {PYTHON} -c \"$0\"", script],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  result = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
+  assert result, done.stdout + done.stderr
+  out = json.loads(result[0][len("RESULT"):])
+  assert out["save"].startswith("no space left on the device of") and "step 2" in out["save"]
+  assert "half-written save is deleted" in out["save"] and "steps [1] stay" in out["save"]
+  assert "free space there" in out["save"]
+  assert out["steps"] == [1] and out["unfinished"] == []
+  assert out["fill"] == errno.ENOSPC and out["png"] == errno.ENOSPC
+  assert out["samples"] == []  # no partial PNG
+  assert out["after_resume_check"] == []
+
+
+def test_disk_full_anywhere_ends_in_one_line(capsys):
+  def write():
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/w/samples/step_4.png")
+
+  line = exits_with_one_line(write, capsys)
+  assert line.startswith("error: no space left on the device writing /w/samples/step_4.png")
+  assert "free space there" in line
+
+
+def test_tools_on_a_damaged_newest_checkpoint_use_the_newest_readable(trained_run, tmp_path,
+                                                                      caplog):
+  """evaluate, visualize and report open runs through run.open_run."""
+  from sagan_jax import run
+  workdir = copy_run(trained_run, tmp_path)
+  damage(workdir, 4)
+  opened = run.open_run(workdir)
+  assert opened.step == 2
+  assert "checkpoint(s) [4]" in caplog.text and "using step 2, the newest readable" in caplog.text
+  with pytest.raises(UserError, match=r"checkpoint\(s\) \[4\] .* unreadable .*pass --step with one "
+                                      r"of \[2\]"):
+    run.open_run(workdir, step=4)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]  # readers move nothing
+
+
+# Item 2: a mismatch is not damage; a workdir whose checkpoints were all set aside is not reused.
+
+def test_a_checkpoint_of_another_model_is_refused_and_touched_not(trained_run, tmp_path,
+                                                                 fake_fmnist_dir):
+  workdir = copy_run(trained_run, tmp_path)
+  os.remove(os.path.join(workdir, "config.json"))  # an older or copied run
+  before = [f for f in files_under(workdir) if f != checkpointing.LOCK_FILE]
+  with pytest.raises(UserError, match=r"checkpoint 4 .* holds another model .*array\(s\) of other "
+                                      r"shapes \(.*kernel \(.*\) saved, \(.*\) now"):
+    train.train_and_evaluate(smoke(fake_fmnist_dir, **{"model.ch": 8, "num_train_steps": 6}),
+                             workdir)
+  after = [f for f in files_under(workdir) if f != checkpointing.LOCK_FILE]
+  assert after == before  # nothing moved aside, no config.json written
+
+
+def test_a_workdir_whose_checkpoints_were_all_set_aside_is_not_reused(trained_run, tmp_path,
+                                                                     fake_fmnist_dir):
+  workdir = copy_run(trained_run, tmp_path)
+  damage(workdir, 2)
+  damage(workdir, 4)
+  config = smoke(fake_fmnist_dir, num_train_steps=6)
+  with pytest.raises(UserError, match="none of the checkpoints .* is readable"):
+    train.train_and_evaluate(config, workdir)
+  kept = {name: open(os.path.join(workdir, name), "rb").read()
+          for name in ["config.json"] + [os.path.join("samples", s)
+                                         for s in os.listdir(os.path.join(workdir, "samples"))]}
+  with pytest.raises(UserError, match="every checkpoint of .* set aside .* use a new --workdir, or "
+                                      "delete .*unreadable_checkpoints"):
+    train.train_and_evaluate(config, workdir)
+  assert not os.listdir(os.path.join(workdir, "checkpoints"))
+  assert {name: open(os.path.join(workdir, name), "rb").read() for name in kept} == kept
+
+
+# Items 3 and 5: undecodable image folders.
+
+def write_folder(root, classes=("ant", "bee", "cat"), per_class=3, undecodable=()):
+  for c, name in enumerate(classes):
+    os.makedirs(os.path.join(root, name), exist_ok=True)
+    for i in range(per_class):
+      path = os.path.join(root, name, f"img{i}.png")
+      if name in undecodable:
+        with open(path, "wb") as f:
+          f.write(b"not a png at all")
+      else:
+        Image.fromarray(np.full((12, 12, 3), 40 * c + i, np.uint8)).save(path)
+  return str(root)
+
+
+def folder_config(fake_fmnist_dir, root, num_classes=3):
+  return smoke(fake_fmnist_dir, **{"dataset.name": "folder", "dataset.data_dir": root,
+                                   "model.num_classes": num_classes, "model.image_channels": 3,
+                                   "batch_size": 4})
+
+
+def within(seconds, fn):
+  """fn()'s exception (or None), failing the test instead of hanging if it does not end."""
+  outcome = []
+
+  def target():
+    try:
+      fn()
+      outcome.append(None)
+    except Exception as e:  # pylint: disable=broad-except
+      outcome.append(e)
+
+  thread = threading.Thread(target=target, daemon=True)
+  thread.start()
+  thread.join(seconds)
+  assert outcome, f"still running after {seconds} s"
+  return outcome[0]
+
+
+def test_a_folder_of_undecodable_files_stops_at_once_naming_it(tmp_path, fake_fmnist_dir):
+  root = write_folder(tmp_path / "bad", undecodable=("ant", "bee", "cat"))
+  config = folder_config(fake_fmnist_dir, root)
+  error = within(60, lambda: next(input_pipeline.create_train_iterator(config)))
+  assert isinstance(error, UserError) and f"no file of image folder {root!r} decodes" in str(error)
+
+  # Files that go bad after the start-up check: the stream stops instead of spinning.
+  good = write_folder(tmp_path / "good")
+  folder = input_pipeline.list_image_folder(good)
+  source = input_pipeline.folder_source(folder, f"image folder {good!r}")
+  write_folder(tmp_path / "good", undecodable=("ant", "bee", "cat"))
+  config = folder_config(fake_fmnist_dir, good)
+  batches = input_pipeline._log_skipped(
+      input_pipeline.train_dataset(config, source).as_numpy_iterator(), source.num_examples,
+      source.description)
+  error = within(60, lambda: next(batches))
+  assert isinstance(error, UserError) and "decodes as an image any more" in str(error)
+
+
+def test_a_class_whose_files_all_fail_to_decode_is_named(tmp_path, fake_fmnist_dir):
+  root = write_folder(tmp_path / "images", undecodable=("bee",))
+  with pytest.raises(UserError, match=r"class folder\(s\) 'bee' \(label 1, 3 files\) .* never be "
+                                      r"trained"):
+    input_pipeline.create_train_iterator(folder_config(fake_fmnist_dir, root))
+
+
+# Item 4: an offline TFDS name.
+
+def test_an_unprepared_tfds_dataset_offline_is_refused_at_once(tmp_path, monkeypatch,
+                                                               fake_fmnist_dir):
+  import tensorflow_datasets as tfds
+
+  def unreachable(address, *args, **kwargs):
+    raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
+
+  def no_download(*args, **kwargs):
+    raise AssertionError("download_and_prepare called offline")
+
+  monkeypatch.setattr(socket, "create_connection", unreachable)
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_download)
+  data_dir = str(tmp_path / "tfds")
+  config = smoke(fake_fmnist_dir, **{"dataset.name": "mnist", "dataset.data_dir": data_dir})
+  start = time.time()
+  with pytest.raises(UserError, match=f"TFDS mnist/.* is not prepared in {data_dir} and its "
+                                      f"download host cannot be reached .*storage.googleapis.com"):
+    input_pipeline.create_train_iterator(config)
+  assert time.time() - start < 30
+
+
+# Item 6: gs:// workdirs go through the path layer.
+
+class FakeBucket:
+  """etils.epath's backend for gs:// URLs, serving them from a local folder (the bucket's
+  stand-in); every other path keeps its own backend."""
+
+  METHODS = ("open", "exists", "isdir", "listdir", "glob", "walk", "makedirs", "mkdir", "rmtree",
+             "remove", "rename", "replace", "copy", "stat")
+
+  def __init__(self, root):
+    from etils.epath import backend
+    self.root, self.os = str(root), backend.os_backend
+    for name in self.METHODS:
+      setattr(self, name, self._wrap(name))
+
+  def local(self, path) -> str:
+    path = os.fspath(path)
+    assert path.startswith("gs://"), path
+    return os.path.join(self.root, path[len("gs://"):])
+
+  def _wrap(self, name):
+    def method(*args, **kwargs):
+      args = [self.local(a) if isinstance(a, (str, os.PathLike)) and os.fspath(a).startswith("gs://")
+              else a for a in args]
+      out = getattr(self.os, name)(*args, **kwargs)
+      back = lambda p: "gs://" + os.path.relpath(p, self.root)
+      if name == "glob":
+        return [back(p) for p in out]
+      if name == "walk":
+        return ((back(d), dirs, files) for d, dirs, files in out)
+      return out
+    return method
+
+
+def test_a_gs_workdir_writes_nothing_to_the_local_disk(tmp_path, monkeypatch, fake_fmnist_dir):
+  """Training, its checkpoints, config.json and sample PNGs, and reading the run back, on a
+  fake bucket: epath's gs:// backend and TensorStore's gcs kvstore mapped to a folder."""
+  from clu import metric_writers
+  from etils.epath import gpath
+  from orbax.checkpoint._src.path import gcs_utils
+  from sagan_jax import run
+  bucket = FakeBucket(tmp_path / "bucket")
+  original = gpath._GPath._backend
+  monkeypatch.setattr(gpath._GPath, "_backend", property(
+      lambda self: bucket if self._uri_scheme == "gs" else original.fget(self)))
+  monkeypatch.setattr(gcs_utils, "get_kvstore_for_gcs",
+                      lambda path: {"driver": "file", "path": bucket.local(path)})
+  monkeypatch.setattr(gcs_utils, "is_hierarchical_namespace_enabled", lambda path: False)
+  monkeypatch.setitem(sys.modules, "google.cloud.storage", types.ModuleType("google.cloud.storage"))
+  logdirs = []  # TensorBoard files go through TF's own gs:// file system: not faked here
+  monkeypatch.setattr(metric_writers, "create_default_writer",
+                      lambda logdir, **kw: logdirs.append(logdir) or metric_writers.LoggingWriter())
+  local = tmp_path / "cwd"
+  local.mkdir()
+  monkeypatch.chdir(local)
+  config = smoke(fake_fmnist_dir, num_train_steps=2)
+  train.train_and_evaluate(config, "gs://fake-bucket/run")
+  assert os.listdir(local) == []  # before: ./gs:/fake-bucket/run/…
+  stored = files_under(tmp_path / "bucket" / "fake-bucket" / "run")
+  assert "config.json" in stored and "samples/step_00000002.png" in stored
+  assert any(p.startswith("checkpoints/2/") for p in stored)
+  assert logdirs == ["gs://fake-bucket/run"]
+  assert run.open_run("gs://fake-bucket/run").step == 2
+  assert os.listdir(local) == []
+
+
+# Item 7: one training per workdir.
+
+def test_a_second_training_on_a_workdir_is_refused_at_once(tmp_path, fake_fmnist_dir, capsys,
+                                                           monkeypatch):
+  workdir = str(tmp_path / "run")
+  os.makedirs(workdir)
+  holder = checkpointing.WorkdirLock(workdir).acquire()  # the first training
+  monkeypatch.setattr(train, "programs", lambda *a: pytest.fail("compiled for a locked workdir"))
+  try:
+    line = exits_with_one_line(train.train_and_evaluate, capsys, smoke(fake_fmnist_dir), workdir)
+  finally:
+    holder.release()
+  assert line.startswith(f"error: another training is running in {workdir} (pid {os.getpid()}")
+  assert files_under(workdir) == [checkpointing.LOCK_FILE]
+
+
+def test_a_killed_training_leaves_no_stuck_lock(tmp_path):
+  workdir = str(tmp_path / "run")
+  os.makedirs(workdir)
+  child = subprocess.Popen(
+      [PYTHON, "-c", f"from sagan_jax import checkpointing; checkpointing.WorkdirLock({workdir!r})"
+                     f".acquire(); print('locked', flush=True); import time; time.sleep(600)"],
+      cwd=ROOT, stdout=subprocess.PIPE, text=True)
+  try:
+    assert child.stdout.readline().strip() == "locked"
+    with pytest.raises(UserError, match="another training is running"):
+      checkpointing.WorkdirLock(workdir).acquire()
+  finally:
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+  checkpointing.WorkdirLock(workdir).acquire().release()
+
+
+# Item 8: the validator, and the data check before anything is written or compiled.
+
+BAD_VALUES = [
+    ("optimizer.g_lr", 0.0), ("optimizer.g_lr", -1e-4), ("optimizer.d_lr", float("nan")),
+    ("optimizer.d_lr", float("inf")), ("optimizer.b1", -0.1), ("optimizer.b1", 1.0),
+    ("optimizer.b2", 1.0), ("optimizer.b2", 1.5), ("optimizer.eps", 0.0), ("optimizer.eps", -1e-8),
+    ("ema_decay", 1.5), ("ema_start_step", -1), ("standing_stats_batches", 0),
+    ("num_sample_columns", 0), ("model.num_classes", 0), ("model.z_dim", 0),
+    ("optimizer.g_lr", "1e-4"),
+]
+
+
+@pytest.mark.parametrize("field,value", BAD_VALUES)
+def test_the_validator_refuses_values_that_cannot_train(field, value, fake_fmnist_dir):
+  config = smoke(fake_fmnist_dir)
+  target = config
+  *parents, leaf = field.split(".")
+  for parent in parents:
+    target = target[parent]
+  with target.ignore_type():
+    target[leaf] = value
+  with pytest.raises(UserError, match=f"^{field} must"):
+    config_lib.validate_config(config)
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "cifar10", "sagan128"])
+@pytest.mark.parametrize("variant", ["", "smoke"])
+def test_the_validator_accepts_every_shipped_config(name, variant):
+  import importlib
+  config_lib.validate_config(importlib.import_module(f"configs.{name}").get_config(variant))
+
+
+def test_a_label_mismatch_is_refused_before_any_file_or_compile(tmp_path, fake_fmnist_dir,
+                                                                monkeypatch):
+  monkeypatch.setattr(train, "programs", lambda *a: pytest.fail("compiled before the data check"))
+  with pytest.raises(UserError, match="has labels in \\[0, 9\\] but model.num_classes is 5"):
+    train.train_and_evaluate(smoke(fake_fmnist_dir, **{"model.num_classes": 5}),
+                             str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")  # no config.json, event file or checkpoint folder
+
+
+def test_fetch_fashion_mnist_offline_ends_in_one_line(tmp_path, monkeypatch, capsys):
+  from sagan_jax import fetch_fashion_mnist
+
+  def unreachable(address, *args, **kwargs):
+    raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
+
+  monkeypatch.setattr(socket, "create_connection", unreachable)
+  start = time.time()
+  line = exits_with_one_line(fetch_fashion_mnist.fetch, capsys, str(tmp_path / "fm"))
+  assert line.startswith("error: cannot reach fashion-mnist.s3-website")
+  assert "dataset-fashion-mnist" in line and time.time() - start < 30
