@@ -101,8 +101,6 @@ def main(_):
   result = {
       "device": f"{jax.devices()[0].device_kind} x{mesh.size}", **common,
       "attention_kernel": attention_kernel,
-      "conv_kernel_grad": ("xla" if jax.default_backend() != "cpu" or os.environ.get("SAGAN_JAX_NATIVE_CONV") == "1"
-                           else "im2col"),
       "compile_s": round(compile_s, 2), "step_s": seconds,
       "images_per_s": config.batch_size / seconds, "tflops_per_s": flops / seconds / 1e12,
       "peak_memory_gib": memory,
@@ -120,7 +118,7 @@ def model_flops(config, mesh, shape):
   The explicit form because XLA cannot count inside cuDNN's attention (a custom call) and
   counts a loop body once ('chunked' maps over chunks): every impl is credited with the
   same model FLOPs, and recomputation in the backward pass is not counted (the usual MFU
-  convention). The im2col conv-gradient rewrite on CPU changes the count by ~3%.
+  convention).
   """
   import jax
   import numpy as np

@@ -95,12 +95,32 @@ def test_conditional_batch_norm_uses_class_gains_and_batch_stats():
   assert not np.allclose(np.asarray(eval_out), np.asarray(out))  # running stats differ from batch
 
 
+def _conv_reference(x, k):
+  """Stride-1 SAME NHWC conv in float64 numpy, written out over kernel taps."""
+  kh, kw = k.shape[:2]
+  ph, pw = (kh - 1) // 2, (kw - 1) // 2
+  xp = np.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw), (0, 0)))
+  h, w = x.shape[1:3]
+  return sum(xp[:, i:i + h, j:j + w] @ k[i, j] for i in range(kh) for j in range(kw))
+
+
 @pytest.mark.parametrize("kernel", [(3, 3), (1, 1)])
-def test_cpu_conv_gradients_equal_native(kernel):
-  x = jax.random.normal(jax.random.key(0), (2, 6, 5, 3))
-  k = jax.random.normal(jax.random.key(1), (*kernel, 3, 4))
-  loss = lambda conv: lambda x_, k_: jnp.sum(jnp.sin(conv(x_, k_)))
-  ours = jax.grad(loss(layers._cpu_conv), argnums=(0, 1))(x, k)
-  native = jax.grad(loss(layers._native_conv), argnums=(0, 1))(x, k)
-  for a, b in zip(ours, native):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+def test_conv_value_and_gradients_match_float64_reference(kernel):
+  """conv2d and both its gradients (input and kernel) against numpy in float64; the
+  gradients of sum(conv * g) are conv with the flipped kernel and a patch correlation."""
+  rng = np.random.default_rng(0)
+  x, k = rng.normal(size=(2, 6, 5, 3)), rng.normal(size=(*kernel, 3, 4))
+  g = rng.normal(size=(2, 6, 5, 4))
+  out, vjp = jax.vjp(layers.conv2d, jnp.asarray(x, jnp.float32), jnp.asarray(k, jnp.float32))
+  dx, dk = vjp(jnp.asarray(g, jnp.float32))
+  np.testing.assert_allclose(np.asarray(out), _conv_reference(x, k), rtol=1e-4, atol=1e-4)
+  kh, kw = kernel
+  ph, pw = (kh - 1) // 2, (kw - 1) // 2
+  xp = np.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw), (0, 0)))
+  expected_dk = np.stack([np.stack([np.einsum("bhwc,bhwo->co", xp[:, i:i + 6, j:j + 5], g)
+                                    for j in range(kw)]) for i in range(kh)])
+  flipped = np.transpose(k[::-1, ::-1], (0, 1, 3, 2))
+  gp = np.pad(g, ((0, 0), (kh - 1 - ph, ph), (kw - 1 - pw, pw), (0, 0)))
+  expected_dx = sum(gp[:, i:i + 6, j:j + 5] @ flipped[i, j] for i in range(kh) for j in range(kw))
+  np.testing.assert_allclose(np.asarray(dk), expected_dk, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(dx), expected_dx, rtol=1e-4, atol=1e-4)

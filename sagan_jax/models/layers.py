@@ -6,7 +6,6 @@ their own mutable collection ``SPECTRAL`` (never mixed with ``batch_stats``):
 they move only when a layer is called with ``update_stats=True`` (training steps)
 and are frozen otherwise (evaluation, sampling).
 """
-import os
 from typing import Any, Optional, Sequence
 
 import jax
@@ -24,41 +23,8 @@ def _native_conv(x, kernel):
   return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_CONV_DIMS)
 
 
-def _im2col_kernel_grad(x, grad_out, kh, kw):
-  """dL/dkernel of a stride-1 SAME conv as one GEMM over explicit patches."""
-  b, h, w, cin = x.shape
-  ph, pw = (kh - 1) // 2, (kw - 1) // 2
-  xp = jnp.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw), (0, 0)))
-  patches = jnp.concatenate([xp[:, i:i + h, j:j + w] for i in range(kh) for j in range(kw)], axis=-1)
-  grad = patches.reshape(-1, kh * kw * cin).T @ grad_out.reshape(-1, grad_out.shape[-1])
-  return grad.reshape(kh, kw, cin, -1)
-
-
-@jax.custom_vjp
-def _cpu_conv(x, kernel):
-  return _native_conv(x, kernel)
-
-
-def _cpu_conv_fwd(x, kernel):
-  return _native_conv(x, kernel), (x, kernel)
-
-
-def _cpu_conv_bwd(residuals, grad_out):
-  x, kernel = residuals
-  _, input_vjp = jax.vjp(lambda x_: _native_conv(x_, kernel), x)
-  kernel_grad = _im2col_kernel_grad(x, grad_out, kernel.shape[0], kernel.shape[1])
-  return input_vjp(grad_out)[0], kernel_grad.astype(kernel.dtype)
-
-
-_cpu_conv.defvjp(_cpu_conv_fwd, _cpu_conv_bwd)
-
-
 def conv2d(x, kernel):
-  """Stride-1 SAME NHWC conv. On CPU the kernel gradient is an im2col GEMM: XLA's CPU
-  filter-gradient convolution is 3–25× slower on 32×32 maps (experiments/conv_grad_benchmark.py).
-  SAGAN_JAX_NATIVE_CONV=1 keeps XLA's own gradient (for benchmarks: before/after)."""
-  if jax.default_backend() == "cpu" and os.environ.get("SAGAN_JAX_NATIVE_CONV") != "1":
-    return _cpu_conv(x, kernel)
+  """Stride-1 SAME NHWC conv (XLA's own, with its own gradients on every backend)."""
   return _native_conv(x, kernel)
 
 
