@@ -11,12 +11,15 @@ inside ``cli.run``:
   second SIGINT/SIGTERM end the process at once, whatever it is doing.
 - ``run``: a UserError, a full disk and an interrupted start-up end in one line.
 """
+import contextlib
 import logging
 import os
 import re
 import signal
 import sys
 import threading
+
+from sagan_jax import errors
 
 USAGE_EXIT = 2          # a user's mistake
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -96,6 +99,7 @@ def parse_flags(argv):
   from absl import flags
   from ml_collections.config_flags import config_flags
   exit_on_second_signal()
+  handle_interrupts()
   flag_values = flags.FLAGS
   try:
     rest = flag_values(argv)
@@ -155,6 +159,45 @@ def exit_on_second_signal() -> None:
   _WATCHER.append(thread)
 
 
+def _interrupt(signum, frame):
+  """SIGINT outside the training loop: noted, then raised as KeyboardInterrupt (as Python's
+  own handler does). CPython drops the exception when it lands in a garbage-collection
+  callback (JAX runs one), so the note lets the next ``errors.stop_if_interrupted`` (the
+  training's set-up calls it) raise it again."""
+  del frame
+  errors.note_interrupt(signum)
+  raise KeyboardInterrupt
+
+
+def _note(signum, frame):
+  del frame
+  errors.note_interrupt(signum)
+
+
+def handle_interrupts() -> None:
+  """Installs ``_interrupt`` for SIGINT, unless SIGINT is ignored (a background job, nohup)
+  or a non-default handler is in place."""
+  if (threading.current_thread() is threading.main_thread()
+      and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+    signal.signal(signal.SIGINT, _interrupt)
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+  """A SIGINT is only noted inside the block and raised when it ends: inside the import of a
+  native extension (TensorFlow, jaxlib) a KeyboardInterrupt aborts the interpreter."""
+  if (threading.current_thread() is not threading.main_thread()
+      or signal.getsignal(signal.SIGINT) not in (_interrupt, signal.default_int_handler)):
+    yield
+    return
+  previous = signal.signal(signal.SIGINT, _note)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  errors.stop_if_interrupted()
+
+
 def stopped_at_start_up(signum: int):
   """The one line of a SIGINT that arrived outside the training loop (whose own handler
   finishes the step and saves): during imports, flag parsing, set-up, or a tool's work."""
@@ -199,12 +242,50 @@ def start(argv, *, distributed: bool, log_level=logging.INFO):
   if len(argv) > 1:
     _fail(f"unexpected arguments: {' '.join(argv[1:])}; every option is a --flag")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  import tensorflow as tf
-  tf.config.set_visible_devices([], "GPU")  # TF would otherwise take the GPUs' memory
-  if distributed:
-    maybe_initialize_distributed()
-    enable_compilation_cache()
+  with interrupts_deferred():
+    import tensorflow as tf
+    tf.config.set_visible_devices([], "GPU")  # TF would otherwise take the GPUs' memory
+    import jax  # pylint: disable=unused-import  (its native libraries, while SIGINT waits)
+    if distributed:
+      maybe_initialize_distributed()
+      enable_compilation_cache()
   logging.getLogger().setLevel(log_level)
+
+
+def _quiet_orbax(record: logging.LogRecord) -> bool:
+  """A log filter: orbax narrates every save at INFO (dropped), and a failed save logs its
+  traceback once from each of its threads (kept as one line each: the failure itself reaches
+  the caller, which reports it, or prints its traceback if it is not a user's)."""
+  if "orbax" not in record.pathname:
+    return True
+  if record.levelno < logging.WARNING:
+    return False
+  record.exc_info = record.exc_text = record.stack_info = None
+  return True
+
+
+def _closed_loop_callback(value, tb) -> bool:
+  """TensorStore's completion callback of a write that failed after orbax closed the event
+  loop of its save thread: asyncio's 'Event loop is closed', printed once per array."""
+  if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+    return False
+  while tb is not None and tb.tb_next is not None:
+    tb = tb.tb_next
+  return tb is not None and tb.tb_frame.f_code.co_name == "_check_closed"
+
+
+def quiet_orbax() -> None:
+  """For a training: orbax's narration off, and a failed save (a full disk) reported by the
+  caller in one line rather than by every thread of the save with a traceback."""
+  for handler in logging.getLogger().handlers:
+    handler.addFilter(_quiet_orbax)
+  hook = sys.excepthook
+
+  def excepthook(kind, value, tb):
+    if not _closed_loop_callback(value, tb):
+      hook(kind, value, tb)
+
+  sys.excepthook = excepthook
 
 
 def disk_full_message(e: BaseException) -> str:

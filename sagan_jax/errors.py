@@ -38,3 +38,17 @@ def disk_full(e: BaseException | None) -> BaseException | None:
       return e
     e = e.__cause__ or e.__context__
   return None
+
+
+_INTERRUPTS = []  # SIGINTs noted outside the training loop (see cli.handle_interrupts)
+
+
+def note_interrupt(signum: int) -> None:
+  _INTERRUPTS.append(signum)
+
+
+def stop_if_interrupted() -> None:
+  """Raises KeyboardInterrupt if a SIGINT was noted: one whose exception CPython dropped (in
+  a garbage-collection callback) or that was held back while native libraries imported."""
+  if _INTERRUPTS:
+    raise KeyboardInterrupt

@@ -323,9 +323,11 @@ def _tfds_builder(dataset):
                     f"--config.dataset.version") from None
   except ValueError as e:  # a name TFDS cannot parse: 'fashion-mnist', 'a b', '5.1'
     hint = f" (did you mean {dataset.name.replace('-', '_')!r}?)" if "-" in dataset.name else ""
-    raise UserError(f"dataset.name {dataset.name!r} / dataset.version {dataset.version!r} is not "
-                    f"a dataset name{hint}: use 'fashion_mnist', 'folder' or a TFDS name (letters, "
-                    f"digits, underscores) such as 'cifar10' ({str(e).splitlines()[0]})") from None
+    what = f"dataset.name {dataset.name!r}" + (
+        f" (with dataset.version {dataset.version!r})" if dataset.version else "")
+    raise UserError(f"{what} is not a dataset name{hint}: use 'fashion_mnist', 'folder' or a TFDS "
+                    f"name (letters, digits, underscores) such as 'cifar10' "
+                    f"({str(e).splitlines()[0]})") from None
 
 
 def _split_name(split: str) -> str:

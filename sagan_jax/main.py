@@ -4,8 +4,6 @@ Fields can be overridden as --config.<field>=<value>. Launched as several proces
 (Cloud TPU pod slice, SLURM), JAX's distributed runtime is initialised from the
 environment; a single process is left untouched.
 """
-import logging
-
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -20,9 +18,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def _train(argv):
   cli.start(argv, distributed=True)
-  for handler in logging.getLogger().handlers:  # orbax narrates every save at INFO
-    handler.addFilter(lambda r: r.levelno >= logging.WARNING or "orbax" not in r.pathname)
-  from sagan_jax import train
+  cli.quiet_orbax()
+  with cli.interrupts_deferred():
+    from sagan_jax import train
   return train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 

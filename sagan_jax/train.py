@@ -18,7 +18,8 @@ import numpy as np
 
 from sagan_jax import accelerator, checkpointing, figures, sampling, sharding
 from sagan_jax import config as config_lib
-from sagan_jax.errors import DiskFull, Preempted, TrainingDiverged, UserError, disk_full
+from sagan_jax.errors import (DiskFull, Preempted, TrainingDiverged, UserError, disk_full,
+                              stop_if_interrupted)
 from sagan_jax.programs import TrainState, programs
 
 HISTOGRAM_BATCHES = 10  # the class histogram logged once covers this many first batches
@@ -300,6 +301,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   try:
     input_pipeline.preload_source(config, process_index=jax.process_index(),
                                   process_count=jax.process_count(), workdir=workdir)
+    stop_if_interrupted()  # a SIGINT whose KeyboardInterrupt CPython dropped on the way here
     lock = _check_workdir(workdir)
   except BaseException:
     input_pipeline.forget_preloaded()
@@ -314,7 +316,9 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
       writer = metric_writers.create_default_writer(workdir,
                                                     just_logging=jax.process_index() != 0)
       with metric_writers.ensure_flushes(writer):
-        return _Training(config, workdir, mesh, writer, ckpt).run()
+        training = _Training(config, workdir, mesh, writer, ckpt)
+        stop_if_interrupted()
+        return training.run()
     finally:
       ckpt.wait()
       ckpt.close()
