@@ -181,6 +181,46 @@ def test_sigint_during_start_up_ends_in_one_line(fake_fmnist_dir, tmp_path, monk
   assert "rerun the same command" in line
 
 
+def test_a_dropped_keyboard_interrupt_still_stops_the_set_up(fake_fmnist_dir, tmp_path,
+                                                              monkeypatch, capsys):
+  """CPython drops a KeyboardInterrupt raised inside a garbage-collection callback (JAX runs
+  one): the SIGINT noted by the tools' handler stops the set-up at its next check."""
+  from sagan_jax import errors, sharding
+  monkeypatch.setattr(errors, "_INTERRUPTS", [])
+  real = sharding.create_mesh
+  monkeypatch.setattr(sharding, "create_mesh",
+                      lambda: (errors.note_interrupt(signal.SIGINT), real())[1])
+  monkeypatch.setattr(train, "programs", lambda *a: pytest.fail("went on after a SIGINT"))
+  line = exits_with_one_line(train.train_and_evaluate, capsys, smoke(fake_fmnist_dir),
+                             str(tmp_path / "run"), code=128 + signal.SIGINT)
+  assert line.startswith("stopped by SIGINT outside the training loop")
+
+
+def test_sigint_while_the_libraries_load_ends_in_one_line(tmp_path, fake_fmnist_dir):
+  """A KeyboardInterrupt inside the import of a native extension can abort the interpreter:
+  the tools hold SIGINT back while TensorFlow and JAX load and stop right after."""
+  child = subprocess.Popen([PYTHON, "-m", "sagan_jax.main", "--config=configs/fashion_mnist.py:smoke",
+                            f"--config.dataset.data_dir={fake_fmnist_dir}",
+                            f"--workdir={tmp_path / 'run'}"], cwd=ROOT, stderr=subprocess.PIPE,
+                           text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0"))
+  try:
+    lines = []
+    for line in child.stderr:  # TensorFlow's first words: it is loading
+      lines.append(line)
+      if "absl::InitializeLog" in line or "oneDNN" in line or "tensorflow" in line.lower():
+        break
+    child.send_signal(signal.SIGINT)
+    rest = child.stderr.read()
+    code = child.wait(timeout=120)
+  finally:
+    child.kill()
+  stderr = "".join(lines) + rest
+  assert code == 128 + signal.SIGINT, stderr
+  assert "Traceback" not in stderr and "Fatal Python error" not in stderr
+  assert "stopped by SIGINT outside the training loop" in stderr.splitlines()[-1]
+  assert not os.path.exists(tmp_path / "run")
+
+
 def test_a_second_ctrl_c_ends_any_phase():
   """With the training's stop handler installed (the first signal only sets a flag) and the
   main thread stuck, the second SIGINT ends the process at once."""
