@@ -102,6 +102,7 @@ def parse_flags(argv):
   handle_interrupts()
   flag_values = flags.FLAGS
   try:
+    errors.stop_if_interrupted()  # one that arrived while the tool's modules loaded
     rest = flag_values(argv)
     for name in list(flag_values):  # a config file that failed to load raises on first use
       flag = flag_values[name]
@@ -174,11 +175,20 @@ def _note(signum, frame):
   errors.note_interrupt(signum)
 
 
-def handle_interrupts() -> None:
-  """Installs ``_interrupt`` for SIGINT, unless SIGINT is ignored (a background job, nohup)
-  or a non-default handler is in place."""
+def hold_interrupts() -> None:
+  """From the top of a tool's module, before it imports JAX: a SIGINT is only noted until
+  ``parse_flags`` stops the tool with one line (a KeyboardInterrupt inside a native import
+  can abort the interpreter, and CPython drops one raised in a gc callback)."""
   if (threading.current_thread() is threading.main_thread()
       and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+    signal.signal(signal.SIGINT, _note)
+
+
+def handle_interrupts() -> None:
+  """Installs ``_interrupt`` for SIGINT, unless SIGINT is ignored (a background job, nohup)
+  or a handler other than Python's (or hold_interrupts') is in place."""
+  if (threading.current_thread() is threading.main_thread()
+      and signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _note)):
     signal.signal(signal.SIGINT, _interrupt)
 
 

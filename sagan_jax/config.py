@@ -166,8 +166,8 @@ def _read_saved(path: epath.Path) -> dict:
     return saved
   except (OSError, ValueError) as e:
     raise UserError(f"{path} is not readable as a run's config ({' '.join(str(e).split())}); "
-                    f"restore it from a copy of the run, or delete it to record the current config "
-                    f"(--config) in its place") from None
+                    f"restore it from a copy of the run, or delete it and rerun the training with "
+                    f"the config it was trained with, which records that one") from None
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:

@@ -6,6 +6,11 @@ on `config.eval_metrics` and appends the result to workdir/metrics.jsonl and Ten
 The config is the one training wrote to workdir/config.json, unless --config names one
 (e.g. to change eval_* fields); its model must be the workdir's.
 """
+from sagan_jax import cli
+
+if __name__ == "__main__":
+  cli.hold_interrupts()  # a SIGINT while the libraries load: one line, not a traceback
+
 from absl import app, flags
 from ml_collections import config_flags
 

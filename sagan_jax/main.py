@@ -4,10 +4,13 @@ Fields can be overridden as --config.<field>=<value>. Launched as several proces
 (Cloud TPU pod slice, SLURM), JAX's distributed runtime is initialised from the
 environment; a single process is left untouched.
 """
+from sagan_jax import cli
+
+if __name__ == "__main__":
+  cli.hold_interrupts()  # a SIGINT while the libraries load: one line, not a traceback
+
 from absl import app, flags
 from ml_collections import config_flags
-
-from sagan_jax import cli
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (optionally :variant).",

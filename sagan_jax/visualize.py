@@ -14,6 +14,11 @@ attended key cell boxed in the query's colour. Each map spans the colour scale u
 """
 import os
 
+from sagan_jax import cli
+
+if __name__ == "__main__":
+  cli.hold_interrupts()  # a SIGINT while JAX loads: one line, not a traceback
+
 import jax
 import numpy as np
 
