@@ -50,8 +50,8 @@ IDX_UINT8 = 0x08  # byte 2 of an IDX header: the element type (unsigned byte)
 def read_idx(path: str) -> np.ndarray:
   """gzip IDX file (bytes 0-1 zero, byte 2 the type, byte 3 the rank, then big-endian uint32
   dims, then uint8 data). A truncated, corrupt or foreign file is refused naming it."""
-  redo = (f"; download it again (python -m sagan_jax.fetch_fashion_mnist DIR) or reinstall "
-          f"dataset-fashion-mnist")
+  redo = ("; download it again (python -m sagan_jax.fetch_fashion_mnist DIR) or reinstall "
+          "dataset-fashion-mnist")
   try:
     with gzip.open(path, "rb") as f:
       data = f.read()

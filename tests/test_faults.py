@@ -2,7 +2,6 @@
 clear line (`error:` and exit code 2 for a mistake), refuses before anything is written, or
 is survived; nothing is lost and nothing hangs."""
 import errno
-import io
 import json
 import os
 import shutil
@@ -201,7 +200,7 @@ def test_sigint_while_the_libraries_load_ends_in_one_line(tool, tmp_path, fake_f
   """A KeyboardInterrupt inside the import of a native extension can abort the interpreter,
   and CPython drops one raised in JAX's gc callback: the tools hold SIGINT back while
   TensorFlow and JAX load (visualize imports JAX first thing) and stop right after."""
-  args = ([f"--config=configs/fashion_mnist.py:smoke", f"--config.dataset.data_dir={fake_fmnist_dir}"]
+  args = (["--config=configs/fashion_mnist.py:smoke", f"--config.dataset.data_dir={fake_fmnist_dir}"]
           if tool == "sagan_jax.main" else [])
   child = subprocess.Popen([PYTHON, "-m", tool, f"--workdir={tmp_path / 'run'}", *args], cwd=ROOT,
                            stderr=subprocess.PIPE, text=True,
