@@ -28,8 +28,12 @@ data:
 	     (apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)); then :; \
 	else $(PY) -m sagan_jax.fetch_fashion_mnist $(FMNIST_CACHE); fi
 
+# Trains, scores the run on 10k samples (fid_fmnist, class accuracy, precision/recall/density/
+# coverage; the first time also trains the metric's classifier) and writes its report page.
 train: venv data
 	$(PY) -m sagan_jax.main --config=configs/fashion_mnist.py --workdir=$(WORKDIR)
+	$(PY) -m sagan_jax.evaluate --workdir=$(WORKDIR) --num_samples=10000
+	$(PY) -m sagan_jax.report --workdir=$(WORKDIR)
 
 # tests/test_report.py drives Debian's chromium (Playwright); installed here as root with apt-get,
 # otherwise its browser tests skip and say why.

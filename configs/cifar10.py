@@ -12,6 +12,7 @@ def get_config(variant: str = ""):
   config.dataset.data_dir = ""          # TFDS data_dir ('' = TFDS default; gs:// works on TPU).
   config.dataset.version = "3.0.2"      # TFDS cifar10 version, pinned for reproducibility.
   config.dataset.split = "train"
+  config.dataset.random_flip = True     # CIFAR-10 objects face either way.
   config.model.image_channels = 3
   config.model.ch = 64                  # 256 channels per block (BigGAN's CIFAR table).
   config.model.attention_resolutions = (16,)

@@ -24,6 +24,7 @@ def get_config(variant: str = ""):
   config.dataset.manual_dir = ""        # holds ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar
                                         # ('' = <data_dir>/downloads/manual); read once, on the first run.
   config.dataset.split = "train"        # the paper trains on ILSVRC2012 train (1.28M images).
+  config.dataset.random_flip = True     # ImageNet objects face either way (BigGAN flips too).
 
   config.model.resolution = 128
   config.model.image_channels = 3

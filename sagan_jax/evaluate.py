@@ -54,7 +54,8 @@ def _evaluate(argv):
 
 def main(argv):
   from sagan_jax import cli
-  cli.run(_evaluate, argv)
+  scalars = cli.run(_evaluate, argv)
+  print(", ".join(f"{k}={v:.4g}" for k, v in scalars.items()))  # the one-line result
 
 
 if __name__ == "__main__":

@@ -129,6 +129,7 @@ def test_flip_only_in_training_and_decided_by_the_seed():
 
 
 def test_training_stream_mirrors_some_images_and_only_with_random_flip(smoke_config):
+  smoke_config.dataset.random_flip = True  # off in the Fashion-MNIST default
   plain_config = smoke_config.copy_and_resolve_references()
   plain_config.dataset.random_flip = False
   flipped, plain = (next(input_pipeline.create_train_iterator(c))["image"]
