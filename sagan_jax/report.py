@@ -10,17 +10,26 @@ attention layer over training, the sample grid over the steps (a slider through
 samples/step_*.png), the training curves from the TensorBoard events (losses, D outputs,
 gradient norms, steps/s), the evaluations of metrics.jsonl with their protocol, and the config.
 The page is sagan_jax/report_page.html with sagan_jax/report_page.js and the run's data inlined.
+Every file goes through a path layer (etils.epath; TensorFlow's gfile for the event files), so
+DIR may be a gs:// URL, and nothing of a remote run is written to the local disk.
 """
 import base64
-import glob
 import html
 import importlib.resources
 import json
+import logging
 import os
 import re
 
-import numpy as np
+from sagan_jax import cli
 
+if __name__ == "__main__":
+  cli.hold_interrupts()  # a SIGINT while the libraries load: one line, not a traceback
+
+import numpy as np
+from etils import epath
+
+from sagan_jax import checkpointing
 from sagan_jax import figures as figures_lib
 
 MAX_POINTS = 1500   # points per curve on the page (longer series are thinned evenly)
@@ -40,7 +49,8 @@ def read_scalars(workdir: str) -> dict:
   """{tag: [(step, value)]} of every scalar in the run's TensorBoard event files."""
   import tensorflow as tf
   series = {}
-  for path in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))):
+  pattern = os.fspath(checkpointing.workdir_path(workdir) / "events.out.tfevents.*")
+  for path in sorted(tf.io.gfile.glob(pattern)):  # gs:// through TF's own file systems
     for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
         if value.HasField("tensor") and value.tensor.dtype in (tf.float32.as_datatype_enum,
@@ -54,20 +64,34 @@ def read_scalars(workdir: str) -> dict:
 
 
 def read_evaluations(workdir: str) -> list:
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  """The evaluations of metrics.jsonl; a line that is not a JSON object (half a line an older
+  writer left when it was killed, a hand edit) is skipped with a warning naming it."""
+  path = checkpointing.workdir_path(workdir) / "metrics.jsonl"
+  if not path.exists():
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  evaluations, skipped = [], []
+  for number, line in enumerate(path.read_text().splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      evaluation = json.loads(line)
+    except ValueError:
+      evaluation = None
+    if isinstance(evaluation, dict) and "step" in evaluation:
+      evaluations.append(evaluation)
+    else:
+      skipped.append(number)
+  if skipped:
+    logging.warning("%s: skipped line(s) %s, which are not whole evaluations", path, skipped)
+  return evaluations
 
 
-def _file_data(path: str) -> str:
-  with open(path, "rb") as f:
-    return "data:image/png;base64," + base64.b64encode(f.read()).decode()
+def _file_data(path: epath.Path) -> str:
+  return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-def _img(path: str) -> str:
-  return f'<img alt="{html.escape(os.path.basename(path))}" src="{_file_data(path)}">'
+def _img(path: epath.Path) -> str:
+  return f'<img alt="{html.escape(path.name)}" src="{_file_data(path)}">'
 
 
 def _thin(points: list, most: int = MAX_POINTS) -> list:
@@ -116,19 +140,29 @@ def curve_plots(scalars: dict, evaluations: list) -> list:
   return plots
 
 
-def _latest(pattern: str) -> list:
-  paths = sorted(glob.glob(pattern))
+def _step_pngs(folder: epath.Path) -> list:
+  """folder/step_<digits>[_…].png, by name (the step is zero-padded); others are not the run's."""
+  if not folder.is_dir():
+    return []
+  return sorted((p for p in folder.glob("step_*.png")
+                 if re.fullmatch(r"step_\d+(_.*)?\.png", p.name)), key=lambda p: p.name)
+
+
+def _latest(folder: epath.Path) -> list:
+  """The figures of the newest step in ``folder``."""
+  paths = _step_pngs(folder)
   if not paths:
     return []
-  step = os.path.basename(paths[-1]).split("_")[1]
-  return [p for p in paths if os.path.basename(p).split("_")[1] == step]
+  step = paths[-1].name.split("_")[1].removesuffix(".png")
+  return [p for p in paths if p.name.split("_")[1].removesuffix(".png") == step]
 
 
 def sample_frames(workdir: str, most: int = MAX_FRAMES) -> list:
   """[{'step', 'src'}] of samples/step_*.png, at most ``most`` evenly spaced (the last kept)."""
-  paths = sorted(glob.glob(os.path.join(workdir, "samples", "step_*.png")))
+  paths = [p for p in _step_pngs(checkpointing.workdir_path(workdir) / "samples")
+           if re.fullmatch(r"step_\d+\.png", p.name)]
   paths = [paths[i] for (i,) in _thin([(i,) for i in range(len(paths))], most)]
-  return [{"step": int(os.path.basename(p)[5:-4]), "src": _file_data(p)} for p in paths]
+  return [{"step": int(p.name[5:-4]), "src": _file_data(p)} for p in paths]
 
 
 def colour_maps() -> dict:
@@ -170,14 +204,14 @@ def write_report(workdir: str, out: str | None = None, figures: bool = True, *, 
   """
   from sagan_jax import config as config_lib
   from sagan_jax.errors import UserError
-  if not os.path.exists(os.path.join(workdir, "config.json")):
+  where = checkpointing.workdir_path(workdir)
+  if not (where / "config.json").exists():
     raise UserError(f"{workdir} holds no training run (no config.json); pass a run's --workdir")
-  config = config_lib.load_run_config(workdir)
-  with open(os.path.join(workdir, "config.json")) as f:
-    config_text = json.dumps(json.load(f), indent=1)
+  config = config_lib.load_run_config(os.fspath(where))  # a damaged file: one UserError line
+  config_text = json.dumps(json.loads((where / "config.json").read_text()), indent=1)
   data = {"luts": colour_maps(), "explorer": None, "explorer_absent": ""}
   if figures:
-    from sagan_jax import checkpointing, explorer
+    from sagan_jax import explorer
     if run is None and not checkpointing.checkpoint_steps(workdir):
       data["explorer_absent"] = "The run has no checkpoint yet: no attention maps to explore."
     else:
@@ -195,7 +229,7 @@ def write_report(workdir: str, out: str | None = None, figures: bool = True, *, 
   data["samples"] = sample_frames(workdir)
   last = {tag: points[-1] for tag, points in scalars.items()}
   e = data["explorer"]
-  parts = [f"<h1>sagan_jax run: {html.escape(os.path.abspath(workdir))}</h1>",
+  parts = [f"<h1>sagan_jax run: {html.escape(os.fspath(where))}</h1>",
            f"<p class='summary'>{html.escape(_model_summary(config))}</p>"]
   if "d_loss" in last:
     parts.append(f"<p class='summary'>Last logged step {last['d_loss'][0]}: "
@@ -246,31 +280,44 @@ def write_report(workdir: str, out: str | None = None, figures: bool = True, *, 
     if protocol:
       parts.append(f"<details><summary>Protocol of the last evaluation</summary><pre>"
                    f"{html.escape(json.dumps(protocol, indent=1))}</pre></details>")
-  static = _latest(os.path.join(workdir, "attention", "step_*.png")) + _latest(
-      os.path.join(workdir, "sheets", "step_*.png"))
+  static = _latest(where / "attention") + _latest(where / "sheets")
   if static:
     parts.append("<h2>Figures of python -m sagan_jax.visualize</h2><details class='static'><summary>"
                  f"{len(static)} figure(s)</summary>"
-                 + "".join(f"<h3>{html.escape(os.path.basename(p))}</h3>{_img(p)}" for p in static)
+                 + "".join(f"<h3>{html.escape(p.name)}</h3>{_img(p)}" for p in static)
                  + "</details>")
   parts.append(f"<h2>Config</h2><details><summary>config.json</summary><pre>{html.escape(config_text)}"
                "</pre></details>")
   script = _template("report_page.js")
   if "</script" in script.lower():
     raise ValueError("report_page.js must not contain '</script'")
-  fields = {"TITLE": html.escape(f"sagan_jax report: {os.path.basename(os.path.abspath(workdir))}"),
+  fields = {"TITLE": html.escape(f"sagan_jax report: {where.name}"),
             "BODY": "\n".join(parts), "SCRIPT": script, "DATA": _json_for_script(data)}
   page = re.sub(r"\{\{(TITLE|BODY|SCRIPT|DATA)\}\}", lambda match: fields[match.group(1)],
                 _template("report_page.html"))
-  out = out or os.path.join(workdir, "report.html")
-  with open(out, "w", encoding="utf-8") as f:
-    f.write(page)
-  return out
+  path = checkpointing.workdir_path(out) if out else where / "report.html"
+  write_page(path, page)
+  return os.fspath(path)
+
+
+def write_page(path: epath.Path, page: str) -> None:
+  """Atomically: on a local disk written beside and renamed over (a full disk or a kill leaves
+  the old page or none, never half of one); an object store shows an object once complete."""
+  if checkpointing.is_remote(path):
+    path.write_text(page, encoding="utf-8")
+    return
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / f"{path.name}.tmp{os.getpid()}"
+  try:
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+  finally:
+    if tmp.exists():
+      tmp.unlink()
 
 
 def _main(argv):
   from absl import flags
-  from sagan_jax import cli
   cli.start(argv, distributed=False)
   f = flags.FLAGS
   print(cli.run(write_report, f.workdir, f.out, f.figures, step=f.step, columns=f.columns,
@@ -292,4 +339,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("query_stride", None, "Explorer: store every S-th query cell of each "
                        "layer (default: 1 unless the budget needs coarser).")
   flags.mark_flags_as_required(["workdir"])
-  app.run(_main)
+  app.run(_main, flags_parser=cli.parse_flags)

@@ -180,7 +180,7 @@ def registry():
 
 @pytest.mark.parametrize("accelerator,expect", [
     ("cuda", {"jax-cuda12-plugin": "0.10.2", "jax-cuda12-pjrt": "0.10.2"}),
-    ("tpu", {"libtpu": "0.0.42.1"})])
+    ("tpu", {"libtpu": "0.0.42.1", "google-cloud-storage": "3.17.1"})])
 def test_accelerator_install_resolves_against_the_registry(tmp_path, registry, accelerator, expect):
   """The bootstrap's own pip command as a dry run, without dependencies: every pin exists for
   this Python and platform (a full resolve would fetch ~3 GB of CUDA wheels on every CI run)."""

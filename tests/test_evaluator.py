@@ -20,6 +20,7 @@ def _fmnist_eval_config(data_dir, cache_dir):
   config.num_train_steps = 2
   config.checkpoint_every_steps = 1
   config.eval_every_steps = 1
+  config.eval_metrics = ("fid_fmnist",)  # the default also scores class_accuracy, prdc
   config.eval_num_samples = 20  # two per class
   config.eval_batch_size = 10
   config.eval_cache_dir = cache_dir

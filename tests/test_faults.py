@@ -195,11 +195,12 @@ def test_a_dropped_keyboard_interrupt_still_stops_the_set_up(fake_fmnist_dir, tm
   assert line.startswith("stopped by SIGINT outside the training loop")
 
 
-@pytest.mark.parametrize("tool", ["sagan_jax.main", "sagan_jax.visualize"])
+@pytest.mark.parametrize("tool", ["sagan_jax.main", "sagan_jax.visualize", "sagan_jax.report"])
 def test_sigint_while_the_libraries_load_ends_in_one_line(tool, tmp_path, fake_fmnist_dir):
   """A KeyboardInterrupt inside the import of a native extension can abort the interpreter,
   and CPython drops one raised in JAX's gc callback: the tools hold SIGINT back while
-  TensorFlow and JAX load (visualize imports JAX first thing) and stop right after."""
+  TensorFlow and JAX load (visualize imports JAX first thing, report orbax's path layer) and
+  stop right after."""
   args = (["--config=configs/fashion_mnist.py:smoke", f"--config.dataset.data_dir={fake_fmnist_dir}"]
           if tool == "sagan_jax.main" else [])
   child = subprocess.Popen([PYTHON, "-m", tool, f"--workdir={tmp_path / 'run'}", *args], cwd=ROOT,
@@ -213,7 +214,7 @@ def test_sigint_while_the_libraries_load_ends_in_one_line(tool, tmp_path, fake_f
         if "absl::InitializeLog" in line or "oneDNN" in line or "tensorflow" in line.lower():
           break
     else:
-      time.sleep(1.0)  # visualize is importing JAX
+      time.sleep(1.0)  # visualize / report are importing JAX
     child.send_signal(signal.SIGINT)
     rest = child.stderr.read()
     code = child.wait(timeout=120)
@@ -615,3 +616,116 @@ def test_fetch_fashion_mnist_offline_ends_in_one_line(tmp_path, monkeypatch, cap
   line = exits_with_one_line(fetch_fashion_mnist.fetch, capsys, str(tmp_path / "fm"))
   assert line.startswith("error: cannot reach fashion-mnist.s3-website")
   assert "dataset-fashion-mnist" in line and time.time() - start < 30
+
+
+# Item 6 and the traceback class in the evaluator and the report.
+
+def fake_bucket(tmp_path, monkeypatch) -> "FakeBucket":
+  """epath's gs:// backend on tmp_path/bucket (orbax is not needed: no checkpoint is read)."""
+  from etils.epath import gpath
+  bucket = FakeBucket(tmp_path / "bucket")
+  original = gpath._GPath._backend
+  monkeypatch.setattr(gpath._GPath, "_backend", property(
+      lambda self: bucket if self._uri_scheme == "gs" else original.fget(self)))
+  return bucket
+
+
+def test_metrics_and_the_report_of_a_gs_workdir_go_to_the_bucket(trained_run, tmp_path,
+                                                                 monkeypatch):
+  """Evaluator.evaluate appends to gs://…/metrics.jsonl (the whole object written anew) and
+  the report reads the run's files and writes report.html there; nothing is written locally.
+  The event files are globbed through TensorFlow's gfile (mapped to the bucket's folder)."""
+  import jax.numpy as jnp
+  import tensorflow as tf
+  from sagan_jax import report, sharding
+  from sagan_jax.evaluation import evaluator
+  bucket = fake_bucket(tmp_path, monkeypatch)
+  shutil.copytree(trained_run, bucket.local("gs://fake-bucket/run"))
+  globbed = []
+  monkeypatch.setattr(tf.io.gfile, "glob", lambda pattern: globbed.append(pattern) or sorted(
+      __import__("glob").glob(bucket.local(pattern))))
+  # A tiny feature space instead of the Fashion-MNIST classifier (trained once, minutes).
+  features = lambda v, x: (x.reshape(x.shape[0], -1)[:, ::97] * v, x.reshape(x.shape[0], -1)[:, :10])
+  monkeypatch.setattr(evaluator, "fmnist_space", lambda config: evaluator.FeatureSpace(
+      "fmnist_classifier", "test-space", features, jnp.float32(1.0), {}))
+  config = config_lib.load_run_config(trained_run)
+  config.eval_num_samples, config.eval_batch_size = 20, 10
+  config.eval_cache_dir = str(tmp_path / "cache")  # the reference cache is local by design
+  sample = lambda state, z, y: jnp.tanh(jnp.resize(z, (z.shape[0], 32 * 32)).reshape(-1, 32, 32, 1))
+  local = tmp_path / "cwd"
+  local.mkdir()
+  monkeypatch.chdir(local)
+  scorer = evaluator.Evaluator(config, sharding.create_mesh(), sample, "gs://fake-bucket/run")
+  assert os.fspath(scorer.metrics_path) == "gs://fake-bucket/run/metrics.jsonl"
+  for step in (2, 4):
+    scorer.evaluate(None, step, 20)
+  stored = bucket.local("gs://fake-bucket/run/metrics.jsonl")
+  with open(stored) as f:
+    assert [json.loads(line)["step"] for line in f] == [2, 4]
+  path = report.write_report("gs://fake-bucket/run", figures=False)
+  assert path == "gs://fake-bucket/run/report.html"
+  with open(bucket.local(path), encoding="utf-8") as f:
+    page = f.read()
+  assert "Evaluations (metrics.jsonl)" in page and "data:image/png;base64," in page
+  assert "d_loss" in page  # the curves of the event files
+  assert globbed == ["gs://fake-bucket/run/events.out.tfevents.*"]
+  assert os.listdir(local) == []
+  assert not [p for p in files_under(bucket.root) if ".tmp" in p]
+
+
+def test_a_full_disk_while_recording_an_evaluation_keeps_metrics_jsonl(tmp_path, monkeypatch,
+                                                                        capsys):
+  """The line is written to a file beside metrics.jsonl and renamed over: a full disk half-way
+  leaves the old file whole, no temporary file, and one line saying what to free."""
+  from sagan_jax.evaluation import evaluator
+  path = checkpointing.workdir_path(tmp_path) / evaluator.METRICS_FILE
+  evaluator.append_line(path, {"step": 2, "fid_fmnist": 1.5}, 2)
+  before = path.read_text()
+  written = type(path).write_text
+
+  def half_then_full(self, text, *args, **kwargs):
+    written(self, text[:len(text) // 2])
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(self))
+
+  monkeypatch.setattr(type(path), "write_text", half_then_full)
+  line = exits_with_one_line(evaluator.append_line, capsys, path, {"step": 4, "fid_fmnist": 1.2}, 4)
+  assert line.startswith(f"error: no space left on the device of {path} while recording the "
+                         f"evaluation of step 4")
+  assert "metrics.jsonl is as it was before; free space there" in line
+  assert path.read_text() == before
+  assert os.listdir(tmp_path) == ["metrics.jsonl"]
+
+
+def test_metrics_jsonl_with_half_a_line_gets_whole_ones_and_the_report_skips_it(tmp_path, caplog):
+  """Half a line an older writer left when it was killed: the next line starts on its own and
+  the report reads every whole evaluation, naming the line it skipped."""
+  from sagan_jax import report
+  from sagan_jax.evaluation import evaluator
+  path = checkpointing.workdir_path(tmp_path) / evaluator.METRICS_FILE
+  path.write_text(json.dumps({"step": 2, "fid_fmnist": 1.5}) + '\n{"step": 4, "fid_f')
+  evaluator.append_line(path, {"step": 6, "fid_fmnist": 1.1}, 6)
+  assert [e["step"] for e in report.read_evaluations(str(tmp_path))] == [2, 6]
+  assert "metrics.jsonl: skipped line(s) [2]" in caplog.text
+
+
+REPORT_BAD_COMMAND_LINES = {
+    "unknown flag": (["sagan_jax.report", "--workdir=W", "--no_such_flag"],
+                     "Unknown command line flag 'no_such_flag'"),
+    "missing workdir": (["sagan_jax.report"], "--workdir is required"),
+    "bad number": (["sagan_jax.report", "--workdir=W", "--columns=many"],
+                   "--columns=many: invalid literal for int()"),
+    "positional argument": (["sagan_jax.report", "--workdir=W", "now"], "unexpected arguments: now"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REPORT_BAD_COMMAND_LINES))
+def test_a_bad_report_command_line_ends_in_one_error_line(case):
+  args, expected = REPORT_BAD_COMMAND_LINES[case]
+  code, stderr = run_tool(args)
+  assert code == 2 and expected in one_error_line(stderr), stderr
+
+
+def test_report_of_a_folder_without_a_run_is_one_error_line(tmp_path):
+  code, stderr = run_tool(["sagan_jax.report", f"--workdir={tmp_path}", "--figures=false"])
+  assert code == 2 and "holds no training run (no config.json)" in one_error_line(stderr), stderr
+  assert os.listdir(tmp_path) == []

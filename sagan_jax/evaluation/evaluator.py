@@ -26,11 +26,12 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
+from etils import epath
 from jax.experimental import multihost_utils
 
+from sagan_jax import checkpointing, fashion_mnist, input_pipeline, sampling, sharding
 from sagan_jax import config as config_lib
-from sagan_jax import fashion_mnist, input_pipeline, sampling, sharding
-from sagan_jax.errors import UserError
+from sagan_jax.errors import DiskFull, UserError, disk_full
 from sagan_jax.evaluation import fmnist_classifier, inception, metrics
 
 METRICS_FILE = "metrics.jsonl"
@@ -109,7 +110,7 @@ class Evaluator:
     """`sampler(state, z, y) -> images`: a sampling.Sampler (EMA weights; z, y batch-sharded)."""
     config_lib.check_evaluation(config, mesh.size)
     self.config, self.sampler = config, sampler
-    self.metrics_path = pathlib.Path(workdir) / METRICS_FILE
+    self.metrics_path = checkpointing.workdir_path(workdir) / METRICS_FILE  # gs:// too
     self._batch_sharding = sharding.batch_sharding(mesh)
     replicated = sharding.replicated(mesh)
     names = set(config.eval_metrics)
@@ -203,12 +204,17 @@ class Evaluator:
     if not _on_every_process(path.exists()):
       stats = self._compute_reference(space)
       # Every process writes: on pods, each host's ~/.cache is its own disk.
+      tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")  # savez appends .npz otherwise
       try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")  # savez appends .npz otherwise
         np.savez(tmp, **stats)
         os.replace(tmp, path)
       except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if disk_full(e):
+          raise DiskFull(f"no space left on the device of {path.parent} while caching the "
+                         f"reference statistics ({e.strerror}); free space there or set "
+                         f"--config.eval_cache_dir to a folder on another disk") from None
         raise UserError(f"cannot write the reference statistics to {path} ({e.strerror}); set "
                         f"--config.eval_cache_dir to a writable folder") from e
     with np.load(path) as stored:
@@ -305,9 +311,7 @@ class Evaluator:
     logging.info("evaluation at step %d on %d samples: %s", step, num_samples,
                  ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
     if jax.process_index() == 0:
-      self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
-      with open(self.metrics_path, "a") as f:
-        f.write(json.dumps(line) + "\n")
+      append_line(self.metrics_path, line, step)
     return scalars
 
   def _protocol(self, references) -> dict:
@@ -328,6 +332,39 @@ class Evaluator:
     if "is" in c.eval_metrics:
       out["is_splits"] = c.eval_is_splits
     return out
+
+
+def append_line(path: epath.Path, line: dict, step: int) -> None:
+  """Appends one JSON line to ``path`` by writing the whole file anew, so that a reader (or a
+  kill, or a full disk) never meets half a line: an object store cannot append, and a local
+  file is written beside and renamed over. A full disk leaves the file as it was and is one
+  DiskFull line saying what to free."""
+  try:
+    text = path.read_text() if path.exists() else ""
+    if text and not text.endswith("\n"):
+      text += "\n"  # a half line an older writer left: our line stays whole after it
+    text += json.dumps(line) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if checkpointing.is_remote(path):
+      path.write_text(text)  # an object becomes visible only once it is complete
+      return
+    tmp = path.parent / f"{path.name}.tmp{os.getpid()}"
+    try:
+      tmp.write_text(text)
+      os.replace(tmp, path)
+    finally:
+      if tmp.exists():
+        tmp.unlink()
+  except Exception as e:  # pylint: disable=broad-except  (gfile raises its own types for URLs)
+    full = disk_full(e)
+    if full is None:
+      raise
+    raise DiskFull(
+        f"no space left on the device of {path} while recording the evaluation of step {step} "
+        f"({' '.join(str(full).split())[:160]}); {path.name} is as it was before; free space "
+        f"there (other runs, or lower keep_checkpoints) and rerun the same command (a training "
+        f"resumes from its last checkpoint; python -m sagan_jax.evaluate --workdir=… --step=N "
+        f"scores a checkpoint again)") from None
 
 
 def _on_every_process(flag: bool) -> bool:
