@@ -11,6 +11,7 @@ import socket
 import time
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -347,3 +348,58 @@ class Checkpointer:
       if self._failed is None:
         raise
       logging.warning("closing the checkpoint manager after a failed save", exc_info=True)
+
+
+# A training run's hold on its workdir
+
+def _unusable_workdir(workdir: str, e: Exception) -> UserError:
+  if disk_full(e):
+    return DiskFull(f"no space left on the device of workdir {workdir!r} (any checkpoint save a "
+                    f"killed run left unfinished there is already deleted); free space there "
+                    f"(other runs, or lower keep_checkpoints) and rerun the same command")
+  reason = getattr(e, "strerror", None) or " ".join(str(e).split())[:200]
+  return UserError(f"workdir {workdir!r} is not writable ({reason}); choose another --workdir "
+                   f"or fix its permissions")
+
+
+def open_workdir(workdir: str) -> "WorkdirLock":
+  """Creates the workdir, takes its lock (one training per workdir), deletes the checkpoint
+  saves a killed run left unfinished (ours now: we hold the lock) and only then probes that
+  it takes a file: a resume on a full disk first frees what its own half-written save held.
+  Everything through the path layer: a gs:// workdir leaves nothing on the local disk.
+  Returns the held lock."""
+  path = workdir_path(workdir)
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except Exception as e:  # pylint: disable=broad-except  (gfile raises its own types for URLs)
+    raise _unusable_workdir(workdir, e) from None
+  lock = _lock_workdir(workdir)
+  try:
+    if jax.process_index() == 0:
+      delete_unfinished_saves(workdir)
+    probe = path / f".write_test.{jax.process_index()}"
+    probe.write_text("ok")
+    probe.unlink()
+  except Exception as e:  # pylint: disable=broad-except
+    lock.release()
+    raise _unusable_workdir(workdir, e) from None
+  return lock
+
+
+def _lock_workdir(workdir: str) -> "WorkdirLock":
+  """Process 0 takes the lock; every process learns whether it got it (and refuses if not)."""
+  lock = WorkdirLock(workdir)
+  refused = None
+  if jax.process_index() == 0:
+    try:
+      lock.acquire()
+    except (UserError, OSError) as e:
+      refused = e if isinstance(e, UserError) else _unusable_workdir(workdir, e)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    if int(multihost_utils.broadcast_one_to_all(np.int32(refused is not None))) and not refused:
+      refused = UserError(f"another training is running in {workdir} (process 0 found its lock); "
+                          f"wait for it, stop it, or use another --workdir")
+  if refused:
+    raise refused
+  return lock

@@ -300,7 +300,7 @@ def test_disk_full_keeps_what_was_saved_and_says_what_to_free(tmp_path):
       os.remove(f"{{run}}/filler")
       os.makedirs(f"{{run}}/checkpoints/3.orbax-checkpoint-tmp")
       fill(f"{{run}}/checkpoints/3.orbax-checkpoint-tmp/blob")  # a killed save that filled the disk
-      train._check_workdir(run).release()
+      checkpointing.open_workdir(run).release()
       out["after_resume_check"] = [p.name for p in checkpointing.unfinished_saves(run)]
       print("RESULT" + json.dumps(out))
   """)
