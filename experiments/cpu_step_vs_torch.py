@@ -26,10 +26,17 @@ before either library starts) and both sides get the same cores. On a 2-core mac
 --threads 2 nothing is pinned: JAX's default (all cores) is 2 threads. XLA_FLAGS from the
 environment are used as they are.
 
-It is a benchmark on a shared machine: other load perturbs the absolute times (OpenMP,
-which PyTorch's CPU kernels use, suffers most from cores taken by other processes), but
-each round times both sides within seconds of each other, so the interleaved ratio is the
+It is a benchmark on a shared machine: other load perturbs the absolute times, but each
+round times both sides within seconds of each other, so the interleaved ratio is the
 figure it reports; the load average before and after is printed and written to the JSON.
+Other load does not hit both sides alike, though. PyTorch's CPU kernels run on OpenMP,
+whose every parallel region waits for all its threads: with the cores shared (load ~4 on
+2 cores), PyTorch at 2 threads measured 1.4–3.1 s/step at ch=4 against 0.15 at 1 thread,
+while XLA's work-stealing pool degrades gracefully. OMP_WAIT_POLICY=PASSIVE in the
+environment brought PyTorch's 2 threads back to 0.34 s/step under that load, but costs a
+wake-up per parallel region on an idle machine; the script leaves the environment as it is
+(and records the OMP_* variables). Quote its ratio from a quiet machine (load average
+below 1 on 2 cores), or with OMP_WAIT_POLICY=PASSIVE and say so.
 """
 import argparse
 import json
@@ -71,6 +78,18 @@ def pin_threads(threads):
   return sorted(os.sched_getaffinity(0))
 
 
+def _source_state():
+  """The commit and whether sagan_jax/ or configs/ differ from it: which JAX step was timed."""
+  import subprocess
+  root = os.path.dirname(HERE)
+  try:
+    git = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, timeout=30).stdout.strip()
+    return {"commit": git("rev-parse", "HEAD"),
+            "uncommitted": git("status", "--porcelain", "--", "sagan_jax", "configs").splitlines()}
+  except (OSError, subprocess.SubprocessError):
+    return {}
+
+
 def _median(xs):
   return statistics.median(xs)
 
@@ -94,9 +113,10 @@ def main(argv=None):
              "processor": platform.processor() or platform.machine(),
              "jax": jax.__version__, "torch": torch.__version__,
              "xla_flags": os.environ.get("XLA_FLAGS", ""), "jax_devices": str(jax.devices()),
-             "loadavg_before": load_before}
-  print(f"cores {cores}, torch threads {torch.get_num_threads()}, jax {jax.__version__} {jax.devices()}, "
-        f"torch {torch.__version__}; load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
+             "omp_env": {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "GOMP_", "KMP_"))},
+             "source": _source_state(), "loadavg_before": load_before}
+  print(f"cores {cores}, torch threads {torch.get_num_threads()} {machine['omp_env'] or ''}, "
+        f"jax {jax.__version__} {jax.devices()}, torch {torch.__version__}; load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
 
   matmul = None  # () -> FLOP/s of one --matmul² float32 matmul through XLA
   if args.matmul:
