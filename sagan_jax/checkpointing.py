@@ -27,6 +27,21 @@ def is_remote(workdir) -> bool:
   return "://" in os.fspath(workdir)
 
 
+def write_whole(path: epath.Path, text: str) -> None:
+  """Writes ``text`` so that no reader, kill or full disk meets half of it: on a local disk
+  beside the file, then renamed over it; an object store shows an object once complete."""
+  if is_remote(path):
+    path.write_text(text, encoding="utf-8")
+    return
+  tmp = path.parent / f"{path.name}.tmp{os.getpid()}"
+  try:
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+  finally:
+    if tmp.exists():
+      tmp.unlink()
+
+
 def workdir_path(workdir) -> epath.Path:
   """The workdir through the path layer: absolute on a local disk, as given for a URL."""
   text = os.fspath(workdir)

@@ -5,14 +5,13 @@ run's own copy of it (workdir/config.json).
 anything is traced, so a bad value ends in one line that names the field.
 """
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 from etils import epath
 
-from sagan_jax import losses
+from sagan_jax import checkpointing, losses
 from sagan_jax.errors import UserError
 from sagan_jax.models.attention import ATTENTION_BLOCKS, ATTENTION_IMPLS
 from sagan_jax.models.discriminator import discriminator_sides
@@ -213,17 +212,5 @@ def check_config_compatible(config, workdir: str, resuming: bool, write: bool = 
 
 
 def write_run_config(config, workdir: str) -> None:
-  """Atomically: a reader never sees half a file, a crash never leaves one (on a local disk
-  through a rename; an object store makes an object visible only once it is complete)."""
-  path = _path(workdir)
-  text = config.to_json(indent=1)
-  if "://" in os.fspath(path):
-    path.write_text(text)
-    return
-  tmp = path.parent / f"{path.name}.tmp{os.getpid()}"
-  try:
-    tmp.write_text(text)
-    os.replace(tmp, path)
-  finally:
-    if tmp.exists():
-      tmp.unlink()
+  """Atomically: a reader never sees half a file, a crash never leaves one."""
+  checkpointing.write_whole(_path(workdir), config.to_json(indent=1))

@@ -301,19 +301,9 @@ def write_report(workdir: str, out: str | None = None, figures: bool = True, *, 
 
 
 def write_page(path: epath.Path, page: str) -> None:
-  """Atomically: on a local disk written beside and renamed over (a full disk or a kill leaves
-  the old page or none, never half of one); an object store shows an object once complete."""
-  if checkpointing.is_remote(path):
-    path.write_text(page, encoding="utf-8")
-    return
+  """Atomically (a full disk or a kill leaves the old page or none, never half of one)."""
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.parent / f"{path.name}.tmp{os.getpid()}"
-  try:
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
-  finally:
-    if tmp.exists():
-      tmp.unlink()
+  checkpointing.write_whole(path, page)
 
 
 def _main(argv):

@@ -345,16 +345,7 @@ def append_line(path: epath.Path, line: dict, step: int) -> None:
       text += "\n"  # a half line an older writer left: our line stays whole after it
     text += json.dumps(line) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    if checkpointing.is_remote(path):
-      path.write_text(text)  # an object becomes visible only once it is complete
-      return
-    tmp = path.parent / f"{path.name}.tmp{os.getpid()}"
-    try:
-      tmp.write_text(text)
-      os.replace(tmp, path)
-    finally:
-      if tmp.exists():
-        tmp.unlink()
+    checkpointing.write_whole(path, text)
   except Exception as e:  # pylint: disable=broad-except  (gfile raises its own types for URLs)
     full = disk_full(e)
     if full is None:
