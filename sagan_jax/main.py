@@ -20,6 +20,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _train(argv):
+  config = FLAGS.config
+  cli.split_cpu_host([config.batch_size, config.eval_batch_size])
   cli.start(argv, distributed=True)
   cli.quiet_orbax()
   with cli.interrupts_deferred():
