@@ -1,5 +1,6 @@
 """Evaluate a trained run:
-python -m sagan_jax.evaluate --workdir=… [--step=N] [--num_samples=N] [--config=… [--config.X=…]].
+python -m sagan_jax.evaluate --workdir=… [--step=N] [--num_samples=N] [--noise_seed=S]
+[--config=… [--config.X=…]].
 
 Restores the latest (or the named) checkpoint of the workdir, scores the EMA generator
 on `config.eval_metrics` and appends the result to workdir/metrics.jsonl and TensorBoard.
@@ -22,11 +23,14 @@ flags.DEFINE_string("workdir", None, "The training run's --workdir.")
 flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
 flags.DEFINE_integer("num_samples", None,
                      "Samples to score (default: config.eval_final_num_samples).")
+flags.DEFINE_integer("noise_seed", None,
+                     "Seed of the samples' noise (default: the run's, the same at every evaluation); "
+                     "another seed scores other samples of the same generator.")
 flags.mark_flags_as_required(["workdir"])
 
 
 def evaluate_checkpoint(config, workdir: str, step: int | None = None,
-                        num_samples: int | None = None) -> dict:
+                        num_samples: int | None = None, noise_seed: int | None = None) -> dict:
   """Scores the checkpoint `step` (None: the latest) of `workdir`; returns the scalars.
 
   ``config`` None: the run's own (workdir/config.json).
@@ -39,7 +43,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
   run = open_run(workdir, step, config=config)
   evaluator = Evaluator(run.config, run.mesh, run.programs.sampler, workdir)
   scalars = evaluator.evaluate(run.state, run.step,
-                               num_samples or run.config.eval_final_num_samples)
+                               num_samples or run.config.eval_final_num_samples, noise_seed)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() != 0)
   writer.write_scalars(run.step, scalars)
   writer.flush()
@@ -49,7 +53,8 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
 def _evaluate(argv):
   from sagan_jax import cli
   cli.start(argv, distributed=True)
-  return evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.step, FLAGS.num_samples)
+  return evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.step, FLAGS.num_samples,
+                             FLAGS.noise_seed)
 
 
 def main(argv):

@@ -135,6 +135,18 @@ def test_class_accuracy_and_prdc_go_to_metrics_jsonl_with_their_protocol(trained
   assert details["prdc_protocol"]["num_fake"] == 50
 
 
+def test_a_noise_seed_scores_other_samples_and_record_false_writes_nothing(trained_run, tmp_path):
+  config, _, state = trained_run
+  evaluation, _ = _build(config, tmp_path)
+  default = evaluation.evaluate(state, 2, 20)
+  again = evaluation.evaluate(state, 2, 20, noise_seed=evaluation.noise_seed(), record=False)
+  other = evaluation.evaluate(state, 2, 20, noise_seed=evaluation.noise_seed() + 1, record=False)
+  assert again == default  # the run's own seed: the same samples, the same figure
+  assert other["fid_fmnist"] != default["fid_fmnist"]
+  (line,) = _lines(tmp_path)  # only the recorded evaluation
+  assert line["noise_seed"] == evaluation.noise_seed()
+
+
 def test_inception_metrics_on_a_tiny_rgb_config(fake_fmnist_dir, tmp_path, monkeypatch):
   from configs import fashion_mnist
   from sagan_jax.evaluation import evaluator, inception, metrics

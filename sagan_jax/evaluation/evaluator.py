@@ -225,11 +225,15 @@ class Evaluator:
 
   # Sampling and scoring
 
-  def _noise(self, num: int):
+  def noise_seed(self) -> int:
+    """The seed of every evaluation's z unless one is named: the same samples at every step."""
+    return self.config.seed + NOISE_SEED_OFFSET
+
+  def _noise(self, num: int, seed: int):
     """Fixed z and labels cycling through the classes, padded to whole batches."""
     m, batch_size = self.config.model, self.config.eval_batch_size
     labels = np.arange(sharding.round_up(num, batch_size)) % m.num_classes
-    z, y, _ = sampling.fixed_noise(labels, m.z_dim, self.config.seed + NOISE_SEED_OFFSET, batch_size)
+    z, y, _ = sampling.fixed_noise(labels, m.z_dim, seed, batch_size)
     return z, y
 
   def _check_num_samples(self, num: int) -> None:
@@ -294,23 +298,26 @@ class Evaluator:
         scalars.update(scores)
     return scalars, details
 
-  def evaluate(self, state, step: int, num_samples: int) -> dict:
-    """Scores `num_samples` EMA samples; appends a line to metrics.jsonl; returns the scalars."""
+  def evaluate(self, state, step: int, num_samples: int, noise_seed: int | None = None,
+               record: bool = True) -> dict:
+    """Scores `num_samples` EMA samples drawn with ``noise_seed`` (None: the run's fixed one);
+    appends a line to metrics.jsonl unless ``record`` is False; returns the scalars."""
     self._check_num_samples(num_samples)
     start = time.time()
     c = self.config
     references = {k: self.reference(space) for k, space in self.spaces.items()}
-    z, y = self._noise(num_samples)
+    noise_seed = self.noise_seed() if noise_seed is None else int(noise_seed)
+    z, y = self._noise(num_samples, noise_seed)
     batches = (self.sampler(state, self._global(z[i:i + c.eval_batch_size]),
                             self._global(y[i:i + c.eval_batch_size]))
                for i in range(0, len(z), c.eval_batch_size))
     fake = self._features(batches, num_samples, self.spaces)
     scalars, details = self.score(fake, y[:num_samples])
-    line = {"step": int(step), "num_samples": num_samples, **scalars, **details,
+    line = {"step": int(step), "num_samples": num_samples, "noise_seed": noise_seed, **scalars, **details,
             **self._protocol(references), "seconds": round(time.time() - start, 1)}
     logging.info("evaluation at step %d on %d samples: %s", step, num_samples,
                  ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
-    if jax.process_index() == 0:
+    if record and jax.process_index() == 0:
       append_line(self.metrics_path, line, step)
     return scalars
 
