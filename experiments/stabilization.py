@@ -1,7 +1,8 @@
 """Fig. 3 of the paper: spectral norm on G and TTUR stabilise training.
 
   python experiments/stabilization.py --out=runs/fig3 [--base_config=configs/fashion_mnist.py]
-      [--steps=N] [--eval_points=4] [--eval_samples=N] [--print_commands] [--set FIELD=VALUE]
+      [--results=docs/ablations/fig3] [--steps=N] [--seeds=3] [--baseline=sn_gd_ttur]
+      [--eval_points=4] [--eval_samples=N] [--parallel=2] [--print_commands] [--set FIELD=VALUE]
 
 Four variants (paper §5.1):
   sn_d_1to1   SN on D only, 1 D step per G step, equal learning rates
@@ -9,7 +10,8 @@ Four variants (paper §5.1):
   sn_gd_1to1  SN on G and D, 1:1, equal learning rates
   sn_gd_ttur  SN on G and D, 1:1, TTUR (the base config's lr_G < lr_D)
 "Equal" is the base config's lr_G for both nets (the paper: 1e-4 for both, TTUR 1e-4 /
-4e-4). Each run is evaluated --eval_points times; the plots show the metric vs G step.
+4e-4). Each run is evaluated --eval_points times; the plots show the metric vs G step
+(each seed faint, the mean bold); every variant is compared seed by seed with --baseline.
 """
 from sweep import Variant, load_base_config, parse_args, plot_curves, run_sweep, write_tables
 
@@ -31,7 +33,7 @@ def variants(config) -> list:
 
 
 def main():
-  args = parse_args(__doc__, default_steps=600, default_eval_points=4)  # curves need points
+  args = parse_args(__doc__, default_steps=600, default_baseline="sn_gd_ttur", default_eval_points=4)  # curves need points
   config = load_base_config(args.base_config, args.set)
   results = run_sweep(args, variants(config))
   if results:

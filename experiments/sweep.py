@@ -1,15 +1,28 @@
 """Shared machinery of the ablation sweeps (attention_placement.py, stabilization.py).
 
-A sweep is a list of variants, each a set of config overrides on a base config. For
-each variant it trains `python -m sagan_jax.main` in OUT/<variant>/ (or prints that
-command, for batch systems), reads the evaluations the run wrote to metrics.jsonl, and
-writes OUT/results.csv, OUT/results.md and plots. A variant whose OUT/<variant>/
-result.json exists is finished and not retrained; an unfinished one resumes from its
-checkpoints.
+A sweep is a list of variants, each a set of config overrides on a base config, trained
+with ``--seeds`` seeds each (config.seed = first_seed, first_seed + 1, …: parameters,
+noise and data order). Every variant × seed trains ``python -m sagan_jax.main`` in
+OUT/<variant>/seed<k>/ (or that command is printed, for batch systems and Cloud TPU),
+evaluated ``--eval_points`` times along training. Results:
+
+- RESULTS/runs/<variant>/seed<k>.json: one finished run (its evaluations, parameter
+  counts, wall time). Small: commit them. A run whose file exists (there, or as
+  OUT/<variant>/seed<k>/result.json) is never retrained; an unfinished one resumes from
+  its checkpoints.
+- RESULTS/results.md and .csv: per variant and metric at the last step, the mean over
+  seeds, its standard error and 95% t-interval; and per variant the paired difference to
+  ``--baseline`` (the same seeds) with its interval and, in words, whether it excludes 0.
+- RESULTS/<name>_<metric>.png: the metric along training, each seed faint, the mean bold.
+
+RESULTS is ``--results`` (default OUT). ``--parallel=P`` trains P runs at once, each pinned
+to its own share of the cores (on a 2-core CPU two single-core runs get more done than one
+run on both cores).
 """
 import argparse
 import csv
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -17,7 +30,11 @@ import sys
 import time
 from typing import NamedTuple
 
+import sweep_stats
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METRICS = ("fid", "fid_fmnist", "class_accuracy", "coverage", "density", "precision", "recall",
+           "intra_fid", "is")
 
 
 class Variant(NamedTuple):
@@ -26,26 +43,49 @@ class Variant(NamedTuple):
   overrides: dict  # config field -> value, as Python values
 
 
-def parse_args(doc: str, default_steps: int, default_eval_points: int = 1) -> argparse.Namespace:
+class Job(NamedTuple):
+  variant: Variant
+  seed: int
+
+  @property
+  def key(self) -> tuple:
+    return self.variant.name, self.seed
+
+
+def parse_args(doc: str, default_steps: int, default_baseline: str | None,
+               default_eval_points: int = 1) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--base_config", default="configs/fashion_mnist.py",
                  help="config file (optionally :variant) every variant starts from")
-  p.add_argument("--steps", type=int, default=default_steps, help="G steps per variant")
-  p.add_argument("--out", required=True, help="output folder: one workdir per variant + results")
+  p.add_argument("--steps", type=int, default=default_steps, help="G steps per run")
+  p.add_argument("--out", required=True, help="output folder: one workdir per variant and seed")
+  p.add_argument("--results", default="", help="folder of the per-run result files, tables and "
+                 "plots (default: --out); commit it")
+  p.add_argument("--seeds", type=int, default=1, help="training seeds per variant")
+  p.add_argument("--first_seed", type=int, default=0)
+  p.add_argument("--baseline", default=default_baseline,
+                 help="variant every other is compared with, seed by seed (default: the tool's)")
   p.add_argument("--eval_points", type=int, default=default_eval_points,
                  help="evaluations per run, evenly spaced, the last at the end")
   p.add_argument("--eval_samples", type=int, default=2000, help="samples per evaluation")
   p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                  help="extra override for every variant, e.g. --set model.ch=2 (repeatable)")
   p.add_argument("--only", default="", help="comma-separated variant names to run (default: all)")
+  p.add_argument("--parallel", type=int, default=1, help="runs trained at once on this machine")
+  p.add_argument("--reuse", action="append", default=[], metavar="RESULTS",
+                 help="another sweep's --results folder: a finished run there with the very config a "
+                 "run here would train is taken instead of training it (repeatable)")
+  p.add_argument("--report_only", action="store_true",
+                 help="train nothing: the tables and plots of the runs finished so far")
   p.add_argument("--print_commands", action="store_true",
-                 help="print one launch command per variant and exit (batch jobs, Cloud TPU)")
+                 help="print one launch command per variant and seed and exit (batch jobs, Cloud TPU)")
   args = p.parse_args()
-  if args.steps <= 0 or args.eval_points <= 0 or args.eval_samples <= 0:
-    p.error("--steps, --eval_points and --eval_samples must be positive")
+  if min(args.steps, args.eval_points, args.eval_samples, args.seeds, args.parallel) <= 0:
+    p.error("--steps, --eval_points, --eval_samples, --seeds and --parallel must be positive")
   for item in args.set:
     if "=" not in item:
       p.error(f"--set {item!r} is not FIELD=VALUE")
+  args.results = args.results or args.out
   return args
 
 
@@ -55,107 +95,270 @@ def _flag_value(value) -> str:
   return str(value)
 
 
-def command(args, variant: Variant) -> list:
+def workdir(args, job: Job) -> str:
+  return os.path.join(args.out, job.variant.name, f"seed{job.seed}")
+
+
+def record_path(args, job: Job) -> str:
+  return os.path.join(args.results, "runs", job.variant.name, f"seed{job.seed}.json")
+
+
+def command(args, job: Job) -> list:
   every = max(1, args.steps // args.eval_points)
   overrides = {"num_train_steps": args.steps, "eval_every_steps": every,
                "eval_num_samples": args.eval_samples, "checkpoint_every_steps": every,
-               **variant.overrides}
+               "seed": job.seed, **job.variant.overrides}
   flags = [f"--config.{k}={_flag_value(v)}" for k, v in overrides.items()]
   flags += [f"--config.{item}" for item in args.set]
   return [sys.executable, "-m", "sagan_jax.main", f"--config={args.base_config}",
-          f"--workdir={os.path.join(args.out, variant.name)}", *flags]
+          f"--workdir={workdir(args, job)}", *flags]
 
 
-def _evaluations(workdir: str) -> list:
+def _evaluations(run_dir: str) -> list:
   """metrics.jsonl lines, the last one per step (a resumed run may re-evaluate a step)."""
-  path = os.path.join(workdir, "metrics.jsonl")
+  path = os.path.join(run_dir, "metrics.jsonl")
   if not os.path.exists(path):
     return []
   by_step = {}
   with open(path) as f:
     for line in f:
       line = json.loads(line)
-      by_step[line["step"]] = line
+      by_step[line["step"]] = {k: line[k] for k in ("step", "num_samples", *METRICS, "is_std", "seconds")
+                               if k in line}
   return [by_step[s] for s in sorted(by_step)]
 
 
-def parameter_counts(workdir: str) -> tuple:
+def parameter_counts(run_dir: str) -> tuple:
   from sagan_jax import config as config_lib
   from sagan_jax import programs
-  state = programs.abstract_state(config_lib.load_run_config(workdir))
+  state = programs.abstract_state(config_lib.load_run_config(run_dir))
   return programs.parameter_count(state.g_params), programs.parameter_count(state.d_params)
 
 
-def run_variant(args, variant: Variant) -> dict:
-  workdir = os.path.join(args.out, variant.name)
-  done = os.path.join(workdir, "result.json")
-  if os.path.exists(done):
-    with open(done) as f:
-      result = json.load(f)
-    print(f"[{variant.name}] finished earlier; not retrained", flush=True)
-    return result
-  cmd = command(args, variant)
-  print(f"[{variant.name}] {shlex.join(cmd)}", flush=True)
-  os.makedirs(workdir, exist_ok=True)
-  start = time.time()
-  with open(os.path.join(workdir, "train.log"), "a") as log:
-    proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+def run_config(args, job: Job) -> dict:
+  """The config the job's run trains, as its config.json holds it."""
+  overrides = command(args, job)[5:]  # --config.FIELD=VALUE, then the --set ones
+  config = load_base_config(args.base_config, [o[len("--config."):] for o in overrides])
+  return json.loads(config.to_json())
+
+
+def _reused(args, job: Job) -> dict | None:
+  """A finished run of another sweep (``--reuse``) that trained exactly this job's config."""
+  wanted = run_config(args, job)
+  for folder in args.reuse:
+    for variant in sorted(os.listdir(os.path.join(folder, "runs"))):
+      path = os.path.join(folder, "runs", variant, f"seed{job.seed}.json")
+      if os.path.exists(path):
+        with open(path) as f:
+          result = json.load(f)
+        if result.get("config") == wanted:
+          return {**result, "variant": job.variant.name, "description": job.variant.description,
+                  "overrides": {k: _flag_value(v) for k, v in job.variant.overrides.items()},
+                  "reused_from": path}
+  return None
+
+
+def finished(args, job: Job) -> dict | None:
+  for path in (record_path(args, job), os.path.join(workdir(args, job), "result.json")):
+    if os.path.exists(path):
+      with open(path) as f:
+        return json.load(f)
+  reused = _reused(args, job) if args.reuse else None
+  if reused is not None:
+    print(f"[{job.variant.name} seed {job.seed}] the same config ran as {reused['reused_from']}", flush=True)
+    _write_json(record_path(args, job), reused)
+  return reused
+
+
+def _write_json(path: str, value) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump(value, f, indent=1)
+  os.replace(path + ".tmp", path)
+
+
+def _start(args, job: Job, cores) -> tuple:
+  run_dir = workdir(args, job)
+  os.makedirs(run_dir, exist_ok=True)
+  cmd = command(args, job)
+  print(f"[{job.variant.name} seed {job.seed}] {shlex.join(cmd)}", flush=True)
+  log = open(os.path.join(run_dir, "train.log"), "a")
+  pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
+  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin,
                           env=dict(os.environ, PYTHONPATH=ROOT))
-  wall = time.time() - start
-  result = {"variant": variant.name, "description": variant.description,
-            "overrides": {k: _flag_value(v) for k, v in variant.overrides.items()},
-            "steps": args.steps, "wall_seconds": round(wall, 1), "evaluations": _evaluations(workdir)}
+  return proc, log, time.time()
+
+
+def _finish(args, job: Job, proc, log, start) -> dict:
+  log.close()
+  run_dir = workdir(args, job)
+  result = {"variant": job.variant.name, "seed": job.seed, "description": job.variant.description,
+            "overrides": {k: _flag_value(v) for k, v in job.variant.overrides.items()},
+            "steps": args.steps, "wall_seconds": round(time.time() - start, 1),
+            "evaluations": _evaluations(run_dir)}
   if proc.returncode != 0:
-    result["status"] = f"failed (exit {proc.returncode}; see {variant.name}/train.log)"
-    print(f"[{variant.name}] {result['status']}", flush=True)
-    return result  # no result.json: a rerun tries it again
+    result["status"] = f"failed (exit {proc.returncode}; see {run_dir}/train.log)"
+    print(f"[{job.variant.name} seed {job.seed}] {result['status']}", flush=True)
+    return result  # no result file: a rerun tries it again
   result["status"] = "finished"
-  result["g_params"], result["d_params"] = parameter_counts(workdir)
-  with open(done, "w") as f:
-    json.dump(result, f, indent=1)
+  result["g_params"], result["d_params"] = parameter_counts(run_dir)
+  with open(os.path.join(run_dir, "config.json")) as f:
+    result["config"] = json.load(f)
+  _write_json(os.path.join(run_dir, "result.json"), result)
+  _write_json(record_path(args, job), result)
+  print(f"[{job.variant.name} seed {job.seed}] finished in {result['wall_seconds'] / 60:.1f} min: "
+        + ", ".join(f"{k}={v:.4g}" for k, v in final_metrics(result).items() if k in METRICS), flush=True)
   return result
+
+
+def _core_shares(parallel: int) -> list:
+  """One set of cores per parallel slot (empty sets: fewer cores than slots, nothing pinned)."""
+  cores = sorted(os.sched_getaffinity(0))
+  if parallel <= 1 or len(cores) < parallel:
+    return [set()] * parallel
+  per = len(cores) // parallel
+  return [set(cores[i * per:(i + 1) * per]) for i in range(parallel)]
+
+
+def run_jobs(args, jobs: list) -> list:
+  """Trains the unfinished jobs, ``args.parallel`` at a time, in the given order."""
+  results, pending = {}, []
+  for job in jobs:
+    done = finished(args, job)
+    if done is not None:
+      print(f"[{job.variant.name} seed {job.seed}] finished earlier; not retrained", flush=True)
+      results[job.key] = done
+    else:
+      pending.append(job)
+  slots = _core_shares(args.parallel)
+  running = {}  # slot -> (job, proc, log, start)
+  try:
+    while pending or running:
+      for slot in range(args.parallel):
+        if slot not in running and pending:
+          job = pending.pop(0)
+          running[slot] = (job, *_start(args, job, slots[slot]))
+      time.sleep(2)
+      for slot, (job, proc, log, start) in list(running.items()):
+        if proc.poll() is not None:
+          results[job.key] = _finish(args, job, proc, log, start)
+          del running[slot]
+  finally:
+    for job, proc, log, _ in running.values():  # interrupted: the runs resume next time
+      proc.terminate()
+      proc.wait()
+      log.close()
+  return [results[j.key] for j in jobs if j.key in results]
 
 
 def final_metrics(result: dict) -> dict:
   evals = [e for e in result.get("evaluations", []) if e["step"] == result["steps"]]
-  if not evals:
-    return {}
-  keys = ("fid", "fid_fmnist", "class_accuracy", "coverage", "density", "precision", "recall",
-          "is", "is_std", "intra_fid", "num_samples")
-  return {k: evals[-1][k] for k in keys if k in evals[-1]}
+  return dict(evals[-1]) if evals else {}
 
 
 def metric_names(results) -> list:
   present = set()
   for r in results:
     present.update(final_metrics(r))
-  return [k for k in ("fid", "fid_fmnist", "class_accuracy", "coverage", "density", "precision",
-                      "recall", "intra_fid", "is") if k in present]
+  return [k for k in METRICS if k in present]
+
+
+def _by_variant(results) -> dict:
+  """variant -> {seed: result} of the finished runs, in sweep order."""
+  out = {}
+  for r in results:
+    if r.get("status") == "finished":
+      out.setdefault(r["variant"], {})[r["seed"]] = r
+  return out
+
+
+def summary_rows(results, names) -> list:
+  rows = []
+  for variant, runs in _by_variant(results).items():
+    first = next(iter(runs.values()))
+    row = {"variant": variant, "description": first["description"],
+           "G params": first.get("g_params", ""), "D params": first.get("d_params", ""),
+           "seeds": len(runs)}
+    for name in names:
+      values = [final_metrics(r)[name] for r in runs.values() if name in final_metrics(r)]
+      if values:
+        iv = sweep_stats.interval(values)
+        row.update({f"{name} mean": iv.mean, f"{name} se": iv.se, f"{name} ci_low": iv.low,
+                    f"{name} ci_high": iv.high})
+    row["wall min/run"] = sum(r["wall_seconds"] for r in runs.values()) / len(runs) / 60
+    rows.append(row)
+  return rows
+
+
+def paired_rows(results, names, baseline: str) -> list:
+  by = _by_variant(results)
+  if baseline not in by:
+    return []
+  base = {s: final_metrics(r) for s, r in by[baseline].items()}
+  rows = []
+  for variant, runs in by.items():
+    if variant == baseline:
+      continue
+    for name in names:
+      mine = {s: final_metrics(r)[name] for s, r in runs.items() if name in final_metrics(r)}
+      theirs = {s: m[name] for s, m in base.items() if name in m}
+      diff = sweep_stats.paired(mine, theirs)
+      rows.append({"variant": variant, "metric": name, "pairs": diff.n if diff else 0,
+                   "difference": diff.mean if diff else math.nan,
+                   "ci_low": diff.low if diff else math.nan, "ci_high": diff.high if diff else math.nan,
+                   "verdict": sweep_stats.verdict(name, diff, baseline)})
+  return rows
 
 
 def write_tables(args, results: list, title: str, notes: str = "") -> None:
   names = metric_names(results)
-  header = ["variant", "description", "G params", "D params", *names, "samples", "steps",
-            "wall min", "status"]
-  rows = []
-  for r in results:
-    m = final_metrics(r)
-    rows.append([r["variant"], r["description"], r.get("g_params", ""), r.get("d_params", ""),
-                 *[(f"{m[k]:.2f}" + (f" ± {m['is_std']:.2f}" if k == "is" and "is_std" in m else ""))
-                   if k in m else "" for k in names],
-                 m.get("num_samples", ""), r["steps"], f"{r['wall_seconds'] / 60:.1f}", r["status"]])
-  os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, "results.csv"), "w", newline="") as f:
-    csv.writer(f).writerows([header, *rows])
-  with open(os.path.join(args.out, "results.md"), "w") as f:
-    f.write(f"# {title}\n\nBase config `{args.base_config}`, {args.steps} G steps per variant, "
-            f"extra overrides: {', '.join(args.set) or 'none'}. Lower FID is better.\n\n")
-    if notes:
-      f.write(notes + "\n\n")
-    f.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
-    for row in rows:
-      f.write("| " + " | ".join(str(c) for c in row) + " |\n")
-  print(open(os.path.join(args.out, "results.md")).read())
+  summary, pairs = summary_rows(results, names), paired_rows(results, names, args.baseline)
+  failed = [f"{r['variant']} seed {r['seed']}: {r['status']}" for r in results if r.get("status") != "finished"]
+  os.makedirs(args.results, exist_ok=True)
+  for filename, rows in (("results.csv", summary), ("paired.csv", pairs)):
+    with open(os.path.join(args.results, filename), "w", newline="") as f:
+      if rows:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+  fmt = sweep_stats.fmt
+  lines = [f"# {title}", "",
+           f"Base config `{args.base_config}`, {args.steps} G steps per run, seeds "
+           f"{args.first_seed}…{args.first_seed + args.seeds - 1}, {args.eval_samples} samples per "
+           f"evaluation, extra overrides: {', '.join(args.set) or 'none'}. Lower FID is better; higher "
+           f"class accuracy, coverage, precision, recall, density. Per metric: the mean over seeds at "
+           f"the last step, ± its standard error, [its 95% Student-t interval].", ""]
+  if notes:
+    lines += [notes, ""]
+  header = ["variant", "description", "G params", "D params", "seeds", *names, "wall min/run"]
+  lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for row in summary:
+    cells = [row["variant"], row["description"], row["G params"], row["D params"], row["seeds"]]
+    for name in names:
+      if f"{name} mean" not in row:
+        cells.append("")
+      elif row["seeds"] < 2:
+        cells.append(fmt(row[f"{name} mean"]))
+      else:
+        cells.append(f"{fmt(row[f'{name} mean'])} ± {fmt(row[f'{name} se'])} "
+                     f"[{fmt(row[f'{name} ci_low'])}, {fmt(row[f'{name} ci_high'])}]")
+    cells.append(f"{row['wall min/run']:.1f}")
+    lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+  if pairs:
+    lines += ["", f"Paired with `{args.baseline}` (seed by seed): the mean of variant − "
+              f"{args.baseline} and its 95% Student-t interval.", "",
+              "| variant | metric | seeds | difference | 95% interval | verdict |", "|---|---|---|---|---|---|"]
+    for row in pairs:
+      lines.append(f"| {row['variant']} | {row['metric']} | {row['pairs']} | {fmt(row['difference'])} | "
+                   f"[{fmt(row['ci_low'])}, {fmt(row['ci_high'])}] | {row['verdict']} |")
+  elif summary:
+    lines += ["", f"No paired comparison: the baseline `{args.baseline}` has no finished run."]
+  if failed:
+    lines += ["", "Not finished (rerun the same command to retry or resume): " + "; ".join(failed)]
+  text = "\n".join(lines) + "\n"
+  with open(os.path.join(args.results, "results.md"), "w") as f:
+    f.write(text)
+  print(text)
 
 
 def _pyplot():
@@ -173,50 +376,77 @@ def _save(fig, path: str) -> str:
 
 
 def plot_curves(args, results: list, filename: str, title: str) -> list:
-  """One plot per metric: its value at each evaluated step, one line per variant."""
+  """One plot per metric along training: each seed's run faint, the mean over seeds bold."""
   plt = _pyplot()
   written = []
   for name in metric_names(results):
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in results:
-      points = [(e["step"], e[name]) for e in r.get("evaluations", []) if name in e]
-      if points:
-        ax.plot(*zip(*points), marker="o", label=r["variant"])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (variant, runs) in enumerate(_by_variant(results).items()):
+      color = f"C{i % 10}"
+      by_step = {}
+      for r in runs.values():
+        points = [(e["step"], e[name]) for e in r.get("evaluations", []) if name in e]
+        if points:
+          ax.plot(*zip(*points), color=color, alpha=0.25, linewidth=1)
+          for step, value in points:
+            by_step.setdefault(step, []).append(value)
+      steps = sorted(s for s, v in by_step.items() if len(v) == len(runs))
+      if steps:
+        ax.plot(steps, [sum(by_step[s]) / len(by_step[s]) for s in steps], color=color, linewidth=2.5,
+                marker="o", label=f"{variant} (mean of {len(runs)})")
     ax.set_xlabel("generator step")
     ax.set_ylabel(name)
     ax.set_title(title)
-    ax.legend()
-    written.append(_save(fig, os.path.join(args.out, f"{filename}_{name}.png")))
+    ax.legend(fontsize=8)
+    written.append(_save(fig, os.path.join(args.results, f"{filename}_{name}.png")))
   return written
 
 
 def plot_bars(args, results: list, filename: str, title: str) -> list:
-  """One bar per variant of each final metric."""
+  """Per variant the final metric: each seed a dot, the mean a bar with its 95% interval."""
   plt = _pyplot()
   written = []
-  for name in metric_names(results):
-    shown = [(r["variant"], final_metrics(r)[name]) for r in results if name in final_metrics(r)]
+  names = metric_names(results)
+  summary = summary_rows(results, names)
+  by = _by_variant(results)
+  for name in names:
+    shown = [row for row in summary if f"{name} mean" in row]
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(shown)), 4))
-    ax.bar([s[0] for s in shown], [s[1] for s in shown])
+    x = range(len(shown))
+    err = [[row[f"{name} mean"] - row[f"{name} ci_low"] if row["seeds"] > 1 else 0 for row in shown],
+           [row[f"{name} ci_high"] - row[f"{name} mean"] if row["seeds"] > 1 else 0 for row in shown]]
+    ax.bar(x, [row[f"{name} mean"] for row in shown], yerr=err, capsize=4, alpha=0.6)
+    for i, row in enumerate(shown):
+      values = [final_metrics(r)[name] for r in by[row["variant"]].values() if name in final_metrics(r)]
+      ax.plot([i] * len(values), values, "k.", alpha=0.6)
+    ax.set_xticks(list(x), [row["variant"] for row in shown], rotation=45)
     ax.set_ylabel(name)
     ax.set_title(title)
-    ax.tick_params(axis="x", rotation=45)
-    written.append(_save(fig, os.path.join(args.out, f"{filename}_{name}.png")))
+    written.append(_save(fig, os.path.join(args.results, f"{filename}_{name}.png")))
   return written
 
 
 def run_sweep(args, variants: list) -> list:
+  names = [v.name for v in variants]
+  if args.baseline not in names:
+    sys.exit(f"error: --baseline {args.baseline!r} is no variant; have {names}")
   if args.only:
     wanted = set(args.only.split(","))
-    unknown = wanted - {v.name for v in variants}
+    unknown = wanted - set(names)
     if unknown:
-      sys.exit(f"error: unknown variant(s) {sorted(unknown)}; have {[v.name for v in variants]}")
+      sys.exit(f"error: unknown variant(s) {sorted(unknown)}; have {names}")
     variants = [v for v in variants if v.name in wanted]
+  seeds = range(args.first_seed, args.first_seed + args.seeds)
+  jobs = [Job(v, s) for s in seeds for v in variants]  # seed-major: a cut-short sweep has whole seeds
   if args.print_commands:
-    for v in variants:
-      print(shlex.join(command(args, v)))
+    for job in jobs:
+      print(shlex.join(command(args, job)))
     return []
-  return [run_variant(args, v) for v in variants]
+  if args.report_only:
+    results = [(job, finished(args, job)) for job in jobs]
+    return [r if r is not None else {"variant": job.variant.name, "seed": job.seed, "status": "not run yet"}
+            for job, r in results]
+  return run_jobs(args, jobs)
 
 
 def load_base_config(spec: str, sets=()):

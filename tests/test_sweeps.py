@@ -1,6 +1,8 @@
 """The ablation sweeps: one table row per variant with a 2-step budget; reruns skip finished ones."""
 import csv
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -32,30 +34,69 @@ def _rows(out):
     return list(csv.DictReader(f))
 
 
-def test_attention_placement_sweep(tmp_path, fake_fmnist_dir, eval_cache):
-  """The default suite trains the control variant (all seven with SAGAN_JAX_SLOW_TESTS=1); the
-  control's parameter count is tested against attention's in tests/test_visualize.py."""
-  out = str(tmp_path / "table1")
-  only = [] if SLOW else ["--only=residual16"]
-  expected = (["none", "feat8", "feat16", "feat32", "residual8", "residual16", "residual32"] if SLOW
-              else ["residual16"])
-  proc = _sweep("attention_placement.py", out, fake_fmnist_dir, eval_cache, *only)
-  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-  rows = _rows(out)
-  assert [r["variant"] for r in rows] == expected  # sweep order
-  assert all(r["status"] == "finished" and r["fid_fmnist"] for r in rows), rows
-  by = {r["variant"]: r for r in rows}
-  assert int(by["residual16"]["G params"]) > 0 and int(by["residual16"]["D params"]) > 0
-  if SLOW:
-    assert by["feat16"]["G params"] == by["residual16"]["G params"]
-    assert by["feat32"]["D params"] == by["none"]["D params"]  # 32×32 D has no 32 side: G only
-  assert os.path.exists(os.path.join(out, "results.md"))
-  assert os.path.exists(os.path.join(out, "attention_placement_fid_fmnist.png"))
+def _read_csv(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
 
-  again = _sweep("attention_placement.py", out, fake_fmnist_dir, eval_cache, *only)
+
+def test_attention_placement_sweep_over_seeds(tmp_path, fake_fmnist_dir, eval_cache):
+  """Two seeds of the baseline and its control, two runs at a time (all seven variants with
+  SAGAN_JAX_SLOW_TESTS=1): intervals over seeds, the paired comparison, reuse and resume."""
+  out, results = str(tmp_path / "table1"), str(tmp_path / "record")
+  expected = (["none", "feat8", "feat16", "feat32", "residual8", "residual16", "residual32"] if SLOW
+              else ["feat16", "residual16"])
+  args = ["--seeds=2", "--parallel=2", f"--results={results}", f"--only={','.join(expected)}"]
+  proc = _sweep("attention_placement.py", out, fake_fmnist_dir, eval_cache, *args)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+  rows = _rows(results)
+  assert [r["variant"] for r in rows] == expected  # sweep order
+  for r in rows:
+    assert r["seeds"] == "2" and float(r["fid_fmnist ci_low"]) <= float(r["fid_fmnist mean"]) <= float(r["fid_fmnist ci_high"])
+  by = {r["variant"]: r for r in rows}
+  assert int(by["residual16"]["G params"]) > 0 and by["feat16"]["G params"] == by["residual16"]["G params"]
+  if SLOW:
+    assert by["feat32"]["D params"] == by["none"]["D params"]  # 32×32 D has no 32 side: G only
+  paired = {(r["variant"], r["metric"]): r for r in _read_csv(os.path.join(results, "paired.csv"))}
+  assert paired[("residual16", "fid_fmnist")]["pairs"] == "2"
+  assert paired[("residual16", "fid_fmnist")]["verdict"]
+  with open(os.path.join(out, "feat16", "seed1", "config.json")) as f:
+    assert json.load(f)["seed"] == 1
+  table = open(os.path.join(results, "results.md")).read()
+  assert "Paired with `feat16`" in table and "| residual16 | fid_fmnist | 2 |" in table
+  for name in ("attention_placement_fid_fmnist.png", "attention_placement_curves_fid_fmnist.png"):
+    assert os.path.exists(os.path.join(results, name))
+
+  # A run without its record (cut short after training) resumes from its workdir.
+  os.remove(os.path.join(results, "runs", "residual16", "seed1.json"))
+  os.remove(os.path.join(out, "residual16", "seed1", "result.json"))
+  resumed = _sweep("attention_placement.py", out, fake_fmnist_dir, eval_cache, *args)
+  assert resumed.returncode == 0, resumed.stdout[-2000:]
+  assert resumed.stdout.count("finished earlier; not retrained") == 2 * len(expected) - 1
+  assert os.path.exists(os.path.join(results, "runs", "residual16", "seed1.json"))
+
+  # --report_only trains nothing and names what has not run.
+  if not SLOW:
+    report = _sweep("attention_placement.py", out, fake_fmnist_dir, eval_cache, "--seeds=2",
+                    f"--results={results}", "--only=none,feat16,residual16", "--report_only")
+    assert report.returncode == 0 and "sagan_jax.main" not in report.stdout
+    assert "none seed 0: not run yet" in open(os.path.join(results, "results.md")).read()
+    assert [r["variant"] for r in _rows(results)] == expected
+
+  # The small record files alone are enough: nothing is retrained without the workdirs.
+  shutil.rmtree(out)
+  again = _sweep("attention_placement.py", out, fake_fmnist_dir, eval_cache, *args)
   assert again.returncode == 0
-  assert again.stdout.count("finished earlier; not retrained") == len(expected)
-  assert _rows(out) == rows
+  assert again.stdout.count("finished earlier; not retrained") == 2 * len(expected)
+  no_wall = lambda rows: [{k: v for k, v in r.items() if k != "wall min/run"} for r in rows]
+  assert no_wall(_rows(results)) == no_wall(rows)  # the resumed run kept its evaluations
+
+  # Fig. 3's SN on G/D + TTUR is the base config itself: the Table 1 runs of feat16 are taken.
+  fig3 = str(tmp_path / "fig3")
+  reused = _sweep("stabilization.py", str(tmp_path / "fig3_runs"), fake_fmnist_dir, eval_cache,
+                  "--seeds=2", "--eval_points=1", "--only=sn_gd_ttur", f"--results={fig3}", f"--reuse={results}")
+  assert reused.returncode == 0, reused.stdout[-2000:] + reused.stderr[-2000:]
+  assert reused.stdout.count("the same config ran as") == 2 and "sagan_jax.main" not in reused.stdout
+  assert _rows(fig3)[0]["fid_fmnist mean"] == by["feat16"]["fid_fmnist mean"]
 
 
 def test_attention_placement_variants_32():
@@ -76,7 +117,7 @@ def test_attention_placement_lists_the_paper_variants(tmp_path):
                         cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr
   lines = proc.stdout.strip().splitlines()
-  workdirs = [l.split("--workdir=")[1].split()[0].rsplit("/", 1)[1] for l in lines]
+  workdirs = [l.split("--workdir=")[1].split()[0].split("/")[-2] for l in lines]
   assert workdirs == ["none", "feat8", "feat16", "feat32", "feat64",
                       "residual8", "residual16", "residual32", "residual64"]
 
@@ -90,12 +131,11 @@ def test_stabilization_sweep(tmp_path, fake_fmnist_dir, eval_cache):
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
   rows = _rows(out)
   assert [r["variant"] for r in rows] == expected
-  assert all(r["status"] == "finished" and r["fid_fmnist"] for r in rows), rows
+  assert all(r["seeds"] == "1" and r["fid_fmnist mean"] for r in rows), rows
   assert os.path.exists(os.path.join(out, "stabilization_fid_fmnist.png"))
-  import json
-  with open(os.path.join(out, "sn_d_5to1", "result.json")) as f:
+  with open(os.path.join(out, "runs", "sn_d_5to1", "seed0.json")) as f:
     assert [e["step"] for e in json.load(f)["evaluations"]] == [1, 2]
-  with open(os.path.join(out, "sn_d_5to1", "config.json")) as f:
+  with open(os.path.join(out, "sn_d_5to1", "seed0", "config.json")) as f:
     config = json.load(f)
   assert (config["d_steps_per_g_step"], config["model"]["g_spectral_norm"]) == (5, False)
   assert config["optimizer"]["g_lr"] == config["optimizer"]["d_lr"]
@@ -107,6 +147,17 @@ def test_stabilization_lists_the_paper_variants(tmp_path):
                         cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr
   lines = proc.stdout.strip().splitlines()
-  assert len(lines) == 4
+  assert len(lines) == 4 and all("--config.seed=0" in line for line in lines)
   assert "--config.d_steps_per_g_step=5" in lines[1] and "--config.optimizer.d_lr=0.0001" in lines[1]
   assert "--config.optimizer.d_lr=0.0004" in lines[3] and "--config.optimizer.g_lr=0.0001" in lines[3]
+
+
+def test_print_commands_gives_one_launch_per_variant_and_seed(tmp_path):
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "stabilization.py"),
+                         "--base_config=configs/sagan128.py", f"--out={tmp_path}", "--print_commands",
+                         "--seeds=3", "--first_seed=5"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  lines = proc.stdout.strip().splitlines()
+  assert len(lines) == 12
+  assert [l.split("--config.seed=")[1].split()[0] for l in lines[::4]] == ["5", "6", "7"]
+  assert f"--workdir={tmp_path}/sn_gd_ttur/seed7" in lines[-1]
