@@ -146,7 +146,8 @@ def _reused(args, job: Job) -> dict | None:
   """A finished run of another sweep (``--reuse``) that trained exactly this job's config."""
   wanted = run_config(args, job)
   for folder in args.reuse:
-    for variant in sorted(os.listdir(os.path.join(folder, "runs"))):
+    runs = os.path.join(folder, "runs")
+    for variant in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
       path = os.path.join(folder, "runs", variant, f"seed{job.seed}.json")
       if os.path.exists(path):
         with open(path) as f:
