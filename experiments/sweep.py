@@ -103,15 +103,18 @@ def record_path(args, job: Job) -> str:
   return os.path.join(args.results, "runs", job.variant.name, f"seed{job.seed}.json")
 
 
-def command(args, job: Job) -> list:
+def config_overrides(args, job: Job) -> list:
+  """FIELD=VALUE of every field the job's run sets on the base config (the --set ones last)."""
   every = max(1, args.steps // args.eval_points)
   overrides = {"num_train_steps": args.steps, "eval_every_steps": every,
                "eval_num_samples": args.eval_samples, "checkpoint_every_steps": every,
                "seed": job.seed, **job.variant.overrides}
-  flags = [f"--config.{k}={_flag_value(v)}" for k, v in overrides.items()]
-  flags += [f"--config.{item}" for item in args.set]
+  return [f"{k}={_flag_value(v)}" for k, v in overrides.items()] + list(args.set)
+
+
+def command(args, job: Job) -> list:
   return [sys.executable, "-m", "sagan_jax.main", f"--config={args.base_config}",
-          f"--workdir={workdir(args, job)}", *flags]
+          f"--workdir={workdir(args, job)}", *[f"--config.{o}" for o in config_overrides(args, job)]]
 
 
 def _evaluations(run_dir: str) -> list:
@@ -137,8 +140,7 @@ def parameter_counts(run_dir: str) -> tuple:
 
 def run_config(args, job: Job) -> dict:
   """The config the job's run trains, as its config.json holds it."""
-  overrides = command(args, job)[5:]  # --config.FIELD=VALUE, then the --set ones
-  config = load_base_config(args.base_config, [o[len("--config."):] for o in overrides])
+  config = load_base_config(args.base_config, config_overrides(args, job))
   return json.loads(config.to_json())
 
 

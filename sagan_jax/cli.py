@@ -237,7 +237,7 @@ def split_cpu_host(batch_sizes, environ=os.environ, cores: int | None = None) ->
   count that divides every one of ``batch_sizes``), unless XLA_FLAGS already sets the count
   or this is a multi-process launch. Only the host (CPU) platform is affected: a GPU or TPU
   run's devices are unchanged. Call before JAX's first use of a device. Returns the count
-  set (0: left as it was)."""
+  chosen (1: no split, nothing set; 0: the count was left to XLA_FLAGS or the launch)."""
   flags = environ.get("XLA_FLAGS", "")
   if CPU_DEVICE_FLAG in flags or multi_process_launch(environ):
     return 0
