@@ -18,6 +18,7 @@ def get_config(variant: str = ""):
   config.model.attention_resolutions = (16,)
   config.batch_size = 64
   config.num_train_steps = 100_000
+  config.ema_schedule = "constant"
   config.ema_decay = 0.9999
   config.ema_start_step = 1_000
   config.log_every_steps = 100

@@ -41,6 +41,7 @@ def get_config(variant: str = ""):
   config.batch_size = 256               # paper: 256 (global, over all devices).
   config.num_train_steps = 1_000_000
 
+  config.ema_schedule = "constant"
   config.ema_decay = 0.9999             # BigGAN's EMA, started once G is past its first phase.
   config.ema_start_step = 20_000
   config.standing_stats_batches = 16

@@ -432,7 +432,11 @@ class Trainer:
   @torch.no_grad()
   def update_ema(self):
     c = self.config
-    decay = 0.0 if self.step_count < c.ema_start_step else c.ema_decay
+    t = self.step_count  # G updates made (step() counts before this), as sagan_jax.step.ema_decay
+    if c.ema_schedule == "power":
+      decay = (1.0 - 1.0 / t) ** (c.ema_power_gamma + 1.0)
+    else:
+      decay = 0.0 if t < c.ema_start_step else c.ema_decay
     torch._foreach_mul_(self.ema, decay)
     torch._foreach_add_(self.ema, [p.detach() for p in self.g_params], alpha=1.0 - decay)
 

@@ -18,6 +18,7 @@ from sagan_jax.models.discriminator import discriminator_sides
 from sagan_jax.models.generator import G_ARCH, generator_sides
 
 SAMPLE_BN_STATS = ("standing", "running", "batch")
+EMA_SCHEDULES = ("constant", "power")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 INCEPTION_METRICS = ("fid", "is", "intra_fid")
 # In the space of the project's Fashion-MNIST classifier; 'prdc' gives precision, recall,
@@ -34,6 +35,8 @@ LOOP_FIELDS = ("num_train_steps", "log_every_steps", "sample_every_steps", "chec
 RUNTIME_MODEL_FIELDS = ("attention_impl", "attention_query_chunk")
 # Model fields added after runs were written, with the value that reproduces those runs.
 ADDED_MODEL_FIELDS = {"attention_block": "self_attention", "attention_query_chunk": 256}
+# Top-level fields added since, with the values that reproduce runs written before them.
+ADDED_FIELDS = {"ema_schedule": "constant", "ema_power_gamma": 6.94}
 
 RUN_CONFIG = "config.json"
 
@@ -121,6 +124,11 @@ def _check_numbers(config) -> None:
                     f"for parameters without gradient yet), got {config.optimizer.eps}; e.g. 1e-8")
   if not 0 <= _number(config, "ema_decay") <= 1:
     raise UserError(f"ema_decay must lie in [0, 1], got {config.ema_decay}")
+  if config.ema_schedule not in EMA_SCHEDULES:
+    raise UserError(f"ema_schedule {config.ema_schedule!r} is not one of {EMA_SCHEDULES}")
+  if not 0 <= _number(config, "ema_power_gamma") < float("inf"):
+    raise UserError(f"ema_power_gamma must be 0 or more, got {config.ema_power_gamma} (6.94 averages "
+                    f"over the last ~10% of training, 16.97 over ~5%)")
 
 
 def validate_config(config, num_devices: int | None = None) -> None:
@@ -179,9 +187,10 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   if not isinstance(config.get("model"), ml_collections.ConfigDict):
     raise UserError(f"{path} holds no model fields; restore it from a copy of the run or pass "
                     f"--config")
-  for key, value in ADDED_MODEL_FIELDS.items():  # runs written before the field existed
-    if key not in config.model:
-      config.model[key] = value
+  for fields, added in ((config, ADDED_FIELDS), (config.model, ADDED_MODEL_FIELDS)):
+    for key, value in added.items():  # runs written before the field existed
+      if key not in fields:
+        fields[key] = value
   return config
 
 

@@ -327,7 +327,9 @@ class Evaluator:
     reference = next(iter(references.values()))
     out = {
         "metrics": list(c.eval_metrics),
-        "sampling": {"weights": "ema", "ema_decay": c.ema_decay, "ema_start_step": c.ema_start_step,
+        "sampling": {"weights": "ema", "ema_schedule": c.ema_schedule,
+                     **({"ema_power_gamma": c.ema_power_gamma} if c.ema_schedule == "power" else
+                        {"ema_decay": c.ema_decay, "ema_start_step": c.ema_start_step}),
                      "sample_bn_stats": c.sample_bn_stats,
                      "class_labels": "balanced (cycling through the classes)"},
         "reference": {"dataset": c.dataset.name, "split": c.eval_reference_split,
