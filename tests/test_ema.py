@@ -31,13 +31,15 @@ def test_power_decay_is_edm2s_formula_and_constant_starts_at_its_step():
   np.testing.assert_allclose(const, [0.0, 0.0, 0.999, 0.999], rtol=1e-7)
 
 
-@pytest.mark.parametrize("schedule", ["power", "constant"])
-def test_train_steps_ema_matches_float64_reference(schedule):
-  """Steps the real train step and recomputes the EMA in float64 from each step's G."""
+def test_train_steps_ema_matches_float64_reference():
+  """Steps the real train step and recomputes the EMA in float64 from each step's G.
+
+  The power schedule only: the step applies step.ema_decay whatever the schedule, and the
+  constant one's decays are checked above (one compile less for the suite).
+  """
   config = fashion_mnist.get_config("smoke")
-  config.ema_schedule = schedule
+  config.ema_schedule = "power"
   config.ema_power_gamma = 2.0  # a short horizon, so that 6 steps exercise it
-  config.ema_decay, config.ema_start_step = 0.7, 3
   mesh = sharding.create_mesh(jax.devices()[:1])
   built = programs.programs(config, mesh)
   state = built.init()
@@ -49,10 +51,7 @@ def test_train_steps_ema_matches_float64_reference(schedule):
     batch = {"image": rng.uniform(-1, 1, (1, 8, 32, 32, 1)).astype(np.float32),
              "label": rng.integers(0, 10, (1, 8)).astype(np.int32)}
     state, _ = built.train_step(state, sharding.global_batch(batch, mesh))
-    if schedule == "power":
-      decay = (1 - 1 / t) ** 3.0
-    else:
-      decay = 0.0 if t < 3 else 0.7
+    decay = (1 - 1 / t) ** 3.0
     g = flat(state.g_params)
     reference = {k: decay * reference[k] + (1 - decay) * g[k] for k in g}
   ema = flat(state.ema_params)
