@@ -111,6 +111,28 @@ def test_attention_placement_variants_32():
   assert variants["residual16"]["model.attention_block"] == "residual"
 
 
+def test_reuse_completes_a_record_written_before_a_field_existed(tmp_path):
+  """A record's config without a field added since (ema_schedule) is the run that field's
+  old value reproduces: reused for a job at that value, not for one at another."""
+  import argparse
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  import sweep
+  other = tmp_path / "other"
+  job = sweep.Job(sweep.Variant("feat16", "attention at 16", {}), 0)
+
+  def args(*sets):
+    return argparse.Namespace(base_config="configs/fashion_mnist.py:smoke", steps=2, eval_points=1,
+                              eval_samples=20, set=list(sets), reuse=[str(other)],
+                              results=str(tmp_path / "results"), out=str(tmp_path / "out"))
+
+  old = sweep.run_config(args("ema_schedule=constant"), job)
+  del old["ema_schedule"], old["ema_power_gamma"]
+  (other / "runs" / "feat16").mkdir(parents=True)
+  (other / "runs" / "feat16" / "seed0.json").write_text(json.dumps({"config": old, "evaluations": []}))
+  assert sweep._reused(args("ema_schedule=constant"), job)["reused_from"].endswith("seed0.json")
+  assert sweep._reused(args("ema_schedule=power"), job) is None
+
+
 def test_attention_placement_lists_the_paper_variants(tmp_path):
   proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "attention_placement.py"),
                          "--base_config=configs/sagan128.py", f"--out={tmp_path}", "--print_commands"],
