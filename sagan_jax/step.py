@@ -39,8 +39,8 @@ def ema_decay(config, step):
   so a short run's EMA does not lag behind a G that is still improving fast.
   """
   t = jnp.asarray(step, jnp.float32)
-  if config.ema_schedule == "power":
-    return (1.0 - 1.0 / jnp.maximum(t, 1.0)) ** (config.ema_power_gamma + 1.0)
+  if config.ema_schedule == "power":  # log1p: 1 - 1/t rounds badly in float32 once t ~ 1e6
+    return jnp.exp((config.ema_power_gamma + 1.0) * jnp.log1p(-1.0 / jnp.maximum(t, 1.0)))
   return jnp.where(t < config.ema_start_step, 0.0, config.ema_decay).astype(jnp.float32)
 
 

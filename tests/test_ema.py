@@ -25,6 +25,10 @@ def test_power_decay_is_edm2s_formula_and_constant_starts_at_its_step():
   got = _decays("power", t, ema_power_gamma=6.94)
   np.testing.assert_allclose(got, (1 - 1 / t.astype(np.float64)) ** 7.94, rtol=2e-6, atol=1e-7)
   assert got[0] == 0.0  # the first update copies G
+  # A long run (sagan128's 1M steps): 1 - β stays right to float32's precision, not 1 - 1/t's.
+  late = np.array([1e5, 1e6])
+  np.testing.assert_allclose(1 - _decays("power", late, ema_power_gamma=6.94),
+                             -np.expm1(7.94 * np.log1p(-1 / late)), rtol=1e-2)
   # The horizon 1/(1-β) grows with training: ~t/(γ+1), an average over a fixed share of it.
   assert 1 / (1 - got[2999]) == pytest.approx(3000 / 7.94, rel=2e-3)
   const = _decays("constant", [0, 799, 800, 3000], ema_decay=0.999, ema_start_step=800)
