@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny Fashion-MNIST-format dataset the tests write themselves."""
 import gzip
 import os
+import signal
 import struct
 import sys
 
@@ -14,6 +15,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # (with its expensive passes off) halves compile time. Set before jax is imported, so
 # xdist workers and every subprocess a test starts inherit it; =0 tests at full optimisation.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# A shell starts background jobs (`make test &`, nohup in a script) with SIGINT ignored, and
+# every child inherits that: the Ctrl-C tests would then see their signal vanish. Here it is
+# handled again, and processes the tests start get the default disposition (exec resets a handler).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+  signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_configure(config):
