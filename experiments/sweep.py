@@ -144,18 +144,9 @@ def run_config(args, job: Job) -> dict:
   return json.loads(config.to_json())
 
 
-def _completed(config: dict | None) -> dict | None:
-  """A recorded config with the fields added to the code since it was written, at the values
-  that reproduce it (as ``load_run_config`` completes a run's config.json)."""
-  from sagan_jax import config as config_lib
-  if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
-    return config
-  return {**config_lib.ADDED_FIELDS, **config,
-          "model": {**config_lib.ADDED_MODEL_FIELDS, **config["model"]}}
-
-
 def _reused(args, job: Job) -> dict | None:
   """A finished run of another sweep (``--reuse``) that trained exactly this job's config."""
+  from sagan_jax import config as config_lib
   wanted = run_config(args, job)
   for folder in args.reuse:
     runs = os.path.join(folder, "runs")
@@ -164,7 +155,9 @@ def _reused(args, job: Job) -> dict | None:
       if os.path.exists(path):
         with open(path) as f:
           result = json.load(f)
-        if _completed(result.get("config")) == wanted:
+        recorded = result.get("config")
+        if (isinstance(recorded, dict) and isinstance(recorded.get("model"), dict)
+            and config_lib.with_added_fields(recorded) == wanted):  # fields added since: old values
           return {**result, "variant": job.variant.name, "description": job.variant.description,
                   "overrides": {k: _flag_value(v) for k, v in job.variant.overrides.items()},
                   "reused_from": path}

@@ -177,21 +177,23 @@ def _read_saved(path: epath.Path) -> dict:
                     f"the config it was trained with, which records that one") from None
 
 
+def with_added_fields(saved: dict) -> dict:
+  """A saved config (a dict with a 'model' dict) completed with the fields added to the code
+  since it was written, at the values that reproduce the run."""
+  return {**ADDED_FIELDS, **saved, "model": {**ADDED_MODEL_FIELDS, **saved["model"]}}
+
+
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run was trained with, completed with the fields added since."""
   path = _path(workdir)
   if not path.exists():
     raise UserError(f"{path} does not exist; pass the --workdir of a training run "
                     f"(python -m sagan_jax.main writes it when a run starts)")
-  config = ml_collections.ConfigDict(_read_saved(path))
-  if not isinstance(config.get("model"), ml_collections.ConfigDict):
+  saved = _read_saved(path)
+  if not isinstance(saved.get("model"), dict):
     raise UserError(f"{path} holds no model fields; restore it from a copy of the run or pass "
                     f"--config")
-  for fields, added in ((config, ADDED_FIELDS), (config.model, ADDED_MODEL_FIELDS)):
-    for key, value in added.items():  # runs written before the field existed
-      if key not in fields:
-        fields[key] = value
-  return config
+  return ml_collections.ConfigDict(with_added_fields(saved))
 
 
 def _shape_fields(model_dict: dict) -> dict:
