@@ -29,6 +29,7 @@ def get_config(variant: str = ""):
   config.model.image_channels = 1      # output channels of G / input channels of D.
   config.model.num_classes = 10        # labels must lie in [0, num_classes).
   config.model.ch = 8                  # width unit: blocks have ch × 4 = 32 channels (ch=4 stays blurry and off-class).
+  config.model.d_ch = config_dict.placeholder(int)  # D's width unit if not ch (BigGAN's D_ch).
   config.model.z_dim = 128             # noise dimension.
   config.model.attention_resolutions = (16,)  # feature sides with attention in G and D; () = none.
   config.model.g_attention_resolutions = config_dict.placeholder(tuple)  # overrides for G only.

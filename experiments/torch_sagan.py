@@ -364,7 +364,8 @@ def build_models(config, memory_format=torch.contiguous_format, attention_impl="
                    pool_kv=m.pool_kv, impl=attention_impl)
   generator = Generator(m.resolution, m.ch, m.z_dim, m.num_classes, m.image_channels, sides("g"),
                         m.g_spectral_norm, m.sn_cbn_gains, attention, memory_format)
-  discriminator = Discriminator(m.resolution, m.ch, m.num_classes, m.image_channels, sides("d"),
+  d_ch = m.ch if m.get("d_ch") is None else m.d_ch
+  discriminator = Discriminator(m.resolution, d_ch, m.num_classes, m.image_channels, sides("d"),
                                 m.d_spectral_norm, attention)
   return generator, discriminator
 

@@ -34,7 +34,7 @@ LOOP_FIELDS = ("num_train_steps", "log_every_steps", "sample_every_steps", "chec
 # Model fields that change no parameter shape: a run may resume with other values.
 RUNTIME_MODEL_FIELDS = ("attention_impl", "attention_query_chunk")
 # Model fields added after runs were written, with the value that reproduces those runs.
-ADDED_MODEL_FIELDS = {"attention_block": "self_attention", "attention_query_chunk": 256}
+ADDED_MODEL_FIELDS = {"attention_block": "self_attention", "attention_query_chunk": 256, "d_ch": None}
 # Top-level fields added since, with the values that reproduce runs written before them.
 ADDED_FIELDS = {"ema_schedule": "constant", "ema_power_gamma": 6.94}
 
@@ -45,6 +45,12 @@ def attention_sides(model_config, which: str) -> tuple:
   """Feature sides with attention in the generator ('g') or the discriminator ('d')."""
   override = model_config.get(f"{which}_attention_resolutions")
   return tuple(model_config.attention_resolutions if override is None else override)
+
+
+def d_width(model_config) -> int:
+  """The discriminator's width unit: model.d_ch, or model.ch when that is unset."""
+  d_ch = model_config.get("d_ch")
+  return model_config.ch if d_ch is None else d_ch
 
 
 def _check_model(m) -> None:
@@ -58,6 +64,10 @@ def _check_model(m) -> None:
           f"attention side(s) {bad} do not exist in the {m.resolution}×{m.resolution} {net}, whose "
           f"feature sides are {sides}; fix model.attention_resolutions "
           f"(or model.{which}_attention_resolutions)")
+  d_ch = m.get("d_ch")
+  if d_ch is not None and (isinstance(d_ch, bool) or not isinstance(d_ch, int) or d_ch <= 0):
+    raise UserError(f"model.d_ch must be a positive whole number (or unset: D as wide as G, "
+                    f"model.ch), got {d_ch!r}")
   if m.attention_impl not in ATTENTION_IMPLS:
     raise UserError(f"model.attention_impl {m.attention_impl!r} is not one of {ATTENTION_IMPLS}")
   if m.attention_impl == "dot_product_attention" and m.key_channel_ratio != m.value_channel_ratio:

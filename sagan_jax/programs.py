@@ -44,7 +44,7 @@ def build_models(config):
       image_channels=m.image_channels, attention_sides=config_lib.attention_sides(m, "g"),
       use_sn=m.g_spectral_norm, sn_gains=m.sn_cbn_gains, attention_kwargs=attention, dtype=dtype)
   discriminator = Discriminator(
-      resolution=m.resolution, ch=m.ch, num_classes=m.num_classes,
+      resolution=m.resolution, ch=config_lib.d_width(m), num_classes=m.num_classes,
       attention_sides=config_lib.attention_sides(m, "d"), use_sn=m.d_spectral_norm,
       attention_kwargs=attention, dtype=dtype)
   return generator, discriminator
