@@ -144,9 +144,37 @@ def run_config(args, job: Job) -> dict:
   return json.loads(config.to_json())
 
 
+# Where a machine keeps its files: the same run elsewhere has other values here.
+LOCAL_FIELDS = ("dataset.data_dir", "dataset.manual_dir", "eval_cache_dir", "inception_weights")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def config_differences(recorded: dict, wanted: dict) -> dict:
+  """{dotted field: (recorded, wanted)} where a record's config (completed with the fields
+  added since it was written) differs from the config a job would train; paths left out."""
+  from sagan_jax import config as config_lib
+  old = _flat(json.loads(json.dumps(config_lib.with_added_fields(recorded))))
+  new = _flat(json.loads(json.dumps(wanted)))
+  return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+          if k not in LOCAL_FIELDS and old.get(k) != new.get(k)}
+
+
+def _recorded_config(result: dict) -> dict | None:
+  recorded = result.get("config")
+  return recorded if isinstance(recorded, dict) and isinstance(recorded.get("model"), dict) else None
+
+
 def _reused(args, job: Job) -> dict | None:
   """A finished run of another sweep (``--reuse``) that trained exactly this job's config."""
-  from sagan_jax import config as config_lib
   wanted = run_config(args, job)
   for folder in args.reuse:
     runs = os.path.join(folder, "runs")
@@ -155,9 +183,8 @@ def _reused(args, job: Job) -> dict | None:
       if os.path.exists(path):
         with open(path) as f:
           result = json.load(f)
-        recorded = result.get("config")
-        if (isinstance(recorded, dict) and isinstance(recorded.get("model"), dict)
-            and config_lib.with_added_fields(recorded) == wanted):  # fields added since: old values
+        recorded = _recorded_config(result)
+        if recorded is not None and not config_differences(recorded, wanted):
           return {**result, "variant": job.variant.name, "description": job.variant.description,
                   "overrides": {k: _flag_value(v) for k, v in job.variant.overrides.items()},
                   "reused_from": path}
@@ -165,10 +192,20 @@ def _reused(args, job: Job) -> dict | None:
 
 
 def finished(args, job: Job) -> dict | None:
+  """The job's finished run, or None; exits with an error when its record trained another
+  config (mixing it in would compare runs of different recipes)."""
   for path in (record_path(args, job), os.path.join(workdir(args, job), "result.json")):
     if os.path.exists(path):
       with open(path) as f:
-        return json.load(f)
+        result = json.load(f)
+      recorded = _recorded_config(result)
+      differing = config_differences(recorded, run_config(args, job)) if recorded is not None else {}
+      if differing:
+        shown = ", ".join(f"{k} {old!r} there, {new!r} now" for k, (old, new) in list(differing.items())[:4])
+        sys.exit(f"error: {path} is a run of another config ({shown}); rerun with the "
+                 f"--steps/--eval_*/--set it was run with, or give this config its own --results "
+                 f"and --out")
+      return result
   reused = _reused(args, job) if args.reuse else None
   if reused is not None:
     print(f"[{job.variant.name} seed {job.seed}] the same config ran as {reused['reused_from']}", flush=True)

@@ -183,3 +183,28 @@ def test_print_commands_gives_one_launch_per_variant_and_seed(tmp_path):
   assert len(lines) == 12
   assert [l.split("--config.seed=")[1].split()[0] for l in lines[::4]] == ["5", "6", "7"]
   assert f"--workdir={tmp_path}/sn_gd_ttur/seed7" in lines[-1]
+
+
+def test_a_record_of_another_config_is_refused_not_mixed_in(tmp_path):
+  """A finished run's record counts only for the config it trained (paths aside); for another
+  one the sweep stops with an error instead of averaging two recipes."""
+  import argparse
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  import sweep
+  job = sweep.Job(sweep.Variant("feat16", "attention at 16", {}), 0)
+
+  def args(*sets):
+    return argparse.Namespace(base_config="configs/fashion_mnist.py:smoke", steps=2, eval_points=1,
+                              eval_samples=20, set=list(sets), reuse=[],
+                              results=str(tmp_path / "results"), out=str(tmp_path / "out"))
+
+  recorded = sweep.run_config(args("optimizer.g_lr=1e-4"), job)
+  recorded["dataset"]["data_dir"] = "/elsewhere/fashion-mnist"  # another machine's path
+  record = tmp_path / "results" / "runs" / "feat16" / "seed0.json"
+  record.parent.mkdir(parents=True)
+  record.write_text(json.dumps({"config": recorded, "evaluations": [], "status": "finished"}))
+  assert sweep.finished(args("optimizer.g_lr=1e-4"), job)["status"] == "finished"
+  with pytest.raises(SystemExit, match=r"error: .*seed0.json is a run of another config "
+                     r"\(optimizer.g_lr 0.0001 there, 0.0002 now\)"):
+    sweep.finished(args(), job)
+  assert json.loads(record.read_text())["config"] == recorded  # left as it was
