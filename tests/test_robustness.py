@@ -5,6 +5,7 @@ import os
 import signal
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -148,11 +149,11 @@ def test_runs_written_before_newer_model_fields_still_open(smoke_config, tmp_pat
 def test_d_ch_widens_the_discriminator_alone(smoke_config):
   """model.d_ch sets D's width unit (BigGAN's D_ch); unset, D is as wide as G."""
   base = programs.abstract_state(smoke_config)
-  wide_config = config_lib.ml_collections.ConfigDict(smoke_config.to_dict())
+  wide_config = ml_collections.ConfigDict(smoke_config.to_dict())
   wide_config.model.d_ch = 2 * smoke_config.model.ch
   config_lib.validate_config(wide_config)
   wide = programs.abstract_state(wide_config)
-  same_ch_config = config_lib.ml_collections.ConfigDict(smoke_config.to_dict())
+  same_ch_config = ml_collections.ConfigDict(smoke_config.to_dict())
   same_ch_config.model.ch = 2 * smoke_config.model.ch
   assert programs.parameter_count(wide.g_params) == programs.parameter_count(base.g_params)
   assert jax.tree.map(lambda x: x.shape, wide.d_params) == jax.tree.map(
@@ -165,4 +166,4 @@ def test_bad_d_ch_is_refused(smoke_config, bad):
   saved = smoke_config.to_dict()  # as a run's config.json reads back: no placeholder types
   saved["model"]["d_ch"] = bad
   with pytest.raises(UserError, match="model.d_ch must be a positive whole number"):
-    config_lib.validate_config(config_lib.ml_collections.ConfigDict(saved))
+    config_lib.validate_config(ml_collections.ConfigDict(saved))
