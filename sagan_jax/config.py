@@ -217,10 +217,11 @@ def check_config_compatible(config, workdir: str, resuming: bool, write: bool = 
   the config there when the workdir has none yet."""
   path = _path(workdir)
   if resuming and path.exists():
-    saved = _shape_fields(_read_saved(path).get("model", {}))
+    saved = _read_saved(path)
+    # A field the saved config lacks was added to the code later: it has the value that
+    # reproduces the old run, which the config now must match as well.
+    saved = _shape_fields(with_added_fields({**saved, "model": saved.get("model", {})})["model"])
     model = _shape_fields(config.model.to_dict())
-    # A field the saved config lacks was added to the code later, with a default that
-    # reproduces the old behaviour; only fields both sides know can disagree.
     differing = sorted(k for k in set(saved) & set(model) if saved[k] != model[k])
     if differing:
       fields = ", ".join(f"model.{k} ({saved.get(k)!r} in the workdir, {model.get(k)!r} now)"

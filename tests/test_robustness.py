@@ -127,6 +127,22 @@ def test_incompatible_config_is_refused(smoke_config, tmp_path):
   assert os.listdir(tmp_path / "run" / "checkpoints") == ["2"]  # nothing overwritten
 
 
+def test_resuming_a_run_from_before_a_field_with_another_value_is_refused(smoke_config, tmp_path):
+  """An old run's config.json lacks model.d_ch; it trained D at model.ch, so d_ch=8 is refused."""
+  import json
+  smoke_config.num_train_steps = 2
+  train.train_and_evaluate(smoke_config, str(tmp_path / "run"))
+  path = tmp_path / "run" / "config.json"
+  old = json.loads(path.read_text())
+  del old["model"]["d_ch"]
+  path.write_text(json.dumps(old))
+  smoke_config.num_train_steps = 4
+  smoke_config.model.d_ch = 8
+  with pytest.raises(UserError, match=r"model.d_ch \(None in the workdir, 8 now\)"):
+    train.train_and_evaluate(smoke_config, str(tmp_path / "run"))
+  assert os.listdir(tmp_path / "run" / "checkpoints") == ["2"]
+
+
 def test_unwritable_workdir_is_refused_before_training(smoke_config, tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("not a directory")
