@@ -50,7 +50,8 @@ def get_config(variant: str = ""):
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.g_lr = 2e-4         # TTUR (paper §4.2: lr_G 1e-4); doubled so the CPU run converges in minutes …
-  config.optimizer.d_lr = 4e-4         # … lr_D = 4e-4.
+  config.optimizer.d_lr = 8e-4         # … and lr_D doubled with it: the paper's 4:1 ratio (lr_D 4e-4 here kept
+                                       # fewer modes: coverage 0.33 vs 0.39, README Results).
   config.optimizer.b1 = 0.0            # Adam β1 (paper: 0).
   config.optimizer.b2 = 0.9            # Adam β2 (paper: 0.9; the released code used TF's 0.999).
   config.optimizer.eps = 1e-8          # Adam ε.

@@ -104,12 +104,15 @@ def record_path(args, job: Job) -> str:
 
 
 def config_overrides(args, job: Job) -> list:
-  """FIELD=VALUE of every field the job's run sets on the base config (the --set ones last)."""
+  """FIELD=VALUE of every field the job's run sets on the base config: the run's own, the --set
+  ones, then the variant's. A variant's field wins over a --set of it: variants are built from the
+  base config with --set applied (Fig. 3's "lr_G for both" must stay equal under --set d_lr)."""
   every = max(1, args.steps // args.eval_points)
-  overrides = {"num_train_steps": args.steps, "eval_every_steps": every,
-               "eval_num_samples": args.eval_samples, "checkpoint_every_steps": every,
-               "seed": job.seed, **job.variant.overrides}
-  return [f"{k}={_flag_value(v)}" for k, v in overrides.items()] + list(args.set)
+  run = {"num_train_steps": args.steps, "eval_every_steps": every,
+         "eval_num_samples": args.eval_samples, "checkpoint_every_steps": every, "seed": job.seed}
+  sets = [item for item in args.set if item.partition("=")[0] not in job.variant.overrides]
+  return ([f"{k}={_flag_value(v)}" for k, v in run.items()] + sets +
+          [f"{k}={_flag_value(v)}" for k, v in job.variant.overrides.items()])
 
 
 def command(args, job: Job) -> list:

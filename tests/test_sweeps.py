@@ -174,6 +174,19 @@ def test_stabilization_lists_the_paper_variants(tmp_path):
   assert "--config.optimizer.d_lr=0.0004" in lines[3] and "--config.optimizer.g_lr=0.0001" in lines[3]
 
 
+def test_a_variants_learning_rates_win_over_a_set_of_the_base(tmp_path):
+  # --set optimizer.d_lr pins the base's TTUR; the equal-rate variants still train at lr_G for both.
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "stabilization.py"),
+                         f"--out={tmp_path}", "--print_commands", "--set", "optimizer.d_lr=4e-4"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  lines = proc.stdout.strip().splitlines()
+  assert len(lines) == 4
+  for line in lines[:3]:  # sn_d_1to1, sn_d_5to1, sn_gd_1to1: lr_G (2e-4) for both
+    assert "--config.optimizer.d_lr=0.0002" in line and "d_lr=0.0004" not in line, line
+  assert "--config.optimizer.d_lr=0.0004" in lines[3] and lines[3].count("optimizer.d_lr") == 1
+
+
 def test_print_commands_gives_one_launch_per_variant_and_seed(tmp_path):
   proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "stabilization.py"),
                          "--base_config=configs/sagan128.py", f"--out={tmp_path}", "--print_commands",
