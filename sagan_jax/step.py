@@ -49,12 +49,30 @@ def step_keys(seed: int, step):
   return jax.random.split(jax.random.fold_in(jax.random.key(seed), step), 4)
 
 
+def concat_by_shard(a, b, num_shards: int):
+  """[a; b] on the batch axis with every shard's rows kept on their device.
+
+  Rows go shard by shard (a's rows of shard 0, b's rows of shard 0, a's rows of shard 1, …),
+  so a batch split over devices is concatenated without moving data between them (a plain
+  concatenate would put all of a on the first devices: an all-to-all on every D step).
+  """
+  pair = [x.reshape(num_shards, -1, *x.shape[1:]) for x in (a, b)]
+  return jnp.concatenate(pair, axis=1).reshape(-1, *a.shape[1:])
+
+
+def split_by_shard(x, num_shards: int):
+  """The inverse of concat_by_shard: (a, b)."""
+  x = x.reshape(num_shards, 2, -1, *x.shape[1:])
+  return tuple(x[:, i].reshape(-1, *x.shape[3:]) for i in range(2))
+
+
 def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
   """Returns jit(train_step)(state, batch) -> (state, metrics); batch arrays are (D steps, B, …)."""
   d_loss_fn, g_loss_fn = losses.get_losses(config.loss)
   m = config.model
   batch_shard = sharding.batch_sharding(mesh)
   constrain = lambda x: jax.lax.with_sharding_constraint(x, batch_shard)
+  num_shards = mesh.shape[sharding.DATA_AXIS]
 
   def noise(key, batch_size):
     kz, ky = jax.random.split(key)
@@ -76,9 +94,10 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
       # Real and fake in one pass, so SN's power iteration advances once per D step.
       logits, new_vars = discriminator.apply(
           {"params": d_params, SPECTRAL: state.d_spectral},
-          jnp.concatenate([images, fake]), jnp.concatenate([labels, y_fake]),
+          constrain(concat_by_shard(images, fake, num_shards)),
+          constrain(concat_by_shard(labels, y_fake, num_shards)),
           update_stats=True, mutable=[SPECTRAL])
-      d_real, d_fake = jnp.split(logits, 2)
+      d_real, d_fake = split_by_shard(logits, num_shards)
       return d_loss_fn(d_real, d_fake), (new_vars.get(SPECTRAL, {}), d_real, d_fake)
 
     (loss, (spectral, d_real, d_fake)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)

@@ -39,12 +39,16 @@ SCRIPT = textwrap.dedent("""
                       out_shardings=sharding.replicated(mesh))()
       kernel0 = np.asarray(state.d_params["linear"]["kernel"])
       step = make_train_step(config, g, d, g_tx, d_tx, mesh)
+      step = step.lower(state, sharding.global_batch(batch, mesh)).compile()
+      hlo = step.as_text()
+      collectives = {op: hlo.count(f" {op}(") + hlo.count(f" {op}-start(")
+                     for op in ("all-reduce", "all-to-all", "all-gather", "collective-permute")}
       for _ in range(2):
         state, metrics = step(state, sharding.global_batch(batch, mesh))
       n = len(state.g_params["block2"]["conv1"]["kernel"].sharding.device_set)
-      return jax.device_get(state), jax.device_get(metrics), n, kernel0
+      return jax.device_get(state), jax.device_get(metrics), n, kernel0, collectives
 
-    (s1, m1, n1, s0_kernel), (s8, m8, n8, _) = run(mesh1), run(mesh8)
+    (s1, m1, n1, s0_kernel, _), (s8, m8, n8, _, collectives) = run(mesh1), run(mesh8)
     errs = {}
     for part in ("g_params", "d_params", "g_batch_stats", "g_spectral", "d_spectral", "ema_params"):
       f1 = flax.traverse_util.flatten_dict(getattr(s1, part), sep="/")
@@ -58,7 +62,7 @@ SCRIPT = textwrap.dedent("""
     print(json.dumps({
         "devices": [n1, n8], "leaves": len(errs), "worst_leaf": worst, "max_rel_err": errs[worst],
         "metrics": {k: [float(m1[k]), float(m8[k])] for k in ("d_loss", "g_loss", "d_real", "d_fake")},
-        "moved": moved}))
+        "moved": moved, "collectives": collectives}))
 """)
 
 
@@ -72,5 +76,24 @@ def test_eight_devices_equal_one():
   assert r["leaves"] > 100, r
   assert r["moved"] > 1e-3, r  # the step did change the parameters
   assert r["max_rel_err"] < 1e-4, r
+  # Data parallelism sums gradients and BN statistics and moves no batch between devices
+  # (D's real+fake pass is concatenated shard by shard).
+  c = r["collectives"]
+  assert c["all-reduce"] > 0 and c["all-to-all"] == c["all-gather"] == c["collective-permute"] == 0, c
   for name, (one, eight) in r["metrics"].items():
     assert abs(one - eight) < 1e-4 * max(1.0, abs(one)), (name, one, eight)
+
+
+def test_concat_by_shard_keeps_every_shards_rows_and_splits_back():
+  import numpy as np
+  from sagan_jax.step import concat_by_shard, split_by_shard
+  a = np.arange(8 * 3).reshape(8, 3)
+  b = -np.arange(8 * 3).reshape(8, 3) - 100
+  both = np.asarray(concat_by_shard(a, b, 4))
+  # shard i of the 16 rows (4 rows each) is a's rows 2i, 2i+1 then b's: a device's own rows
+  for i in range(4):
+    np.testing.assert_array_equal(both[4 * i:4 * i + 4], np.concatenate([a[2 * i:2 * i + 2], b[2 * i:2 * i + 2]]))
+  back_a, back_b = split_by_shard(both, 4)
+  np.testing.assert_array_equal(back_a, a)
+  np.testing.assert_array_equal(back_b, b)
+  np.testing.assert_array_equal(np.asarray(concat_by_shard(a, b, 1)), np.concatenate([a, b]))
