@@ -220,7 +220,7 @@ def check_config_compatible(config, workdir: str, resuming: bool, write: bool = 
     saved = _read_saved(path)
     # A field the saved config lacks was added to the code later: it has the value that
     # reproduces the old run, which the config now must match as well.
-    saved = _shape_fields(with_added_fields({**saved, "model": saved.get("model", {})})["model"])
+    saved = _shape_fields(with_added_fields({"model": {}, **saved})["model"])
     model = _shape_fields(config.model.to_dict())
     differing = sorted(k for k in set(saved) & set(model) if saved[k] != model[k])
     if differing:
