@@ -11,7 +11,8 @@ evaluated ``--eval_points`` times along training. Results:
   OUT/<variant>/seed<k>/result.json) is never retrained; an unfinished one resumes from
   its checkpoints.
 - RESULTS/results.md and .csv: per variant and metric at the last step, the mean over
-  seeds, its standard error and 95% t-interval; and per variant the paired difference to
+  seeds (every finished record in RESULTS/runs, not only this command's --seeds, --first_seed
+  and --only), its standard error and 95% t-interval; and per variant the paired difference to
   ``--baseline`` (the same seeds) with its interval and, in words, whether it excludes 0.
 - RESULTS/<name>_<metric>.png: the metric along training, each seed faint, the mean bold.
 
@@ -24,6 +25,7 @@ import csv
 import json
 import math
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -356,6 +358,16 @@ def paired_rows(results, names, baseline: str) -> list:
   return rows
 
 
+def seed_list(results) -> str:
+  """'0…7' for the seeds of the finished runs, or '0, 2, 5' where they are not contiguous."""
+  seeds = sorted({r["seed"] for r in results if r.get("status") == "finished"})
+  if not seeds:
+    return "none finished"
+  if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 2:
+    return f"{seeds[0]}…{seeds[-1]}"
+  return ", ".join(str(seed) for seed in seeds)
+
+
 def write_tables(args, results: list, title: str, notes: str = "") -> None:
   names = metric_names(results)
   summary, pairs = summary_rows(results, names), paired_rows(results, names, args.baseline)
@@ -370,7 +382,7 @@ def write_tables(args, results: list, title: str, notes: str = "") -> None:
   fmt = sweep_stats.fmt
   lines = [f"# {title}", "",
            f"Base config `{args.base_config}`, {args.steps} G steps per run, seeds "
-           f"{args.first_seed}…{args.first_seed + args.seeds - 1}, {args.eval_samples} samples per "
+           f"{seed_list(results)}, {args.eval_samples} samples per "
            f"evaluation, extra overrides: {', '.join(args.set) or 'none'}. Lower FID is better; higher "
            f"class accuracy, coverage, precision, recall, density. Per metric: the mean over seeds at "
            f"the last step, ± its standard error, [its 95% Student-t interval].", ""]
@@ -473,6 +485,7 @@ def plot_bars(args, results: list, filename: str, title: str) -> list:
 
 
 def run_sweep(args, variants: list) -> list:
+  every_variant = variants
   names = [v.name for v in variants]
   if args.baseline not in names:
     sys.exit(f"error: --baseline {args.baseline!r} is no variant; have {names}")
@@ -490,9 +503,26 @@ def run_sweep(args, variants: list) -> list:
     return []
   if args.report_only:
     results = [(job, finished(args, job)) for job in jobs]
-    return [r if r is not None else {"variant": job.variant.name, "seed": job.seed, "status": "not run yet"}
-            for job, r in results]
-  return run_jobs(args, jobs)
+    results = [r if r is not None else {"variant": job.variant.name, "seed": job.seed, "status": "not run yet"}
+               for job, r in results]
+  else:
+    results = run_jobs(args, jobs)
+  order = {v.name: i for i, v in enumerate(every_variant)}
+  results += recorded_elsewhere(args, every_variant, {job.key for job in jobs})
+  return sorted(results, key=lambda r: (order[r["variant"]], r["seed"]))
+
+
+def recorded_elsewhere(args, variants: list, keys: set) -> list:
+  """The finished records in --results of every variant at seeds this command did not ask for,
+  so that the tables always show every run there is (extending a sweep by one seed, or running
+  one variant, does not shrink them)."""
+  found = []
+  for variant in variants:
+    folder = os.path.join(args.results, "runs", variant.name)
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    seeds = sorted(int(m.group(1)) for n in names if (m := re.fullmatch(r"seed(\d+)\.json", n)))
+    found += [Job(variant, seed) for seed in seeds if (variant.name, seed) not in keys]
+  return [result for job in found if (result := finished(args, job)) is not None]
 
 
 def load_base_config(spec: str, sets=()):

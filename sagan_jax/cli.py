@@ -69,6 +69,7 @@ def _unknown_field(e: BaseException, argv) -> str | None:
 def flag_error(e: BaseException, argv) -> str:
   """One line for an exception raised while parsing the command line (all of it user input:
   flags, the config file they name, its variant, its overrides)."""
+  from absl import flags
   text = str(e)
   if isinstance(e, (KeyError, AttributeError)) and (line := _unknown_field(e, argv)):
     return line
@@ -78,16 +79,18 @@ def flag_error(e: BaseException, argv) -> str:
   if "Error whilst parsing config file" in text:  # config_flags folds in the file's traceback
     head = text.split(": Error whilst parsing config file")[0].strip()
     return f"{head}: {_last_line(text)}"
+  config = next((a.split("=", 1)[1] for a in argv if re.match(r"^--?config=", a)), None)
+  if config and config.split(":")[0].endswith(".json") and not isinstance(e, flags.Error):
+    return (f"--config={config}: a config file is Python (configs/<name>.py), not a run's "
+            f"config.json; evaluate reads the workdir's config.json itself (leave --config out); "
+            f"to change fields give the .py config the run came from, with --config.X=… overrides")
   if "Failed loading config file" in text or isinstance(e, (OSError, ImportError, SyntaxError)):
-    config = next((a.split("=", 1)[1] for a in argv if re.match(r"^--?config=", a)), None)
     where = f"--config={config}" if config else "--config"
     detail = _last_line(text).replace("[Errno 2] ", "")
     if isinstance(e, SyntaxError):
       detail = f"{e.msg} ({e.filename}, line {e.lineno})"
     return f"{where}: the config file does not load ({detail})"
-  from absl import flags
-  if not isinstance(e, flags.Error) and any(re.match(r"^--?config=", a) for a in argv):
-    config = next(a.split("=", 1)[1] for a in argv if re.match(r"^--?config=", a))
+  if config and not isinstance(e, flags.Error):
     return (f"--config={config}: the config file does not load ({type(e).__name__}: "
             f"{_last_line(text)})")
   return " ".join(text.split()) or type(e).__name__

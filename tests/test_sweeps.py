@@ -74,13 +74,16 @@ def test_attention_placement_sweep_over_seeds(tmp_path, fake_fmnist_dir, eval_ca
   assert resumed.stdout.count("finished earlier; not retrained") == 2 * len(expected) - 1
   assert os.path.exists(os.path.join(results, "runs", "residual16", "seed1.json"))
 
-  # --report_only trains nothing and names what has not run.
+  # --report_only trains nothing and names what has not run; the tables keep every finished
+  # record, also of the seeds and variants the command did not name.
   if not SLOW:
-    report = _sweep("attention_placement.py", out, fake_fmnist_dir, eval_cache, "--seeds=2",
-                    f"--results={results}", "--only=none,feat16,residual16", "--report_only")
+    report = _sweep("attention_placement.py", out, fake_fmnist_dir, eval_cache, "--seeds=1",
+                    "--first_seed=1", f"--results={results}", "--only=none,residual16", "--report_only")
     assert report.returncode == 0 and "sagan_jax.main" not in report.stdout
-    assert "none seed 0: not run yet" in open(os.path.join(results, "results.md")).read()
-    assert [r["variant"] for r in _rows(results)] == expected
+    table = open(os.path.join(results, "results.md")).read()
+    assert "none seed 1: not run yet" in table and "seeds 0, 1," in table
+    assert [(r["variant"], r["seeds"]) for r in _rows(results)] == [(v, "2") for v in expected]
+    assert "| residual16 | fid_fmnist | 2 |" in table
 
   # The small record files alone are enough: nothing is retrained without the workdirs.
   shutil.rmtree(out)
