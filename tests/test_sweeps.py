@@ -178,9 +178,10 @@ def test_stabilization_lists_the_paper_variants(tmp_path):
 
 
 def test_a_variants_learning_rates_win_over_a_set_of_the_base(tmp_path):
-  # --set optimizer.d_lr pins the base's TTUR; the equal-rate variants still train at lr_G for both.
+  # --set optimizer.*_lr pins the base's TTUR; the equal-rate variants still train at lr_G for both.
   proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "stabilization.py"),
-                         f"--out={tmp_path}", "--print_commands", "--set", "optimizer.d_lr=4e-4"],
+                         f"--out={tmp_path}", "--print_commands", "--set", "optimizer.g_lr=2e-4",
+                         "--set", "optimizer.d_lr=4e-4"],
                         cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr
   lines = proc.stdout.strip().splitlines()
