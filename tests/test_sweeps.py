@@ -223,5 +223,5 @@ def test_a_record_of_another_config_is_refused_not_mixed_in(tmp_path):
   assert sweep.finished(args("optimizer.g_lr=1e-4"), job)["status"] == "finished"
   with pytest.raises(SystemExit, match=r"error: .*seed0.json is a run of another config "
                      r"\(optimizer.g_lr 0.0001 there, 0.0002 now\)"):
-    sweep.finished(args(), job)
+    sweep.finished(args("optimizer.g_lr=2e-4"), job)
   assert json.loads(record.read_text())["config"] == recorded  # left as it was
