@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sagan_jax.models.attention import SelfAttention
+from sagan_jax.models.attention import SelfAttention, softmax_attention
 
 
 def normalised_kernel(variables, name):
@@ -69,6 +69,47 @@ def test_transposed_attention_would_fail():
   np.testing.assert_allclose(beta.sum(axis=1), 1.0)
 
 
+def numpy_attention_grads(q, k, v, d_o):
+  """Float64 reference for the backward of o = softmax(q kᵀ) v, written out from the chain
+  rule: dv = βᵀ dO, dβ = dO vᵀ, ds = β ⊙ (dβ − Σ_i dβ ⊙ β), dq = ds k, dk = dsᵀ q."""
+  s = q @ k.T
+  e = np.exp(s - s.max(axis=1, keepdims=True))
+  beta = e / e.sum(axis=1, keepdims=True)
+  d_beta = d_o @ v.T
+  ds = beta * (d_beta - (d_beta * beta).sum(axis=1, keepdims=True))
+  return beta @ v, ds @ k, ds.T @ q, beta.T @ d_o
+
+
+@pytest.mark.parametrize("n_q,n_k,ck,cv,scale", [(64, 64, 2, 2, 1.0), (48, 12, 4, 8, 3.0), (256, 256, 1, 1, 5.0),
+                                                 (16, 16, 8, 2, 10.0)])
+def test_softmax_attention_backward_matches_float64(n_q, n_k, ck, cv, scale):
+  """The hand-written backward (its row sum taken as dO·o) against the chain rule in float64:
+  pooled keys (fewer keys than queries), unequal key/value channels, peaked softmaxes."""
+  rng = np.random.default_rng(n_q + ck)
+  q, k = (scale * rng.standard_normal((2, n, ck)) for n in (n_q, n_k))
+  v, d_o = rng.standard_normal((2, n_k, cv)), rng.standard_normal((2, n_q, cv))
+  f32 = lambda a: jnp.asarray(a, jnp.float32)
+  out, vjp = jax.vjp(softmax_attention, f32(q), f32(k), f32(v))
+  got = (out, *vjp(f32(d_o)))
+  for b in range(2):
+    expected = numpy_attention_grads(q[b], k[b], v[b], d_o[b])
+    for name, a, e in zip(("o", "dq", "dk", "dv"), got, expected):
+      np.testing.assert_allclose(np.asarray(a[b], np.float64), e, rtol=2e-4,
+                                 atol=2e-5 * scale * max(1.0, np.abs(e).max()), err_msg=name)
+
+
+def test_softmax_attention_backward_in_bfloat16_follows_float64():
+  rng = np.random.default_rng(0)
+  q, k, v, d_o = (rng.standard_normal((1, 32, 4)) for _ in range(4))
+  bf = lambda a: jnp.asarray(a, jnp.bfloat16)
+  out, vjp = jax.vjp(softmax_attention, bf(q), bf(k), bf(v))
+  got = (out, *vjp(bf(d_o)))
+  assert [a.dtype for a in got] == [jnp.bfloat16] * 4
+  for name, a, e in zip(("o", "dq", "dk", "dv"), got, numpy_attention_grads(q[0], k[0], v[0], d_o[0])):
+    np.testing.assert_allclose(np.asarray(a[0], np.float64), e, rtol=0.05, atol=0.05 * np.abs(e).max(),
+                               err_msg=name)
+
+
 @pytest.mark.parametrize("shape", [(2, 8, 8, 16), (1, 4, 12, 32), (2, 16, 16, 8)])
 @pytest.mark.parametrize("impl,query_chunk", [("dot_product_attention", 1024), ("chunked", 16),
                                               ("chunked", 20), ("chunked", 5000)])
@@ -96,7 +137,8 @@ def test_other_impls_equal_explicit(shape, impl, query_chunk):
 
 def test_chunked_attention_keeps_a_chunk_of_scores_alive():
   """XLA's buffer assignment for forward + backward: the explicit form holds the B×N×N
-  scores (and their softmax for the backward); 'chunked' only B×chunk×N at a time."""
+  softmax once, for its hand-written backward (autodiff's held three B×N×N buffers);
+  'chunked' only B×chunk×N at a time."""
   x = jnp.zeros((2, 32, 32, 16))  # N = 1024 positions: 8 MiB of float32 scores
   variables = SelfAttention().init({"params": jax.random.key(0)}, x)
 
@@ -107,7 +149,7 @@ def test_chunked_attention_keeps_a_chunk_of_scores_alive():
 
   scores = 2 * 1024 * 1024 * 4
   explicit, chunked = temp_bytes(SelfAttention()), temp_bytes(SelfAttention(impl="chunked", query_chunk=128))
-  assert explicit >= 2 * scores
+  assert scores <= explicit < 1.5 * scores, explicit
   assert chunked < scores / 2, (explicit, chunked)
 
 

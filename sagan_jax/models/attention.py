@@ -81,6 +81,43 @@ def _chunked_attention(queries, keys, values, chunk: int):
   return o.swapaxes(0, 1).reshape(b, padded, -1)[:, :n]
 
 
+def _scores_softmax(queries, keys):
+  """β[b, j, i] = softmax_i(g(x_j) · f(x_i)) in float32: query position j, key position i."""
+  return jax.nn.softmax(jnp.einsum("bjc,bic->bji", queries, keys).astype(jnp.float32), axis=-1)
+
+
+@jax.custom_vjp
+def softmax_attention(queries, keys, values):
+  """o_j = Σ_i β_j,i h(x_i), the explicit form, with a hand-written backward.
+
+  Autodiff of the softmax gives dlogits = β ⊙ (dβ − Σ_i dβ_j,i β_j,i), one more pass over the
+  B×N×N scores to reduce; the same row sum is dO_j · o_j (Σ_i β_j,i (dO_j · h_i)), which costs
+  B×N×C. The backward keeps autodiff's dtypes: the weighted sums in the values' dtype, the
+  softmax in float32. tests/test_attention.py checks it against the chain rule in float64 numpy.
+  """
+  return _attention_fwd(queries, keys, values)[0]
+
+
+def _attention_fwd(queries, keys, values):
+  beta = _scores_softmax(queries, keys)
+  o = jnp.einsum("bji,bic->bjc", beta.astype(values.dtype), values)
+  return o, (queries, keys, values, beta, o)
+
+
+def _attention_bwd(residuals, d_o):
+  queries, keys, values, beta, o = residuals
+  d_values = jnp.einsum("bji,bjc->bic", beta.astype(values.dtype), d_o)
+  d_beta = jnp.einsum("bjc,bic->bji", d_o, values).astype(jnp.float32)
+  row_sum = jnp.sum(d_o.astype(jnp.float32) * o.astype(jnp.float32), axis=-1, keepdims=True)
+  d_logits = (beta * (d_beta - row_sum)).astype(queries.dtype)
+  d_queries = jnp.einsum("bji,bic->bjc", d_logits, keys)
+  d_keys = jnp.einsum("bji,bjc->bic", d_logits, queries)
+  return d_queries.astype(queries.dtype), d_keys.astype(keys.dtype), d_values.astype(values.dtype)
+
+
+softmax_attention.defvjp(_attention_fwd, _attention_bwd)
+
+
 def _max_pool_2x2(x):
   return nn.max_pool(x, (2, 2), strides=(2, 2))
 
@@ -111,11 +148,9 @@ class SelfAttention(nn.Module):
     keys = f.reshape(b, -1, ck)
     values = h.reshape(b, -1, cv)
     if self.impl == "xla":
-      # logits[b, j, i] = g(x_j) · f(x_i): query position j, key position i.
-      logits = jnp.einsum("bjc,bic->bji", queries, keys).astype(jnp.float32)
-      beta = jax.nn.softmax(logits, axis=-1)  # normalised over key positions i
-      self.sow("intermediates", "attention", beta)  # free unless the caller collects it
-      o = jnp.einsum("bji,bic->bjc", beta.astype(values.dtype), values)
+      o = softmax_attention(queries, keys, values)
+      if self.is_mutable_collection("intermediates"):  # the maps, for figures: computed again
+        self.sow("intermediates", "attention", _scores_softmax(queries, keys))
     elif self.impl == "dot_product_attention":
       if ck != cv:
         raise ValueError(

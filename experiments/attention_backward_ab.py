@@ -1,0 +1,107 @@
+"""The train step with attention's hand-written backward against autodiff of the same form.
+
+  XLA_FLAGS=--xla_force_host_platform_device_count=2 python experiments/attention_backward_ab.py
+      [--models torch4 default feat32 torch16] [--rounds 5] [--steps 8]
+
+Models: ``torchN`` is experiments/torch_sagan.py's config at ch=N (the PyTorch comparison's),
+``default`` configs/fashion_mnist.py, ``feat32`` the default with attention at 32×32 in G only
+(Table 1's feat32). Each model's step is compiled twice, once with
+``models.attention.softmax_attention`` (hand-written backward) and once with autodiff of the
+explicit form put in its place (jax's caches cleared in between, so that the second trace sees
+it). Printed per model: XLA's temporaries for each step, then per round each side's seconds per
+step over ``--steps`` steps, sides alternating in order, and the median of the per-round ratios
+autodiff / hand-written (> 1: the hand-written backward is faster).
+"""
+import argparse
+import importlib.util
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import torch_sagan  # noqa: E402
+from sagan_jax import programs, sharding  # noqa: E402
+from sagan_jax.models import attention  # noqa: E402
+
+
+def autodiff_attention(queries, keys, values):
+  beta = attention._scores_softmax(queries, keys)
+  return jnp.einsum("bji,bic->bjc", beta.astype(values.dtype), values)
+
+
+def model_config(name):
+  if name.startswith("torch"):
+    config = torch_sagan.make_config(int(name[len("torch"):]), 32)
+    config.d_steps_per_g_step = 1
+    return config
+  spec = importlib.util.spec_from_file_location("base", os.path.join(HERE, "..", "configs", "fashion_mnist.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  if name == "feat32":
+    config.model.attention_resolutions, config.model.d_attention_resolutions = (32,), ()
+  elif name != "default":
+    raise SystemExit(f"error: model {name!r} is not torchN, default or feat32")
+  return config
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--models", nargs="+", default=["torch4", "default", "feat32", "torch16"])
+  p.add_argument("--rounds", type=int, default=5)
+  p.add_argument("--steps", type=int, default=8)
+  args = p.parse_args()
+  mesh = sharding.create_mesh()
+  hand_written = attention.softmax_attention
+  for name in args.models:
+    config = model_config(name)
+    m = config.model
+    rng = np.random.default_rng(0)
+    shape = (1, config.batch_size, m.resolution, m.resolution, m.image_channels)
+    batch = sharding.global_batch({"image": rng.uniform(-1, 1, shape).astype(np.float32),
+                                   "label": rng.integers(0, m.num_classes, shape[:2]).astype(np.int32)}, mesh)
+    sides = {}
+    try:
+      for side, fn in (("hand_written", hand_written), ("autodiff", autodiff_attention)):
+        attention.softmax_attention = fn
+        jax.clear_caches()
+        built = programs.programs(config, mesh)
+        state = built.init()
+        sides[side] = [built.train_step.lower(state, batch).compile(), state]
+    finally:
+      attention.softmax_attention = hand_written
+    temps = {s: c.memory_analysis().temp_size_in_bytes / 2 ** 20 for s, (c, _) in sides.items()}
+    print(f"{name}: step temporaries hand_written {temps['hand_written']:.1f} MiB, "
+          f"autodiff {temps['autodiff']:.1f} MiB", flush=True)
+
+    def block(side):
+      compiled, state = sides[side]
+      for _ in range(2):  # warm-up
+        state, metrics = compiled(state, batch)
+      jax.block_until_ready(state)
+      t0 = time.perf_counter()
+      for _ in range(args.steps):
+        state, metrics = compiled(state, batch)
+      jax.block_until_ready((state, metrics))
+      sides[side][1] = state
+      return (time.perf_counter() - t0) / args.steps
+
+    ratios = []
+    for r in range(args.rounds):
+      order = ["hand_written", "autodiff"][::1 if r % 2 == 0 else -1]
+      t = {side: block(side) for side in order}
+      ratios.append(t["autodiff"] / t["hand_written"])
+      print(f"  round {r + 1}: hand_written {t['hand_written']:.4f}, autodiff {t['autodiff']:.4f} s/step, "
+            f"ratio {ratios[-1]:.3f}", flush=True)
+    print(f"{name}: autodiff / hand_written, median of per-round ratios {statistics.median(ratios):.3f} "
+          f"(range {min(ratios):.3f}–{max(ratios):.3f}; load average {os.getloadavg()[0]:.2f})", flush=True)
+
+
+if __name__ == "__main__":
+  main()
