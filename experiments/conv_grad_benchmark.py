@@ -1,13 +1,15 @@
-"""Why layers.conv2d uses XLA's own convolution gradients on every backend: times XLA's
-native kernel (filter) gradient against an im2col GEMM form of it, on the shapes of the
-32×32 models, on its own and inside a one-step lax.scan (the train step once ran its D
-updates in a scan, where XLA:CPU's native gradient was far slower; the step now unrolls them).
+"""Where layers.conv2d takes the per-tap kernel gradient on CPU: times XLA's own kernel (filter)
+gradient against layers.kernel_grad_by_taps on the shapes of the 32×32 models, one device's
+share of the batch each, and prints what layers.taps_kernel_grad_on_cpu chooses for it.
 
-  python experiments/conv_grad_benchmark.py
+  python experiments/conv_grad_benchmark.py [--batches 16 32] [--sides 32 16 8] [--channels 16 32 64]
 
-Inputs and cotangents are arguments of the jitted function (not closed over) and the
-cotangent is random, so XLA cannot constant-fold either gradient away.
+Run it pinned to one core (``taskset -c 0``) to see one device's view of a 2-device CPU split.
+Inputs and cotangents are arguments of the jitted function (not closed over) and random, so XLA
+cannot constant-fold either gradient away. Extra rows: the odd shapes of the models (G's image
+conv with one output channel, attention's thin 1×1 projections, D's first conv on one channel).
 """
+import argparse
 import time
 
 import jax
@@ -16,26 +18,13 @@ import jax.numpy as jnp
 from sagan_jax.models import layers
 
 
-def im2col_kernel_grad(x, grad_out, kh, kw):
-  """dL/dkernel of a stride-1 SAME conv as one GEMM over explicit patches."""
-  b, h, w, cin = x.shape
-  ph, pw = (kh - 1) // 2, (kw - 1) // 2
-  xp = jnp.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw), (0, 0)))
-  patches = jnp.concatenate([xp[:, i:i + h, j:j + w] for i in range(kh) for j in range(kw)], axis=-1)
-  grad = patches.reshape(-1, kh * kw * cin).T @ grad_out.reshape(-1, grad_out.shape[-1])
-  return grad.reshape(kh, kw, cin, -1)
-
-
 def native_kernel_grad(x, grad_out, kernel):
-  _, vjp = jax.vjp(lambda k: layers.conv2d(x, k), kernel)
+  _, vjp = jax.vjp(lambda k: layers._native_conv(x, k), kernel)
   return vjp(grad_out)[0]
 
 
-def in_scan(fn):
-  """fn run as the body of a one-step lax.scan."""
-  def scanned(*args):
-    return jax.lax.scan(lambda carry, _: (carry, fn(*args)), 0, None, length=1)[1][0]
-  return scanned
+def taps_kernel_grad(x, grad_out, kernel):
+  return layers.kernel_grad_by_taps(x, grad_out, kernel.shape)
 
 
 def _time(fn, *args, repeats=10):
@@ -48,21 +37,27 @@ def _time(fn, *args, repeats=10):
 
 
 def main():
-  print(f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind})")
-  print(f"{'input':>18} {'kernel':>14} {'native s':>9} {'im2col s':>9} "
-        f"{'native/scan s':>14} {'im2col/scan s':>14}")
-  for x_shape, k_shape in [((64, 32, 32, 16), (3, 3, 16, 16)), ((64, 32, 32, 64), (3, 3, 64, 64)),
-                           ((64, 32, 32, 64), (1, 1, 64, 64)), ((64, 16, 16, 64), (3, 3, 64, 64)),
-                           ((64, 8, 8, 64), (3, 3, 64, 64))]:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--batches", type=int, nargs="+", default=[16, 32])
+  p.add_argument("--sides", type=int, nargs="+", default=[32, 16, 8])
+  p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64])
+  p.add_argument("--repeats", type=int, default=10)
+  args = p.parse_args()
+  shapes = [((b, s, s, c), (k, k, c, c)) for k in (3, 1) for s in args.sides
+            for b in args.batches for c in args.channels]
+  shapes += [((16, 32, 32, 64), (3, 3, 64, 1)), ((32, 16, 16, 32), (1, 1, 32, 4)),
+             ((32, 32, 32, 1), (3, 3, 1, 32))]
+  print(f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}); one device's share")
+  print(f"{'input':>18} {'kernel':>14} {'native ms':>10} {'taps ms':>9} {'native/taps':>12}  chosen")
+  for x_shape, k_shape in shapes:
     keys = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(keys[0], x_shape)
     k = jax.random.normal(keys[1], k_shape)
     g = jax.random.normal(keys[2], x_shape[:3] + k_shape[3:])
-    native = lambda x_, g_, k_: native_kernel_grad(x_, g_, k_)
-    im2col = lambda x_, g_, k_: im2col_kernel_grad(x_, g_, *k_.shape[:2])
-    times = [_time(f, x, g, k) for f in (native, im2col, in_scan(native), in_scan(im2col))]
-    print(f"{str(x_shape):>18} {str(k_shape):>14} " + " ".join(
-        f"{t:{w}.4f}" for t, w in zip(times, (9, 9, 14, 14))))
+    native, taps = (_time(f, x, g, k, repeats=args.repeats) for f in (native_kernel_grad, taps_kernel_grad))
+    chosen = "taps" if layers.taps_kernel_grad_on_cpu(x_shape, k_shape, 1) else "native"
+    print(f"{str(x_shape):>18} {str(k_shape):>14} {native * 1e3:10.2f} {taps * 1e3:9.2f} "
+          f"{native / taps:12.2f}  {chosen}", flush=True)
 
 
 if __name__ == "__main__":

@@ -104,14 +104,20 @@ def _conv_reference(x, k):
   return sum(xp[:, i:i + h, j:j + w] @ k[i, j] for i in range(kh) for j in range(kw))
 
 
-@pytest.mark.parametrize("kernel", [(3, 3), (1, 1)])
-def test_conv_value_and_gradients_match_float64_reference(kernel):
-  """conv2d and both its gradients (input and kernel) against numpy in float64; the
-  gradients of sum(conv * g) are conv with the flipped kernel and a patch correlation."""
+CONV_FORMS = {"conv2d": layers.conv2d, "native": layers._native_conv,
+              "tap_kernel_grad": layers.conv2d_tap_kernel_grad}
+
+
+@pytest.mark.parametrize("form", list(CONV_FORMS))
+@pytest.mark.parametrize("kernel", [(3, 3), (1, 1), (2, 2)])
+def test_conv_value_and_gradients_match_float64_reference(kernel, form):
+  """conv2d, XLA's own gradients and the per-tap kernel gradient against numpy in float64; the
+  gradients of sum(conv * g) are conv with the flipped kernel and a patch correlation (an even
+  kernel checks that the taps pad as XLA's SAME does: the odd pixel last)."""
   rng = np.random.default_rng(0)
   x, k = rng.normal(size=(2, 6, 5, 3)), rng.normal(size=(*kernel, 3, 4))
   g = rng.normal(size=(2, 6, 5, 4))
-  out, vjp = jax.vjp(layers.conv2d, jnp.asarray(x, jnp.float32), jnp.asarray(k, jnp.float32))
+  out, vjp = jax.vjp(CONV_FORMS[form], jnp.asarray(x, jnp.float32), jnp.asarray(k, jnp.float32))
   dx, dk = vjp(jnp.asarray(g, jnp.float32))
   np.testing.assert_allclose(np.asarray(out), _conv_reference(x, k), rtol=1e-4, atol=1e-4)
   kh, kw = kernel
@@ -124,3 +130,64 @@ def test_conv_value_and_gradients_match_float64_reference(kernel):
   expected_dx = sum(gp[:, i:i + 6, j:j + 5] @ flipped[i, j] for i in range(kh) for j in range(kw))
   np.testing.assert_allclose(np.asarray(dk), expected_dk, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(np.asarray(dx), expected_dx, rtol=1e-4, atol=1e-4)
+
+
+def test_tap_kernel_grad_in_bfloat16_keeps_dtypes_and_accumulates_in_float32():
+  """bf16 inputs: the taps' gradients come back in bf16, as XLA's own do, and are no further
+  from the float64 correlation than XLA's own (both round once to bf16 at the end)."""
+  rng = np.random.default_rng(1)
+  x, k, g = rng.normal(size=(4, 16, 16, 32)), rng.normal(size=(3, 3, 32, 16)), rng.normal(size=(4, 16, 16, 16))
+  bf = lambda a: jnp.asarray(a, jnp.bfloat16)
+  xp = np.pad(np.asarray(bf(x), np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  g64 = np.asarray(bf(g), np.float64)
+  expected = np.stack([np.stack([np.einsum("bhwc,bhwo->co", xp[:, i:i + 16, j:j + 16], g64)
+                                 for j in range(3)]) for i in range(3)])
+  errors = {}
+  for form in ("native", "tap_kernel_grad"):
+    _, vjp = jax.vjp(CONV_FORMS[form], bf(x), bf(k))
+    dx, dk = vjp(bf(g))
+    assert dx.dtype == dk.dtype == jnp.bfloat16
+    errors[form] = np.abs(np.asarray(dk, np.float64) - expected).max() / np.abs(expected).max()
+  assert errors["tap_kernel_grad"] < 1e-2
+  assert errors["tap_kernel_grad"] <= 1.5 * errors["native"] + 1e-3
+
+
+@pytest.mark.parametrize("x_shape, kernel_shape, devices, taps", [
+    ((64, 32, 32, 64), (3, 3, 64, 64), 2, True),    # D's first block at ch=16: 2^21 values a device
+    ((64, 8, 8, 64), (3, 3, 64, 64), 2, False),     # a small map
+    ((64, 32, 32, 16), (3, 3, 16, 16), 2, False),   # 16 channels: XLA's own measured faster
+    ((32, 32, 32, 64), (3, 3, 64, 1), 2, False),    # G's image conv: one output channel
+    ((64, 32, 32, 64), (3, 3, 64, 64), 64, False),  # the same conv, one image a device
+    ((8, 4, 4, 16), (1, 1, 16, 2), 8, True),        # 1×1: always one matmul
+])
+def test_kernel_gradient_form_is_chosen_per_device_share(x_shape, kernel_shape, devices, taps):
+  assert layers.taps_kernel_grad_on_cpu(x_shape, kernel_shape, devices) is taps
+
+
+def test_cpu_conv2d_takes_the_taps_where_chosen_and_xla_elsewhere():
+  """On CPU conv2d traces the custom-VJP form exactly where taps_kernel_grad_on_cpu says so."""
+  def traced(x_shape, kernel_shape):
+    return str(jax.make_jaxpr(layers.conv2d)(jnp.zeros(x_shape), jnp.zeros(kernel_shape)))
+  assert jax.default_backend() == "cpu"
+  assert "custom_vjp" in traced((2, 4, 4, 8), (1, 1, 8, 8))
+  assert "custom_vjp" not in traced((2, 4, 4, 8), (3, 3, 8, 8))
+
+
+def test_model_gradients_equal_with_xla_and_tap_kernel_gradients(monkeypatch):
+  """A whole D (attention, shortcuts, projection) differentiated through both kernel-gradient
+  forms gives the same parameter gradients within float32 tolerance."""
+  from sagan_jax.models.discriminator import Discriminator
+  model = Discriminator(resolution=32, ch=8, num_classes=10, attention_sides=(16,), use_sn=True)
+  x = jax.random.normal(jax.random.key(0), (8, 32, 32, 1))
+  y = jnp.arange(8) % 10
+  params = model.init({"params": jax.random.key(1)}, x, y)
+
+  def grads(conv):
+    monkeypatch.setattr(layers, "conv2d", conv)
+    return jax.grad(lambda p: jnp.sum(model.apply({**params, "params": p}, x, y) ** 2))(params["params"])
+
+  native, taps = grads(layers._native_conv), grads(layers.conv2d_tap_kernel_grad)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(native), jax.tree.leaves(taps)):
+    scale = float(np.abs(np.asarray(a)).max()) + 1e-12
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-4 * scale, rtol=1e-4,
+                               err_msg=jax.tree_util.keystr(path))

@@ -23,8 +23,67 @@ def _native_conv(x, kernel):
   return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_CONV_DIMS)
 
 
+def kernel_grad_by_taps(x, grad_out, kernel_shape):
+  """dL/dkernel of a stride-1 SAME NHWC conv as one GEMM per kernel tap (i, j):
+  Σ_{b,y,x} grad_out[b,y,x,:] ⊗ x_padded[b,y+i,x+j,:], contracting K = B·H·W.
+
+  Accumulates in float32 and returns the kernel's layout (kh, kw, in, out); for a 1×1
+  kernel it is a single matmul.
+  """
+  kh, kw, cin, cout = kernel_shape
+  _, h, w, _ = x.shape
+  ph, pw = (kh - 1) // 2, (kw - 1) // 2  # XLA's SAME: the odd pixel of an even kernel goes last
+  xp = jnp.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw), (0, 0)))
+  g = grad_out.reshape(-1, cout)
+  # (out, in) per tap: this operand order ran faster on XLA:CPU than (in, out).
+  taps = [jax.lax.dot_general(g, xp[:, i:i + h, j:j + w].reshape(-1, cin), (((0,), (0,)), ((), ())),
+                              preferred_element_type=jnp.float32)
+          for i in range(kh) for j in range(kw)]
+  return jnp.stack(taps).reshape(kh, kw, cout, cin).transpose(0, 1, 3, 2)
+
+
+@jax.custom_vjp
+def conv2d_tap_kernel_grad(x, kernel):
+  """_native_conv with XLA's input gradient and kernel_grad_by_taps as the kernel gradient."""
+  return _native_conv(x, kernel)
+
+
+def _tap_fwd(x, kernel):
+  return _native_conv(x, kernel), (x, kernel)
+
+
+def _tap_bwd(residuals, grad_out):
+  x, kernel = residuals
+  _, input_vjp = jax.vjp(lambda x_: _native_conv(x_, kernel), x)
+  return input_vjp(grad_out)[0], kernel_grad_by_taps(x, grad_out, kernel.shape).astype(kernel.dtype)
+
+
+conv2d_tap_kernel_grad.defvjp(_tap_fwd, _tap_bwd)
+
+
+def taps_kernel_grad_on_cpu(x_shape, kernel_shape, num_devices: int) -> bool:
+  """Whether conv2d takes kernel_grad_by_taps on CPU: where it measured faster than XLA's own.
+
+  XLA:CPU computes the kernel gradient as a convolution whose window is the whole feature map;
+  timed on one core against the taps (experiments/conv_grad_benchmark.py) it ran 1.2–44× slower
+  for 1×1 kernels (one matmul), and for 3×3 kernels with ≥ 32 input channels 1.1–5.2× slower
+  once a device's share of the input reached 2^20 values; below that, or with 16 channels, it
+  was 0.6–1.5× (at 2^19 the default's whole step came out slower with the taps); with fewer than
+  8 output channels (G's image conv) the taps' GEMMs are too thin (0.1–0.7×). The batch is
+  global under jit, so a device's share is the batch over ``num_devices``.
+  """
+  kh, kw, cin, cout = kernel_shape
+  b, h, w, _ = x_shape
+  per_device = max(b // num_devices, 1) * h * w * cin
+  return (kh, kw) == (1, 1) or (cin >= 32 and cout >= 8 and per_device >= 2 ** 20)
+
+
 def conv2d(x, kernel):
-  """Stride-1 SAME NHWC conv (XLA's own, with its own gradients on every backend)."""
+  """Stride-1 SAME NHWC conv: XLA's own forward and input gradient everywhere; on CPU the
+  kernel gradient as per-tap GEMMs where XLA:CPU's own was measured slower."""
+  if (jax.default_backend() == "cpu"
+      and taps_kernel_grad_on_cpu(x.shape, kernel.shape, jax.device_count())):
+    return conv2d_tap_kernel_grad(x, kernel)
   return _native_conv(x, kernel)
 
 

@@ -1,16 +1,23 @@
-"""The train step with attention's hand-written backward against autodiff of the same form.
+"""The train step compiled two ways and timed interleaved: one implementation choice A/B'd.
 
-  XLA_FLAGS=--xla_force_host_platform_device_count=2 python experiments/attention_backward_ab.py
-      [--models torch4 default feat32 torch16] [--rounds 5] [--steps 8]
+  XLA_FLAGS=--xla_force_host_platform_device_count=2 python experiments/step_ab.py
+      --compare {attention_backward,conv_kernel_grad} [--models torch4 default feat32 torch16]
+      [--rounds 5] [--steps 8]
 
+Comparisons (the shipped side first):
+  attention_backward  ``models.attention.softmax_attention`` (hand-written backward) against
+                      autodiff of the same explicit form.
+  conv_kernel_grad    ``models.layers.conv2d`` (on CPU the per-tap kernel gradient where
+                      ``taps_kernel_grad_on_cpu`` chooses it) against XLA's own convolution
+                      gradients everywhere.
 Models: ``torchN`` is experiments/torch_sagan.py's config at ch=N (the PyTorch comparison's),
 ``default`` configs/fashion_mnist.py, ``feat32`` the default with attention at 32×32 in G only
-(Table 1's feat32). Each model's step is compiled twice, once with
-``models.attention.softmax_attention`` (hand-written backward) and once with autodiff of the
-explicit form put in its place (jax's caches cleared in between, so that the second trace sees
-it). Printed per model: XLA's temporaries for each step, then per round each side's seconds per
-step over ``--steps`` steps, sides alternating in order, and the median of the per-round ratios
-autodiff / hand-written (> 1: the hand-written backward is faster).
+(Table 1's feat32). Each model's step is compiled once per side with the module function put in
+its place (jax's caches and the programs cache cleared in between: jit's trace cache keys on the
+function and its static config, so without that the second side reuses the first's program).
+Printed per model: XLA's temporaries for each step, then per round each side's seconds per step
+over ``--steps`` steps, sides alternating in order, and the median of the per-round ratios
+other / shipped (> 1: the shipped side is faster).
 """
 import argparse
 import os
@@ -27,12 +34,19 @@ sys.path.insert(0, HERE)
 import torch_sagan  # noqa: E402
 from sweep import load_base_config  # noqa: E402
 from sagan_jax import programs, sharding  # noqa: E402
-from sagan_jax.models import attention  # noqa: E402
+from sagan_jax.models import attention, layers  # noqa: E402
 
 
 def autodiff_attention(queries, keys, values):
   beta = attention._scores_softmax(queries, keys)
   return jnp.einsum("bji,bic->bjc", beta.astype(values.dtype), values)
+
+
+# name -> (module, attribute, shipped side's name, other side's name, other side's function)
+COMPARISONS = {
+    "attention_backward": (attention, "softmax_attention", "hand_written", "autodiff", autodiff_attention),
+    "conv_kernel_grad": (layers, "conv2d", "taps_where_chosen", "xla_everywhere", layers._native_conv),
+}
 
 
 def model_config(name):
@@ -50,12 +64,14 @@ def model_config(name):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--compare", required=True, choices=sorted(COMPARISONS))
   p.add_argument("--models", nargs="+", default=["torch4", "default", "feat32", "torch16"])
   p.add_argument("--rounds", type=int, default=5)
   p.add_argument("--steps", type=int, default=8)
   args = p.parse_args()
+  module, attribute, shipped_name, other_name, other = COMPARISONS[args.compare]
+  shipped = getattr(module, attribute)
   mesh = sharding.create_mesh()
-  hand_written = attention.softmax_attention
   for name in args.models:
     config = model_config(name)
     m = config.model
@@ -65,17 +81,18 @@ def main():
                                    "label": rng.integers(0, m.num_classes, shape[:2]).astype(np.int32)}, mesh)
     sides = {}
     try:
-      for side, fn in (("hand_written", hand_written), ("autodiff", autodiff_attention)):
-        attention.softmax_attention = fn
+      for side, fn in ((shipped_name, shipped), (other_name, other)):
+        setattr(module, attribute, fn)
         jax.clear_caches()
+        programs._PROGRAMS.clear()
         built = programs.programs(config, mesh)
         state = built.init()
         sides[side] = [built.train_step.lower(state, batch).compile(), state]
     finally:
-      attention.softmax_attention = hand_written
+      setattr(module, attribute, shipped)
+      programs._PROGRAMS.clear()
     temps = {s: c.memory_analysis().temp_size_in_bytes / 2 ** 20 for s, (c, _) in sides.items()}
-    print(f"{name}: step temporaries hand_written {temps['hand_written']:.1f} MiB, "
-          f"autodiff {temps['autodiff']:.1f} MiB", flush=True)
+    print(f"{name}: step temporaries " + ", ".join(f"{s} {t:.1f} MiB" for s, t in temps.items()), flush=True)
 
     def block(side):
       compiled, state = sides[side]
@@ -91,12 +108,12 @@ def main():
 
     ratios = []
     for r in range(args.rounds):
-      order = ["hand_written", "autodiff"][::1 if r % 2 == 0 else -1]
+      order = [shipped_name, other_name][::1 if r % 2 == 0 else -1]
       t = {side: block(side) for side in order}
-      ratios.append(t["autodiff"] / t["hand_written"])
-      print(f"  round {r + 1}: hand_written {t['hand_written']:.4f}, autodiff {t['autodiff']:.4f} s/step, "
+      ratios.append(t[other_name] / t[shipped_name])
+      print(f"  round {r + 1}: {shipped_name} {t[shipped_name]:.4f}, {other_name} {t[other_name]:.4f} s/step, "
             f"ratio {ratios[-1]:.3f}", flush=True)
-    print(f"{name}: autodiff / hand_written, median of per-round ratios {statistics.median(ratios):.3f} "
+    print(f"{name}: {other_name} / {shipped_name}, median of per-round ratios {statistics.median(ratios):.3f} "
           f"(range {min(ratios):.3f}–{max(ratios):.3f}; load average {os.getloadavg()[0]:.2f})", flush=True)
 
 
