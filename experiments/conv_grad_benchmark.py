@@ -47,7 +47,9 @@ def main():
             for b in args.batches for c in args.channels]
   shapes += [((16, 32, 32, 64), (3, 3, 64, 1)), ((32, 16, 16, 32), (1, 1, 32, 4)),
              ((32, 32, 32, 1), (3, 3, 1, 32))]
-  print(f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}); one device's share")
+  cliff = layers.x86_without_avx512()
+  print(f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}; "
+        f"{'x86 without AVX-512' if cliff else 'AVX-512 or not x86'}); one device's share")
   print(f"{'input':>18} {'kernel':>14} {'native ms':>10} {'taps ms':>9} {'native/taps':>12}  chosen")
   for x_shape, k_shape in shapes:
     keys = jax.random.split(jax.random.key(0), 3)
@@ -55,7 +57,7 @@ def main():
     k = jax.random.normal(keys[1], k_shape)
     g = jax.random.normal(keys[2], x_shape[:3] + k_shape[3:])
     native, taps = (_time(f, x, g, k, repeats=args.repeats) for f in (native_kernel_grad, taps_kernel_grad))
-    chosen = "taps" if layers.taps_kernel_grad_on_cpu(x_shape, k_shape, 1) else "native"
+    chosen = "taps" if layers.taps_kernel_grad_on_cpu(x_shape, k_shape, 1, cliff) else "native"
     print(f"{str(x_shape):>18} {str(k_shape):>14} {native * 1e3:10.2f} {taps * 1e3:9.2f} "
           f"{native / taps:12.2f}  {chosen}", flush=True)
 

@@ -161,16 +161,38 @@ def test_tap_kernel_grad_in_bfloat16_keeps_dtypes_and_accumulates_in_float32():
     ((8, 4, 4, 16), (1, 1, 16, 2), 8, True),        # 1×1: always one matmul
 ])
 def test_kernel_gradient_form_is_chosen_per_device_share(x_shape, kernel_shape, devices, taps):
-  assert layers.taps_kernel_grad_on_cpu(x_shape, kernel_shape, devices) is taps
+  """On x86 without AVX-512 the taps go where they won; with AVX-512 (or off x86) only 1×1."""
+  assert layers.taps_kernel_grad_on_cpu(x_shape, kernel_shape, devices, True) is taps
+  assert layers.taps_kernel_grad_on_cpu(x_shape, kernel_shape, devices, False) is (kernel_shape[:2] == (1, 1))
 
 
-def test_cpu_conv2d_takes_the_taps_where_chosen_and_xla_elsewhere():
+@pytest.mark.parametrize("machine, flags, expected", [
+    ("x86_64", "fpu sse2 avx2 fma", True),
+    ("x86_64", "fpu sse2 avx2 avx512f avx512dq avx512_bf16", False),
+    ("x86_64", "fpu sse2 avx2 avx512_fp16_like_but_not_f", True),  # a flag that only starts so
+    ("aarch64", "fp asimd", False),
+])
+def test_cpu_kind_is_read_from_cpuinfo(tmp_path, monkeypatch, machine, flags, expected):
+  cpuinfo = tmp_path / "cpuinfo"
+  cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\n"
+                     f"processor\t: 1\nflags\t\t: {flags}\n")
+  monkeypatch.setattr(layers.platform, "machine", lambda: machine)
+  assert layers.x86_without_avx512.__wrapped__(str(cpuinfo)) is expected
+  assert layers.x86_without_avx512.__wrapped__(str(tmp_path / "missing")) is False
+
+
+@pytest.mark.parametrize("x86_without_avx512", [True, False])
+def test_cpu_conv2d_takes_the_taps_where_chosen_and_xla_elsewhere(monkeypatch, x86_without_avx512):
   """On CPU conv2d traces the custom-VJP form exactly where taps_kernel_grad_on_cpu says so."""
   def traced(x_shape, kernel_shape):
     return str(jax.make_jaxpr(layers.conv2d)(jnp.zeros(x_shape), jnp.zeros(kernel_shape)))
   assert jax.default_backend() == "cpu"
+  monkeypatch.setattr(layers, "x86_without_avx512", lambda: x86_without_avx512)
+  jax.clear_caches()  # make_jaxpr reuses traces: the rule is read at trace time
+  big = ((2 * jax.device_count(), 32, 32, 512), (3, 3, 512, 8))  # 2^22 values a device
   assert "custom_vjp" in traced((2, 4, 4, 8), (1, 1, 8, 8))
   assert "custom_vjp" not in traced((2, 4, 4, 8), (3, 3, 8, 8))
+  assert ("custom_vjp" in traced(*big)) is x86_without_avx512
 
 
 def test_model_gradients_equal_with_xla_and_tap_kernel_gradients(monkeypatch):

@@ -6,6 +6,8 @@ their own mutable collection ``SPECTRAL`` (never mixed with ``batch_stats``):
 they move only when a layer is called with ``update_stats=True`` (training steps)
 and are frozen otherwise (evaluation, sampling).
 """
+import functools
+import platform
 from typing import Any, Optional, Sequence
 
 import jax
@@ -61,28 +63,48 @@ def _tap_bwd(residuals, grad_out):
 conv2d_tap_kernel_grad.defvjp(_tap_fwd, _tap_bwd)
 
 
-def taps_kernel_grad_on_cpu(x_shape, kernel_shape, num_devices: int) -> bool:
+@functools.cache
+def x86_without_avx512(cpuinfo: str = "/proc/cpuinfo") -> bool:
+  """Whether this host is an x86 CPU whose flags (Linux's cpuinfo) lack AVX-512 Foundation;
+  False where that cannot be read (not Linux, not x86)."""
+  if platform.machine().lower() not in ("x86_64", "amd64"):
+    return False
+  try:
+    with open(cpuinfo) as f:
+      flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+  except OSError:
+    return False
+  return flags is not None and "avx512f" not in flags
+
+
+def taps_kernel_grad_on_cpu(x_shape, kernel_shape, num_devices: int, x86_without_avx512: bool) -> bool:
   """Whether conv2d takes kernel_grad_by_taps on CPU: where it measured faster than XLA's own.
 
-  XLA:CPU computes the kernel gradient as a convolution whose window is the whole feature map;
-  timed on one core against the taps (experiments/conv_grad_benchmark.py) it ran 1.2–44× slower
-  for 1×1 kernels (one matmul), and for 3×3 kernels with ≥ 32 input channels 1.1–5.2× slower
-  once a device's share of the input reached 2^20 values; below that, or with 16 channels, it
-  was 0.6–1.5× (at 2^19 the default's whole step came out slower with the taps); with fewer than
-  8 output channels (G's image conv) the taps' GEMMs are too thin (0.1–0.7×). The batch is
-  global under jit, so a device's share is the batch over ``num_devices``.
+  XLA:CPU computes the kernel gradient as a convolution whose window is the whole feature map.
+  Timed on one core against the taps (experiments/conv_grad_benchmark.py) on two x86 CPUs:
+  - 1×1 kernels (one matmul): XLA's own was 1.2–2.3× slower on an AVX-512 EPYC and 1.2–44×
+    on an AVX2 EPYC, so every CPU takes the taps.
+  - 3×3 kernels: on the AVX-512 CPU XLA's own was faster on every model shape (the taps ran
+    0.25–0.9× its speed), so it is kept there and on CPUs never measured (ARM). On the AVX2
+    CPU it fell off a cliff for ≥ 32 input channels once a device's share of the input
+    reached 2^20 values (1.1–5.2× slower than the taps; below that, or with 16 channels,
+    0.6–1.5×); with fewer than 8 output channels (G's image conv) the taps' GEMMs are too
+    thin there (0.1–0.7×).
+  The batch is global under jit, so a device's share is the batch over ``num_devices``.
   """
   kh, kw, cin, cout = kernel_shape
+  if (kh, kw) == (1, 1):
+    return True
   b, h, w, _ = x_shape
   per_device = max(b // num_devices, 1) * h * w * cin
-  return (kh, kw) == (1, 1) or (cin >= 32 and cout >= 8 and per_device >= 2 ** 20)
+  return x86_without_avx512 and cin >= 32 and cout >= 8 and per_device >= 2 ** 20
 
 
 def conv2d(x, kernel):
   """Stride-1 SAME NHWC conv: XLA's own forward and input gradient everywhere; on CPU the
   kernel gradient as per-tap GEMMs where XLA:CPU's own was measured slower."""
-  if (jax.default_backend() == "cpu"
-      and taps_kernel_grad_on_cpu(x.shape, kernel.shape, jax.device_count())):
+  if jax.default_backend() == "cpu" and taps_kernel_grad_on_cpu(
+      x.shape, kernel.shape, jax.device_count(), x86_without_avx512()):
     return conv2d_tap_kernel_grad(x, kernel)
   return _native_conv(x, kernel)
 
