@@ -85,7 +85,7 @@ def taps_kernel_grad_on_cpu(x_shape, kernel_shape, num_devices: int, x86_without
   - 1×1 kernels (one matmul): XLA's own was 1.2–2.3× slower on an AVX-512 EPYC and 1.2–44×
     on an AVX2 EPYC, so every CPU takes the taps.
   - 3×3 kernels: on the AVX-512 CPU XLA's own was faster on every model shape (the taps ran
-    0.25–0.9× its speed), so it is kept there and on CPUs never measured (ARM). On the AVX2
+    0.12–0.9× its speed), so it is kept there and on CPUs never measured (ARM). On the AVX2
     CPU it fell off a cliff for ≥ 32 input channels once a device's share of the input
     reached 2^20 values (1.1–5.2× slower than the taps; below that, or with 16 channels,
     0.6–1.5×); with fewer than 8 output channels (G's image conv) the taps' GEMMs are too
