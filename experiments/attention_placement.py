@@ -14,7 +14,8 @@ the base config's metrics (FID/IS, or fid_fmnist, class accuracy and PRDC on the
 default); every variant is compared seed by seed with --baseline (default: self-attention
 at the base config's side, feat16 on the embedded default).
 """
-from sweep import Variant, load_base_config, parse_args, plot_bars, plot_curves, run_sweep, write_tables
+from sweep import (Variant, exit_if_any_failed, load_base_config, parse_args,
+                   plot_bars, plot_curves, run_sweep, write_tables)
 
 from sagan_jax.models.discriminator import discriminator_sides
 from sagan_jax.models.generator import generator_sides
@@ -51,6 +52,7 @@ def main():
     write_tables(args, results, "Attention placement (the paper's Table 1)")
     plot_bars(args, results, "attention_placement", f"{args.steps} steps, {args.base_config}")
     plot_curves(args, results, "attention_placement_curves", f"{args.steps} steps, {args.base_config}")
+  exit_if_any_failed(results)
 
 
 if __name__ == "__main__":

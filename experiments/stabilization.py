@@ -13,7 +13,8 @@ Four variants (paper §5.1):
 4e-4). Each run is evaluated --eval_points times; the plots show the metric vs G step
 (each seed faint, the mean bold); every variant is compared seed by seed with --baseline.
 """
-from sweep import Variant, load_base_config, parse_args, plot_curves, run_sweep, write_tables
+from sweep import (Variant, exit_if_any_failed, load_base_config, parse_args,
+                   plot_curves, run_sweep, write_tables)
 
 
 def variants(config) -> list:
@@ -39,6 +40,7 @@ def main():
   if results:
     write_tables(args, results, "Stabilisation: SN on G and TTUR (the paper's Fig. 3)")
     plot_curves(args, results, "stabilization", f"{args.steps} steps, {args.base_config}")
+  exit_if_any_failed(results)
 
 
 if __name__ == "__main__":

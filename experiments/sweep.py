@@ -27,6 +27,7 @@ import math
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -237,6 +238,16 @@ def _start(args, job: Job, cores) -> tuple:
   return proc, log, time.time()
 
 
+def _last_error_line(log_path: str) -> str:
+  """The last 'error: …' line a failed run printed, to repeat in the sweep's own error."""
+  try:
+    with open(log_path, errors="replace") as f:
+      lines = [l.strip() for l in f if l.startswith("error:")]
+  except OSError:
+    return ""
+  return lines[-1] if lines else ""
+
+
 def _finish(args, job: Job, proc, log, start) -> dict:
   log.close()
   run_dir = workdir(args, job)
@@ -245,7 +256,11 @@ def _finish(args, job: Job, proc, log, start) -> dict:
             "steps": args.steps, "wall_seconds": round(time.time() - start, 1),
             "evaluations": _evaluations(run_dir)}
   if proc.returncode != 0:
-    result["status"] = f"failed (exit {proc.returncode}; see {run_dir}/train.log)"
+    killed = " (SIGKILL: often the out-of-memory killer)" if proc.returncode == -signal.SIGKILL else ""
+    result["status"] = f"failed (exit {proc.returncode}{killed}; see {run_dir}/train.log)"
+    said = _last_error_line(os.path.join(run_dir, "train.log"))
+    if said:
+      result["status"] += f": {said}"
     print(f"[{job.variant.name} seed {job.seed}] {result['status']}", flush=True)
     return result  # no result file: a rerun tries it again
   result["status"] = "finished"
@@ -297,6 +312,16 @@ def run_jobs(args, jobs: list) -> list:
       proc.wait()
       log.close()
   return [results[j.key] for j in jobs if j.key in results]
+
+
+def exit_if_any_failed(results: list) -> None:
+  """One error line, exit status 1, when a run of the sweep failed (after its tables are
+  written): a script or scheduler that runs the sweep must not take it for finished."""
+  failed = [r for r in results if str(r.get("status", "")).startswith("failed")]
+  if failed:
+    runs = "; ".join(f"{r['variant']} seed {r['seed']} {r['status']}" for r in failed)
+    sys.exit(f"error: {len(failed)} run(s) failed: {runs}. The tables cover the finished runs; "
+             "rerun the same command to retry the failed ones (finished runs are not retrained)")
 
 
 def final_metrics(result: dict) -> dict:

@@ -155,7 +155,7 @@ def test_stabilization_sweep(tmp_path, fake_fmnist_dir, eval_cache):
                 f"--only={','.join(expected)}")
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
   rows = _rows(out)
-  assert [r["variant"] for r in rows] == expected
+  assert [r["variant"] for r in rows] == expected, proc.stdout[-2000:]
   assert all(r["seeds"] == "1" and r["fid_fmnist mean"] for r in rows), rows
   assert os.path.exists(os.path.join(out, "stabilization_fid_fmnist.png"))
   with open(os.path.join(out, "runs", "sn_d_5to1", "seed0.json")) as f:
@@ -164,6 +164,22 @@ def test_stabilization_sweep(tmp_path, fake_fmnist_dir, eval_cache):
     config = json.load(f)
   assert (config["d_steps_per_g_step"], config["model"]["g_spectral_norm"]) == (5, False)
   assert config["optimizer"]["g_lr"] == config["optimizer"]["d_lr"]
+
+
+def test_a_failed_run_fails_the_sweep_with_its_error(tmp_path, eval_cache):
+  """A run that fails (here: no data) makes the sweep exit 1 with one error line that names the
+  run, its log and the run's own error, after the tables of what finished are written."""
+  out, results = str(tmp_path / "table1"), str(tmp_path / "record")
+  proc = _sweep("attention_placement.py", out, str(tmp_path / "no_data"), eval_cache,
+                "--only=none", f"--results={results}")
+  assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+  error = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(error) == 1, proc.stderr[-2000:]
+  assert "1 run(s) failed: none seed 0 failed (exit 2; see " in error[0]
+  assert "train.log): error: Fashion-MNIST files not found" in error[0]
+  assert "rerun the same command" in error[0]
+  assert "none seed 0: failed" in open(os.path.join(results, "results.md")).read()
+  assert not os.path.exists(os.path.join(results, "runs", "none", "seed0.json"))
 
 
 def test_stabilization_lists_the_paper_variants(tmp_path):
