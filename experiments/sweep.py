@@ -283,8 +283,15 @@ def _core_shares(parallel: int) -> list:
   return [set(cores[i * per:(i + 1) * per]) for i in range(parallel)]
 
 
+def _exit_on_sigterm(signum, frame):
+  raise SystemExit(128 + signum)  # unwinds run_jobs, whose `finally` stops the runs
+
+
 def run_jobs(args, jobs: list) -> list:
-  """Trains the unfinished jobs, ``args.parallel`` at a time, in the given order."""
+  """Trains the unfinished jobs, ``args.parallel`` at a time, in the given order.
+
+  SIGTERM (a scheduler's stop) or Ctrl-C stops the runs too (each saves its checkpoint when
+  it is in its training loop), instead of leaving them orphaned: the next sweep resumes them."""
   results, pending = {}, []
   for job in jobs:
     done = finished(args, job)
@@ -295,6 +302,7 @@ def run_jobs(args, jobs: list) -> list:
       pending.append(job)
   slots = _core_shares(args.parallel)
   running = {}  # slot -> (job, proc, log, start)
+  previous_handler = signal.signal(signal.SIGTERM, _exit_on_sigterm)
   try:
     while pending or running:
       for slot in range(args.parallel):
@@ -311,6 +319,7 @@ def run_jobs(args, jobs: list) -> list:
       proc.terminate()
       proc.wait()
       log.close()
+    signal.signal(signal.SIGTERM, previous_handler)
   return [results[j.key] for j in jobs if j.key in results]
 
 

@@ -3,8 +3,10 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -180,6 +182,37 @@ def test_a_failed_run_fails_the_sweep_with_its_error(tmp_path, eval_cache):
   assert "rerun the same command" in error[0]
   assert "none seed 0: failed" in open(os.path.join(results, "results.md")).read()
   assert not os.path.exists(os.path.join(results, "runs", "none", "seed0.json"))
+
+
+def _processes_naming(text: str) -> list:
+  found = []
+  for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+      with open(f"/proc/{pid}/cmdline", "rb") as f:
+        if text.encode() in f.read():
+          found.append(int(pid))
+    except OSError:
+      pass
+  return found
+
+
+def test_sigterm_stops_the_sweep_and_its_runs(tmp_path, fake_fmnist_dir):
+  """A scheduler's SIGTERM to the sweep stops the run it trains too (no orphan left training)."""
+  out = str(tmp_path / "table1")
+  cmd = [sys.executable, os.path.join(ROOT, "experiments", "attention_placement.py"),
+         "--base_config=configs/fashion_mnist.py:smoke", "--steps=1000", f"--out={out}",
+         f"--results={tmp_path / 'record'}", f"--set=dataset.data_dir={fake_fmnist_dir}", "--only=none"]
+  sweep = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=dict(os.environ, PYTHONPATH=ROOT))
+  run_dir = os.path.join(out, "none", "seed0")
+  deadline = time.time() + 120
+  while not _processes_naming(f"--workdir={run_dir}") and time.time() < deadline:
+    time.sleep(0.2)
+  assert _processes_naming(f"--workdir={run_dir}"), "the sweep never started its run"
+  sweep.send_signal(signal.SIGTERM)
+  sweep.communicate(timeout=120)
+  assert sweep.returncode == 128 + signal.SIGTERM
+  assert not _processes_naming(f"--workdir={run_dir}")
 
 
 def test_stabilization_lists_the_paper_variants(tmp_path):
