@@ -283,10 +283,6 @@ def _core_shares(parallel: int) -> list:
   return [set(cores[i * per:(i + 1) * per]) for i in range(parallel)]
 
 
-def _exit_on_sigterm(signum, frame):
-  raise SystemExit(128 + signum)  # unwinds run_jobs, whose `finally` stops the runs
-
-
 def run_jobs(args, jobs: list) -> list:
   """Trains the unfinished jobs, ``args.parallel`` at a time, in the given order.
 
@@ -302,11 +298,13 @@ def run_jobs(args, jobs: list) -> list:
       pending.append(job)
   slots = _core_shares(args.parallel)
   running = {}  # slot -> (job, proc, log, start)
-  previous_handler = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+  stop = []  # the signal asking the sweep to stop. Acted on between spawns, not raised inside
+  # one: a SIGTERM during Popen would unwind it before the run it started is in `running`.
+  previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: stop.append(signum))
   try:
-    while pending or running:
+    while (pending or running) and not stop:
       for slot in range(args.parallel):
-        if slot not in running and pending:
+        if slot not in running and pending and not stop:
           job = pending.pop(0)
           running[slot] = (job, *_start(args, job, slots[slot]))
       time.sleep(2)
@@ -320,6 +318,8 @@ def run_jobs(args, jobs: list) -> list:
       proc.wait()
       log.close()
     signal.signal(signal.SIGTERM, previous_handler)
+  if stop:
+    raise SystemExit(128 + stop[0])
   return [results[j.key] for j in jobs if j.key in results]
 
 
