@@ -1,6 +1,6 @@
-"""Where layers.conv2d takes the per-tap kernel gradient on CPU: times XLA's own kernel (filter)
-gradient against layers.kernel_grad_by_taps on the shapes of the 32×32 models, one device's
-share of the batch each, and prints what layers.taps_kernel_grad_on_cpu chooses for it.
+"""Where convolution.conv2d takes the per-tap kernel gradient on CPU: times XLA's own kernel (filter)
+gradient against convolution.kernel_grad_by_taps on the shapes of the 32×32 models, one device's
+share of the batch each, and prints what convolution.taps_kernel_grad_on_cpu chooses for it.
 
   python experiments/conv_grad_benchmark.py [--batches 16 32] [--sides 32 16 8] [--channels 16 32 64]
 
@@ -15,16 +15,16 @@ import time
 import jax
 import jax.numpy as jnp
 
-from sagan_jax.models import layers
+from sagan_jax.models import convolution
 
 
 def native_kernel_grad(x, grad_out, kernel):
-  _, vjp = jax.vjp(lambda k: layers._native_conv(x, k), kernel)
+  _, vjp = jax.vjp(lambda k: convolution._native_conv(x, k), kernel)
   return vjp(grad_out)[0]
 
 
 def taps_kernel_grad(x, grad_out, kernel):
-  return layers.kernel_grad_by_taps(x, grad_out, kernel.shape)
+  return convolution.kernel_grad_by_taps(x, grad_out, kernel.shape)
 
 
 def _time(fn, *args, repeats=10):
@@ -47,7 +47,7 @@ def main():
             for b in args.batches for c in args.channels]
   shapes += [((16, 32, 32, 64), (3, 3, 64, 1)), ((32, 16, 16, 32), (1, 1, 32, 4)),
              ((32, 32, 32, 1), (3, 3, 1, 32))]
-  cliff = layers.x86_without_avx512()
+  cliff = convolution.x86_without_avx512()
   print(f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}; "
         f"{'x86 without AVX-512' if cliff else 'AVX-512 or not x86'}); one device's share")
   print(f"{'input':>18} {'kernel':>14} {'native ms':>10} {'taps ms':>9} {'native/taps':>12}  chosen")
@@ -57,7 +57,7 @@ def main():
     k = jax.random.normal(keys[1], k_shape)
     g = jax.random.normal(keys[2], x_shape[:3] + k_shape[3:])
     native, taps = (_time(f, x, g, k, repeats=args.repeats) for f in (native_kernel_grad, taps_kernel_grad))
-    chosen = "taps" if layers.taps_kernel_grad_on_cpu(x_shape, k_shape, 1, cliff) else "native"
+    chosen = "taps" if convolution.taps_kernel_grad_on_cpu(x_shape, k_shape, 1, cliff) else "native"
     print(f"{str(x_shape):>18} {str(k_shape):>14} {native * 1e3:10.2f} {taps * 1e3:9.2f} "
           f"{native / taps:12.2f}  {chosen}", flush=True)
 

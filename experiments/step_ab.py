@@ -1,15 +1,18 @@
 """The train step compiled two ways and timed interleaved: one implementation choice A/B'd.
 
   XLA_FLAGS=--xla_force_host_platform_device_count=2 python experiments/step_ab.py
-      --compare {attention_backward,conv_kernel_grad} [--models torch4 default feat32 torch16]
+      --compare {attention_backward,conv_kernel_grad,resampling_conv} [--models torch4 default feat32 torch16]
       [--rounds 5] [--steps 8]
 
 Comparisons (the shipped side first):
   attention_backward  ``models.attention.softmax_attention`` (hand-written backward) against
                       autodiff of the same explicit form.
-  conv_kernel_grad    ``models.layers.conv2d`` (on CPU the per-tap kernel gradient where
+  conv_kernel_grad    ``models.convolution.conv2d`` (on CPU the per-tap kernel gradient where
                       ``taps_kernel_grad_on_cpu`` chooses it) against XLA's own convolution
                       gradients everywhere.
+  resampling_conv     ``models.convolution.resampling_conv2d`` (on CPU G's upsample + 3×3 conv
+                      and D's 3×3 conv + 2×2 mean as convs at the low resolution) against the
+                      composition as the model writes it (``composed_resampling_conv2d``).
 Models: ``torchN`` is experiments/torch_sagan.py's config at ch=N (the PyTorch comparison's),
 ``default`` configs/fashion_mnist.py, ``feat32`` the default with attention at 32×32 in G only
 (Table 1's feat32). Each model's step is compiled once per side with the module function put in
@@ -34,7 +37,7 @@ sys.path.insert(0, HERE)
 import torch_sagan  # noqa: E402
 from sweep import load_base_config  # noqa: E402
 from sagan_jax import programs, sharding  # noqa: E402
-from sagan_jax.models import attention, layers  # noqa: E402
+from sagan_jax.models import attention, convolution, layers  # noqa: E402
 
 
 def autodiff_attention(queries, keys, values):
@@ -45,7 +48,9 @@ def autodiff_attention(queries, keys, values):
 # name -> (module, attribute, shipped side's name, other side's name, other side's function)
 COMPARISONS = {
     "attention_backward": (attention, "softmax_attention", "hand_written", "autodiff", autodiff_attention),
-    "conv_kernel_grad": (layers, "conv2d", "taps_where_chosen", "xla_everywhere", layers._native_conv),
+    "conv_kernel_grad": (convolution, "conv2d", "taps_where_chosen", "xla_everywhere", convolution._native_conv),
+    "resampling_conv": (layers, "resampling_conv2d", "low_resolution", "composed",
+                        convolution.composed_resampling_conv2d),
 }
 
 

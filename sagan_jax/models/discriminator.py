@@ -30,10 +30,6 @@ def discriminator_sides(resolution: int) -> tuple:
   return tuple(sides)
 
 
-def _avg_pool_2x2(x):
-  return nn.avg_pool(x, (2, 2), strides=(2, 2))
-
-
 class DBlock(nn.Module):
   features: int
   downsample: bool
@@ -43,21 +39,17 @@ class DBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, update_stats: bool):
-    conv = lambda feats, k, name: SNConv(feats, k, use_sn=self.use_sn, dtype=self.dtype, name=name)
+    conv = lambda feats, k, name, resample="none": SNConv(feats, k, resample, use_sn=self.use_sn,
+                                                          dtype=self.dtype, name=name)
+    pool = "down" if self.downsample else "none"  # 2×2 mean after the conv
     h = nn.relu(x) if self.preactivation else x
     h = conv(self.features, (3, 3), "conv1")(h, update_stats)
-    h = conv(self.features, (3, 3), "conv2")(nn.relu(h), update_stats)
-    if self.downsample:
-      h = _avg_pool_2x2(h)
+    h = conv(self.features, (3, 3), "conv2", resample=pool)(nn.relu(h), update_stats)
     shortcut = x
     if self.downsample or x.shape[-1] != self.features:
-      sc_conv = conv(self.features, (1, 1), "conv_sc")
-      if self.preactivation:  # conv then pool; the first block pools first (cheaper, BigGAN).
-        shortcut = sc_conv(shortcut, update_stats)
-        shortcut = _avg_pool_2x2(shortcut) if self.downsample else shortcut
-      else:
-        shortcut = _avg_pool_2x2(shortcut) if self.downsample else shortcut
-        shortcut = sc_conv(shortcut, update_stats)
+      # BigGAN's D convolves then pools (pools first in its first block, to save work); a 1×1
+      # conv commutes with the mean, so both are the same map and the conv runs on the smaller.
+      shortcut = conv(self.features, (1, 1), "conv_sc", resample=pool)(shortcut, update_stats)
     return h + shortcut
 
 

@@ -27,10 +27,6 @@ def generator_sides(resolution: int) -> tuple:
   return tuple(BOTTOM_SIDE * 2 ** (i + 1) for i in range(n_blocks))
 
 
-def _upsample(x):
-  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-
-
 class GBlock(nn.Module):
   features: int
   num_classes: int
@@ -40,13 +36,14 @@ class GBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, y, train: bool, update_stats: bool):
-    conv = lambda feats, k, name: SNConv(feats, k, use_sn=self.use_sn, dtype=self.dtype, name=name)
+    conv = lambda feats, k, name, resample="none": SNConv(feats, k, resample, use_sn=self.use_sn,
+                                                          dtype=self.dtype, name=name)
     bn = lambda name: BatchNorm(self.num_classes, sn_gains=self.sn_gains, dtype=self.dtype, name=name)
     h = nn.relu(bn("bn1")(x, y, train=train, update_stats=update_stats))
-    h = conv(self.features, (3, 3), "conv1")(_upsample(h), update_stats)
+    h = conv(self.features, (3, 3), "conv1", resample="up")(h, update_stats)  # upsample, then conv
     h = nn.relu(bn("bn2")(h, y, train=train, update_stats=update_stats))
     h = conv(self.features, (3, 3), "conv2")(h, update_stats)
-    shortcut = conv(self.features, (1, 1), "conv_sc")(_upsample(x), update_stats)
+    shortcut = conv(self.features, (1, 1), "conv_sc", resample="up")(x, update_stats)
     return h + shortcut
 
 

@@ -6,107 +6,16 @@ their own mutable collection ``SPECTRAL`` (never mixed with ``batch_stats``):
 they move only when a layer is called with ``update_stats=True`` (training steps)
 and are frozen otherwise (evaluation, sampling).
 """
-import functools
-import platform
 from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from sagan_jax.models.convolution import resampling_conv2d
+
 SPECTRAL = "spectral"
 Dtype = Any
-
-
-_CONV_DIMS = ("NHWC", "HWIO", "NHWC")
-
-
-def _native_conv(x, kernel):
-  return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_CONV_DIMS)
-
-
-def kernel_grad_by_taps(x, grad_out, kernel_shape):
-  """dL/dkernel of a stride-1 SAME NHWC conv as one GEMM per kernel tap (i, j):
-  Σ_{b,y,x} grad_out[b,y,x,:] ⊗ x_padded[b,y+i,x+j,:], contracting K = B·H·W.
-
-  Accumulates in float32 and returns the kernel's layout (kh, kw, in, out); for a 1×1
-  kernel it is a single matmul.
-  """
-  kh, kw, cin, cout = kernel_shape
-  _, h, w, _ = x.shape
-  ph, pw = (kh - 1) // 2, (kw - 1) // 2  # XLA's SAME: the odd pixel of an even kernel goes last
-  xp = jnp.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw), (0, 0)))
-  g = grad_out.reshape(-1, cout)
-  # (out, in) per tap: this operand order ran faster on XLA:CPU than (in, out).
-  taps = [jax.lax.dot_general(g, xp[:, i:i + h, j:j + w].reshape(-1, cin), (((0,), (0,)), ((), ())),
-                              preferred_element_type=jnp.float32)
-          for i in range(kh) for j in range(kw)]
-  return jnp.stack(taps).reshape(kh, kw, cout, cin).transpose(0, 1, 3, 2)
-
-
-@jax.custom_vjp
-def conv2d_tap_kernel_grad(x, kernel):
-  """_native_conv with XLA's input gradient and kernel_grad_by_taps as the kernel gradient."""
-  return _native_conv(x, kernel)
-
-
-def _tap_fwd(x, kernel):
-  return _native_conv(x, kernel), (x, kernel)
-
-
-def _tap_bwd(residuals, grad_out):
-  x, kernel = residuals
-  _, input_vjp = jax.vjp(lambda x_: _native_conv(x_, kernel), x)
-  return input_vjp(grad_out)[0], kernel_grad_by_taps(x, grad_out, kernel.shape).astype(kernel.dtype)
-
-
-conv2d_tap_kernel_grad.defvjp(_tap_fwd, _tap_bwd)
-
-
-@functools.cache
-def x86_without_avx512(cpuinfo: str = "/proc/cpuinfo") -> bool:
-  """Whether this host is an x86 CPU whose flags (Linux's cpuinfo) lack AVX-512 Foundation;
-  False where that cannot be read (not Linux, not x86)."""
-  if platform.machine().lower() not in ("x86_64", "amd64"):
-    return False
-  try:
-    with open(cpuinfo) as f:
-      flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
-  except OSError:
-    return False
-  return flags is not None and "avx512f" not in flags
-
-
-def taps_kernel_grad_on_cpu(x_shape, kernel_shape, num_devices: int, x86_without_avx512: bool) -> bool:
-  """Whether conv2d takes kernel_grad_by_taps on CPU: where it measured faster than XLA's own.
-
-  XLA:CPU computes the kernel gradient as a convolution whose window is the whole feature map.
-  Timed on one core against the taps (experiments/conv_grad_benchmark.py) on two x86 CPUs:
-  - 1×1 kernels (one matmul): XLA's own was 1.2–2.3× slower on an AVX-512 EPYC and 1.2–44×
-    on an AVX2 EPYC, so every CPU takes the taps.
-  - 3×3 kernels: on the AVX-512 CPU XLA's own was faster on every model shape (the taps ran
-    0.12–0.9× its speed), so it is kept there and on CPUs never measured (ARM). On the AVX2
-    CPU it fell off a cliff for ≥ 32 input channels once a device's share of the input
-    reached 2^20 values (1.1–5.2× slower than the taps; below that, or with 16 channels,
-    0.6–1.5×); with fewer than 8 output channels (G's image conv) the taps' GEMMs are too
-    thin there (0.1–0.7×).
-  The batch is global under jit, so a device's share is the batch over ``num_devices``.
-  """
-  kh, kw, cin, cout = kernel_shape
-  if (kh, kw) == (1, 1):
-    return True
-  b, h, w, _ = x_shape
-  per_device = max(b // num_devices, 1) * h * w * cin
-  return x86_without_avx512 and cin >= 32 and cout >= 8 and per_device >= 2 ** 20
-
-
-def conv2d(x, kernel):
-  """Stride-1 SAME NHWC conv: XLA's own forward and input gradient everywhere; on CPU the
-  kernel gradient as per-tap GEMMs where XLA:CPU's own was measured slower."""
-  if jax.default_backend() == "cpu" and taps_kernel_grad_on_cpu(
-      x.shape, kernel.shape, jax.device_count(), x86_without_avx512()):
-    return conv2d_tap_kernel_grad(x, kernel)
-  return _native_conv(x, kernel)
 
 
 def _l2_normalize(x, eps):
@@ -147,9 +56,11 @@ class SpectralWeight(nn.Module):
 
 
 class SNConv(nn.Module):
-  """Conv with a spectrally normalised kernel (kernel viewed as (kh*kw*in, out))."""
+  """Conv with a spectrally normalised kernel (kernel viewed as (kh*kw*in, out)); ``resample``
+  'up' upsamples its input 2× (nearest) first, 'down' averages its output over 2×2 windows."""
   features: int
   kernel_size: Sequence[int] = (3, 3)
+  resample: str = "none"
   use_bias: bool = True
   use_sn: bool = True
   dtype: Optional[Dtype] = None
@@ -162,7 +73,7 @@ class SNConv(nn.Module):
     if self.use_sn:
       kernel = SpectralWeight(name="sn")(kernel, update_stats)
     dtype = self.dtype or jnp.float32
-    y = conv2d(x.astype(dtype), kernel.astype(dtype))
+    y = resampling_conv2d(x.astype(dtype), kernel.astype(dtype), self.resample)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(dtype)
     return y
