@@ -1,7 +1,7 @@
 """The train step compiled two ways and timed interleaved: one implementation choice A/B'd.
 
   XLA_FLAGS=--xla_force_host_platform_device_count=2 python experiments/step_ab.py
-      --compare {attention_backward,conv_kernel_grad,resampling_conv} [--models torch4 default feat32 torch16]
+      --compare {attention_backward,attention_query_sums,conv_kernel_grad,resampling_conv} [--models torch4 default feat32 torch16]
       [--rounds 5] [--steps 8]
 
 Comparisons (the shipped side first):
@@ -13,6 +13,9 @@ Comparisons (the shipped side first):
   resampling_conv     ``models.convolution.resampling_conv2d`` (on CPU G's upsample + 3×3 conv
                       and D's 3×3 conv + 2×2 mean as convs at the low resolution) against the
                       composition as the model writes it (``composed_resampling_conv2d``).
+  attention_query_sums  the attention backward's sums over the query axis as one column
+                      reduction per channel (``models.attention._sum_over_queries``, on CPU
+                      with ≤ 8 channels) against XLA's dot.
 Models: ``torchN`` is experiments/torch_sagan.py's config at ch=N (the PyTorch comparison's),
 ``default`` configs/fashion_mnist.py, ``feat32`` the default with attention at 32×32 in G only
 (Table 1's feat32). Each model's step is compiled once per side with the module function put in
@@ -51,6 +54,8 @@ COMPARISONS = {
     "conv_kernel_grad": (convolution, "conv2d", "taps_where_chosen", "xla_everywhere", convolution._native_conv),
     "resampling_conv": (layers, "resampling_conv2d", "low_resolution", "composed",
                         convolution.composed_resampling_conv2d),
+    "attention_query_sums": (attention, "_sum_over_queries", "per_channel_sums", "dot",
+                             lambda weights, x: jnp.einsum("bji,bjc->bic", weights, x)),
 }
 
 

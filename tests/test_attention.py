@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sagan_jax.models import attention
 from sagan_jax.models.attention import SelfAttention, softmax_attention
 
 
@@ -80,11 +81,14 @@ def numpy_attention_grads(q, k, v, d_o):
   return beta @ v, ds @ k, ds.T @ q, beta.T @ d_o
 
 
+@pytest.mark.parametrize("query_sums", ["per_channel", "dot"])
 @pytest.mark.parametrize("n_q,n_k,ck,cv,scale", [(64, 64, 2, 2, 1.0), (48, 12, 4, 8, 3.0), (256, 256, 1, 1, 5.0),
-                                                 (16, 16, 8, 2, 10.0)])
-def test_softmax_attention_backward_matches_float64(n_q, n_k, ck, cv, scale):
+                                                 (16, 16, 8, 2, 10.0), (32, 32, 16, 12, 1.0)])
+def test_softmax_attention_backward_matches_float64(monkeypatch, n_q, n_k, ck, cv, scale, query_sums):
   """The hand-written backward (its row sum taken as dO·o) against the chain rule in float64:
-  pooled keys (fewer keys than queries), unequal key/value channels, peaked softmaxes."""
+  pooled keys (fewer keys than queries), unequal key/value channels, peaked softmaxes; its sums
+  over the query axis both as per-channel column sums (CPU, few channels) and as XLA's dot."""
+  monkeypatch.setattr(attention, "CPU_QUERY_SUM_MAX_CHANNELS", 64 if query_sums == "per_channel" else 0)
   rng = np.random.default_rng(n_q + ck)
   q, k = (scale * rng.standard_normal((2, n, ck)) for n in (n_q, n_k))
   v, d_o = rng.standard_normal((2, n_k, cv)), rng.standard_normal((2, n_q, cv))

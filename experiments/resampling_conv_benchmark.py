@@ -1,0 +1,70 @@
+"""G's upsample + 3×3 conv and D's 3×3 conv + 2×2 mean, per direction, in each formulation.
+
+  taskset -c 0 python experiments/resampling_conv_benchmark.py [--channels 16 32 64] [--repeats 20]
+
+For the shapes of the 32×32 models (one device's share of the batch of a 2-device split: G's
+16 images, D's 32 real + fake), times the forward, the input gradient and the kernel gradient of
+- the composition as the model writes it (``convolution.composed_resampling_conv2d`` with XLA's
+  own gradients): a 3×3 conv on the upsampled map, or on the full map before the mean;
+- the phase form (``_phase_conv``): one 2×2 conv of the low-resolution map with the four output
+  phases as channels, and its autodiff;
+- the strided form (``_strided_pool_conv``): one 4×4 conv of stride 2, and its autodiff;
+and what ``upsample_conv3x3`` / ``conv3x3_avg_pool`` take for each direction (the input gradient
+of one form is the other form with the adjoint kernel). Inputs and cotangents are arguments of
+the jitted functions, so nothing is constant-folded. Run it pinned to one core to see one
+device's view.
+"""
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+
+from sagan_jax.models import convolution as conv
+
+
+def _time(fn, *args, repeats):
+  fn = jax.jit(fn)
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return sorted(times)[len(times) // 2] * 1e3
+
+
+def directions(fn, x, kernel, grad_out, repeats):
+  """ms of fn's forward, input gradient and kernel gradient (each alone)."""
+  forward = _time(fn, x, kernel, repeats=repeats)
+  dx = _time(lambda x_, k_, g: jax.vjp(lambda a: fn(a, k_), x_)[1](g)[0], x, kernel, grad_out, repeats=repeats)
+  dk = _time(lambda x_, k_, g: jax.vjp(lambda b: fn(x_, b), k_)[1](g)[0], x, kernel, grad_out, repeats=repeats)
+  return forward, dx, dk
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64])
+  p.add_argument("--repeats", type=int, default=20)
+  args = p.parse_args()
+  print(f"backend: {jax.default_backend()}; ms per call (median): forward / input grad / kernel grad")
+  for c in args.channels:
+    for resample, x_shape in (("up", (16, 8, 8, c)), ("up", (16, 16, 16, c)),
+                              ("down", (32, 16, 16, c)), ("down", (32, 32, 32, c))):
+      keys = jax.random.split(jax.random.key(0), 3)
+      x = jax.random.normal(keys[0], x_shape)
+      kernel = jax.random.normal(keys[1], (3, 3, c, c))
+      b, h, w, _ = x_shape
+      out = (b, 2 * h, 2 * w, c) if resample == "up" else (b, h // 2, w // 2, c)
+      grad_out = jax.random.normal(keys[2], out)
+      forms = {"composed": lambda x_, k_: conv.composed_resampling_conv2d(x_, k_, resample),
+               "phase": conv._phase_conv if resample == "up" else None,
+               "strided": conv._strided_pool_conv if resample == "down" else None,
+               "shipped": conv.upsample_conv3x3 if resample == "up" else conv.conv3x3_avg_pool}
+      print(f"{resample:>4} {str(x_shape):>18}  " + "   ".join(
+          f"{name} " + " / ".join(f"{t:.2f}" for t in directions(fn, x, kernel, grad_out, args.repeats))
+          for name, fn in forms.items() if fn is not None), flush=True)
+
+
+if __name__ == "__main__":
+  main()
