@@ -9,7 +9,9 @@
 #
 # Usage: experiments/gpu_benchmarks.sh OUT_DIR [RUN ...]
 #   RUN: any of bf16_feat64_dpa bf16_feat64_xla bf16_g128_d64_dpa bf16_g128_d64_chunked
-#        attention_memory (default: all, in that order). Each is bounded by SECONDS_PER_RUN
+#        attention_memory bf16_feat64_dpa_lowres (default: all, in that order; the last is
+#        bf16_feat64_dpa with the resampling convs at the low resolution, which only CPUs use
+#        today: compare its images/s with bf16_feat64_dpa's). Each is bounded by SECONDS_PER_RUN
 #        (env, default 300: compiling sagan128 takes minutes); split the list over several
 #        calls where one call is limited (e.g. 10 minutes).
 set -u
@@ -17,7 +19,7 @@ out=${1:?output folder}
 shift
 limit=${SECONDS_PER_RUN:-300}
 runs=("$@")
-[ ${#runs[@]} -eq 0 ] && runs=(bf16_feat64_dpa bf16_feat64_xla bf16_g128_d64_dpa bf16_g128_d64_chunked attention_memory)
+[ ${#runs[@]} -eq 0 ] && runs=(bf16_feat64_dpa bf16_feat64_xla bf16_g128_d64_dpa bf16_g128_d64_chunked attention_memory bf16_feat64_dpa_lowres)
 mkdir -p "$out"
 common=(--config=configs/sagan128.py --steps=5 --config.batch_size=256 --config.dtype=bfloat16
         --config.model.attention_resolutions="(64,)")
@@ -27,6 +29,8 @@ for name in "${runs[@]}"; do
   case $name in
     bf16_feat64_dpa) args=("${common[@]}" --config.model.attention_impl=dot_product_attention) ;;
     bf16_feat64_xla) args=("${common[@]}" --config.model.attention_impl=xla) ;;
+    bf16_feat64_dpa_lowres) args=("${common[@]}" --config.model.attention_impl=dot_product_attention
+                                  --low_resolution_resampling) ;;
     bf16_g128_d64_dpa) args=("${common[@]}" "${g128[@]}" --config.model.attention_impl=dot_product_attention) ;;
     bf16_g128_d64_chunked) args=("${common[@]}" "${g128[@]}" --config.model.attention_impl=chunked) ;;
     attention_memory)  # compile only: one layer's forward + backward

@@ -198,6 +198,9 @@ def _conv3x3_avg_pool_bwd(residuals, grad_out):
 conv3x3_avg_pool.defvjp(_conv3x3_avg_pool_fwd, _conv3x3_avg_pool_bwd)
 
 RESAMPLE = ("none", "up", "down")
+# Backends whose 3×3 resampling convs run at the low resolution: measured on CPU only. A GPU
+# benchmark can add its own (experiments/benchmark.py --low_resolution_resampling).
+LOW_RESOLUTION_BACKENDS = ("cpu",)
 
 
 def composed_resampling_conv2d(x, kernel, resample: str):
@@ -213,8 +216,8 @@ def resampling_conv2d(x, kernel, resample: str = "none"):
   """conv2d after a nearest 2× upsample ('up'), before a 2×2 mean ('down') or alone ('none').
 
   A 1×1 kernel commutes with both, so it convolves the low-resolution map on every backend.
-  On CPU a 3×3 kernel takes upsample_conv3x3 / conv3x3_avg_pool (2.25× fewer multiplies);
-  GPU and TPU keep the composition as written (not measured there yet).
+  On the LOW_RESOLUTION_BACKENDS (CPU) a 3×3 kernel takes upsample_conv3x3 / conv3x3_avg_pool
+  (2.25× fewer multiplies); GPU and TPU keep the composition as written (not measured there yet).
   """
   if resample not in RESAMPLE:
     raise ValueError(f"resample {resample!r} is not one of {RESAMPLE}")
@@ -224,6 +227,6 @@ def resampling_conv2d(x, kernel, resample: str = "none"):
     return conv2d(x, kernel)
   if kernel.shape[:2] == (1, 1):
     return upsample_2x(conv2d(x, kernel)) if resample == "up" else conv2d(avg_pool_2x2(x), kernel)
-  if kernel.shape[:2] == (3, 3) and jax.default_backend() == "cpu":
+  if kernel.shape[:2] == (3, 3) and jax.default_backend() in LOW_RESOLUTION_BACKENDS:
     return upsample_conv3x3(x, kernel) if resample == "up" else conv3x3_avg_pool(x, kernel)
   return composed_resampling_conv2d(x, kernel, resample)
