@@ -23,6 +23,8 @@ def get_config(variant: str = ""):
   config.dataset.manual_dir = ""       # TFDS manual_dir, hand-downloaded archives ('' = <data_dir>/downloads/manual).
   config.dataset.split = "train"       # fashion_mnist: 'train' (60k) or 'test' (10k); TFDS: e.g. 'train', 'train[:90%]'; folder: unused.
   config.dataset.random_flip = False   # random horizontal flip; off: Fashion-MNIST footwear faces left (a flip changes the data).
+  config.augment = ()                  # DiffAugment policies on every image D sees, real and generated:
+                                       # of 'color', 'translation', 'cutout'; () = none.
 
   config.model = ml_collections.ConfigDict()
   config.model.resolution = 32         # image side; 32, 64, 128 or 256.

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 from etils import epath
 
-from sagan_jax import checkpointing, losses
+from sagan_jax import augment, checkpointing, losses
 from sagan_jax.errors import UserError
 from sagan_jax.models.attention import ATTENTION_BLOCKS, ATTENTION_IMPLS
 from sagan_jax.models.discriminator import discriminator_sides
@@ -36,7 +36,7 @@ RUNTIME_MODEL_FIELDS = ("attention_impl", "attention_query_chunk")
 # Model fields added after runs were written, with the value that reproduces those runs.
 ADDED_MODEL_FIELDS = {"attention_block": "self_attention", "attention_query_chunk": 256, "d_ch": None}
 # Top-level fields added since, with the values that reproduce runs written before them.
-ADDED_FIELDS = {"ema_schedule": "constant", "ema_power_gamma": 6.94}
+ADDED_FIELDS = {"ema_schedule": "constant", "ema_power_gamma": 6.94, "augment": ()}
 
 RUN_CONFIG = "config.json"
 
@@ -152,6 +152,10 @@ def validate_config(config, num_devices: int | None = None) -> None:
     raise UserError(f"dtype {config.dtype!r} is not one of {sorted(DTYPES)}")
   if config.loss not in losses.LOSSES:
     raise UserError(f"loss {config.loss!r} is not one of {sorted(losses.LOSSES)}")
+  policies = config.get("augment", ())
+  if isinstance(policies, str) or any(p not in augment.POLICIES for p in policies):
+    raise UserError(f"augment {policies!r} must be a tuple of policies among {augment.POLICIES}, "
+                    f"e.g. --config.augment=\"('translation', 'cutout')\", or () for none")
   if num_devices is not None:
     if config.batch_size % num_devices:
       raise UserError(f"batch_size {config.batch_size} must be a positive multiple of the device "

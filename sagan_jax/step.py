@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from sagan_jax import losses, sharding
+from sagan_jax import augment, losses, sharding
 from sagan_jax.models.layers import SPECTRAL
 
 
@@ -85,16 +85,21 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
     return generator.apply({"params": state.g_params, "batch_stats": state.g_batch_stats,
                             SPECTRAL: state.g_spectral}, z, y, train=True, update_stats=False)
 
+  def seen_by_d(key, images):
+    """What D sees: the images, DiffAugment'ed where config.augment names policies."""
+    policies = config.get("augment", ())
+    return constrain(augment.augment(jax.random.fold_in(key, 1), images, policies)) if policies else images
+
   def d_update(state, inputs):
     images, labels, key = inputs
     z, y_fake = noise(key, images.shape[0])
     fake = jax.lax.stop_gradient(generate(state, z, y_fake))
+    both = seen_by_d(key, constrain(concat_by_shard(images, fake, num_shards)))
 
     def loss_fn(d_params):
       # Real and fake in one pass, so SN's power iteration advances once per D step.
       logits, new_vars = discriminator.apply(
-          {"params": d_params, SPECTRAL: state.d_spectral},
-          constrain(concat_by_shard(images, fake, num_shards)),
+          {"params": d_params, SPECTRAL: state.d_spectral}, both,
           constrain(concat_by_shard(labels, y_fake, num_shards)),
           update_stats=True, mutable=[SPECTRAL])
       d_real, d_fake = split_by_shard(logits, num_shards)
@@ -119,7 +124,8 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
       fake, new_vars = generator.apply(
           {"params": g_params, "batch_stats": state.g_batch_stats, SPECTRAL: state.g_spectral},
           z, y, train=True, update_stats=True, mutable=["batch_stats", SPECTRAL])
-      d_fake = discriminator.apply({"params": state.d_params, SPECTRAL: state.d_spectral}, fake, y)
+      d_fake = discriminator.apply({"params": state.d_params, SPECTRAL: state.d_spectral},
+                                   seen_by_d(key, fake), y)
       return g_loss_fn(d_fake), new_vars
 
     (loss, new_vars), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
