@@ -113,8 +113,9 @@ def _sum_over_queries(weights, x):
 
   XLA:CPU's dot runs such a contraction ~10× slower than one over the minor axis; with few
   channels (the paper's C/8: 2–8 in the 32×32 models) one column reduction per channel made
-  the attention's forward and backward 1.4–2.6× faster at N=256 (and at N=1024 with 4
-  channels), the dot was faster with 16 (experiments/attention_backward_benchmark.py).
+  the attention's forward and backward alone 1.2–2.5× faster at N=256 (and 1.2× at N=1024 with
+  4 channels; the dot was as fast with 16: experiments/attention_backward_benchmark.py). In the
+  whole train step the difference is within the timing noise (experiments/step_ab.py).
   """
   if jax.default_backend() == "cpu" and x.shape[-1] <= CPU_QUERY_SUM_MAX_CHANNELS:
     return jnp.stack([jnp.sum(weights * x[:, :, None, c], axis=1, dtype=jnp.float32)
