@@ -32,8 +32,11 @@ def leaves(state):
 
 
 def test_sigterm_checkpoints_and_resume_is_bitwise_equal(smoke_config, tmp_path, monkeypatch):
-  """Noise and data order derive from (seed, step): 3 steps, stop, 3 more equal 6 straight."""
+  """Noise and data order derive from (seed, step): 3 steps, stop, 3 more equal 6 straight.
+  At 2 D steps per G step, so the resumed data index counts every D step's batch (and a run with
+  several D updates per step trains end to end in the default suite)."""
   smoke_config.num_train_steps = 6
+  smoke_config.d_steps_per_g_step = 2
   smoke_config.checkpoint_every_steps = 100  # only the preemption checkpoint and the last
   straight = train.train_and_evaluate(smoke_config, str(tmp_path / "straight"))
 

@@ -150,9 +150,13 @@ def test_attention_placement_lists_the_paper_variants(tmp_path):
 
 
 def test_stabilization_sweep(tmp_path, fake_fmnist_dir, eval_cache):
-  """The default suite trains the 5:1 variant (all four with SAGAN_JAX_SLOW_TESTS=1)."""
+  """The default suite trains SN on D alone at equal rates (all four with SAGAN_JAX_SLOW_TESTS=1).
+
+  Not 5:1 by default: its five unrolled D updates take ~4 min to compile on 2 cores even at
+  -O0. Its command line is checked by test_stabilization_lists_the_paper_variants, and several
+  D updates per step train end to end in test_robustness's resume test."""
   out = str(tmp_path / "fig3")
-  expected = ["sn_d_1to1", "sn_d_5to1", "sn_gd_1to1", "sn_gd_ttur"] if SLOW else ["sn_d_5to1"]
+  expected = ["sn_d_1to1", "sn_d_5to1", "sn_gd_1to1", "sn_gd_ttur"] if SLOW else ["sn_d_1to1"]
   proc = _sweep("stabilization.py", out, fake_fmnist_dir, eval_cache, "--eval_points=2",
                 f"--only={','.join(expected)}")
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -160,11 +164,13 @@ def test_stabilization_sweep(tmp_path, fake_fmnist_dir, eval_cache):
   assert [r["variant"] for r in rows] == expected, proc.stdout[-2000:]
   assert all(r["seeds"] == "1" and r["fid_fmnist mean"] for r in rows), rows
   assert os.path.exists(os.path.join(out, "stabilization_fid_fmnist.png"))
-  with open(os.path.join(out, "runs", "sn_d_5to1", "seed0.json")) as f:
+  trained = expected[0]
+  with open(os.path.join(out, "runs", trained, "seed0.json")) as f:
     assert [e["step"] for e in json.load(f)["evaluations"]] == [1, 2]
-  with open(os.path.join(out, "sn_d_5to1", "seed0", "config.json")) as f:
+  with open(os.path.join(out, trained, "seed0", "config.json")) as f:
     config = json.load(f)
-  assert (config["d_steps_per_g_step"], config["model"]["g_spectral_norm"]) == (5, False)
+  assert (config["d_steps_per_g_step"], config["model"]["g_spectral_norm"]) == (1, False)
+  assert config["model"]["d_spectral_norm"]
   assert config["optimizer"]["g_lr"] == config["optimizer"]["d_lr"]
 
 
