@@ -10,22 +10,12 @@ one device's 16 or 32 images) and at 32×32 (N=1024). Prints ms per forward + ba
 and the largest difference between the two, relative to the gradients' size.
 """
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
 
+from microbench import median_ms
 from sagan_jax.models import attention
-
-
-def _time(fn, *args, repeats):
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return sorted(times)[len(times) // 2] * 1e3
 
 
 def forward_backward(attend):
@@ -42,12 +32,12 @@ def main():
                   (8, 1024, 4), (8, 1024, 16)):
     q, k, v, g = (jax.random.normal(key, (b, n, c)) for key in jax.random.split(jax.random.key(0), 4))
     shipped = forward_backward(attention.softmax_attention)
-    shipped_ms, shipped_grads = _time(shipped, q, k, v, g, repeats=args.repeats), shipped(q, k, v, g)
+    shipped_ms, shipped_grads = median_ms(shipped, q, k, v, g, repeats=args.repeats), shipped(q, k, v, g)
     try:  # the same backward with XLA's dot for both sums (traced afresh: jit caches per function)
       attention._sum_over_queries = lambda w, x: jnp.einsum("bji,bjc->bic", w, x)
       jax.clear_caches()
       dot = forward_backward(lambda *a: attention.softmax_attention(*a))
-      dot_ms, dot_grads = _time(dot, q, k, v, g, repeats=args.repeats), dot(q, k, v, g)
+      dot_ms, dot_grads = median_ms(dot, q, k, v, g, repeats=args.repeats), dot(q, k, v, g)
     finally:
       attention._sum_over_queries = shipped_sum
       jax.clear_caches()

@@ -18,11 +18,12 @@ float64 on a small odd-channel case. Prints ms per direction and the speed relat
 (> 1: faster than native). Run it pinned to one core to see one device's view.
 """
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from microbench import conv_directions
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 # Winograd F(2×2, 3×3) matrices: kernel transform G (4×3); Bᵀ and Aᵀ are applied as the sums below.
@@ -126,24 +127,6 @@ def check_against_float64(fn):
                                err_msg=f"{fn.__name__}: {name}")
 
 
-def _time(fn, *args, repeats):
-  fn = jax.jit(fn)
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return sorted(times)[len(times) // 2] * 1e3
-
-
-def directions(fn, x, kernel, grad_out, repeats):
-  """ms of fn's forward, input gradient and kernel gradient (each alone)."""
-  return (_time(fn, x, kernel, repeats=repeats),
-          _time(lambda x_, k, g: jax.vjp(lambda a: fn(a, k), x_)[1](g)[0], x, kernel, grad_out, repeats=repeats),
-          _time(lambda x_, k, g: jax.vjp(lambda a: fn(x_, a), k)[1](g)[0], x, kernel, grad_out, repeats=repeats))
-
-
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--shapes", nargs="+", default=["16,32,64", "32,16,64", "16,16,64", "32,8,64",
@@ -159,7 +142,7 @@ def main(argv=None):
     b, side, c = (int(v) for v in shape.split(","))
     x, grad_out = (jnp.asarray(rng.normal(size=(b, side, side, c)), jnp.float32) for _ in range(2))
     kernel = jnp.asarray(rng.normal(size=(3, 3, c, c)), jnp.float32)
-    times = {name: directions(fn, x, kernel, grad_out, args.repeats) for name, fn in FORMULATIONS.items()}
+    times = {name: conv_directions(fn, x, kernel, grad_out, args.repeats) for name, fn in FORMULATIONS.items()}
     gflop = 2 * b * side * side * c * c * 9 / 1e9
     base = times["native"]
     print(f"{b}×{side}×{side}×{c} → {c} ({gflop:.2f} GFLOP as a direct conv): "

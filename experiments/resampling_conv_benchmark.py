@@ -15,31 +15,11 @@ the jitted functions, so nothing is constant-folded. Run it pinned to one core t
 device's view.
 """
 import argparse
-import time
 
 import jax
-import jax.numpy as jnp
 
+from microbench import conv_directions
 from sagan_jax.models import convolution as conv
-
-
-def _time(fn, *args, repeats):
-  fn = jax.jit(fn)
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return sorted(times)[len(times) // 2] * 1e3
-
-
-def directions(fn, x, kernel, grad_out, repeats):
-  """ms of fn's forward, input gradient and kernel gradient (each alone)."""
-  forward = _time(fn, x, kernel, repeats=repeats)
-  dx = _time(lambda x_, k_, g: jax.vjp(lambda a: fn(a, k_), x_)[1](g)[0], x, kernel, grad_out, repeats=repeats)
-  dk = _time(lambda x_, k_, g: jax.vjp(lambda b: fn(x_, b), k_)[1](g)[0], x, kernel, grad_out, repeats=repeats)
-  return forward, dx, dk
 
 
 def main():
@@ -62,7 +42,7 @@ def main():
                "strided": conv._strided_pool_conv if resample == "down" else None,
                "shipped": conv.upsample_conv3x3 if resample == "up" else conv.conv3x3_avg_pool}
       print(f"{resample:>4} {str(x_shape):>18}  " + "   ".join(
-          f"{name} " + " / ".join(f"{t:.2f}" for t in directions(fn, x, kernel, grad_out, args.repeats))
+          f"{name} " + " / ".join(f"{t:.2f}" for t in conv_directions(fn, x, kernel, grad_out, args.repeats))
           for name, fn in forms.items() if fn is not None), flush=True)
 
 
