@@ -24,14 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from microbench import conv_directions
+from sagan_jax.models.convolution import _native_conv as native
 
-_DIMS = ("NHWC", "HWIO", "NHWC")
 # Winograd F(2×2, 3×3) matrices: kernel transform G (4×3); Bᵀ and Aᵀ are applied as the sums below.
 _WINOGRAD_G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]])
-
-
-def native(x, kernel):
-  return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMS)
 
 
 def _shifted(x):

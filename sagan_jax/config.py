@@ -152,9 +152,8 @@ def validate_config(config, num_devices: int | None = None) -> None:
     raise UserError(f"dtype {config.dtype!r} is not one of {sorted(DTYPES)}")
   if config.loss not in losses.LOSSES:
     raise UserError(f"loss {config.loss!r} is not one of {sorted(losses.LOSSES)}")
-  policies = config.get("augment", ())
-  if isinstance(policies, str) or any(p not in augment.POLICIES for p in policies):
-    raise UserError(f"augment {policies!r} must be a tuple of policies among {augment.POLICIES}, "
+  if isinstance(config.augment, str) or any(p not in augment.POLICIES for p in config.augment):
+    raise UserError(f"augment {config.augment!r} must be a tuple of policies among {augment.POLICIES}, "
                     f"e.g. --config.augment=\"('translation', 'cutout')\", or () for none")
   if num_devices is not None:
     if config.batch_size % num_devices:

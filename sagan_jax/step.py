@@ -87,8 +87,9 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
 
   def seen_by_d(key, images):
     """What D sees: the images, DiffAugment'ed where config.augment names policies."""
-    policies = config.get("augment", ())
-    return constrain(augment.augment(jax.random.fold_in(key, 1), images, policies)) if policies else images
+    if not config.augment:
+      return images
+    return constrain(augment.augment(jax.random.fold_in(key, 1), images, config.augment))
 
   def d_update(state, inputs):
     images, labels, key = inputs
