@@ -1,7 +1,9 @@
 # Two commands for a fresh machine:  make train  (the embedded default)  and  make test.
 # Each bootstraps what is missing: the virtualenv and its pinned packages, and the
 # Fashion-MNIST IDX files (Debian's dataset-fashion-mnist where apt-get works, else a download).
-PYTHON ?= python3
+# The venv's Python: the first 3.12+ of python3.13, python3.12, python3 (PYTHON=... names one).
+# The bootstrap itself is standard-library Python and runs on any python3.
+BOOTSTRAP := python3 tools/bootstrap.py
 VENV := .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/fashion_mnist
@@ -10,9 +12,10 @@ FMNIST_CACHE := $(HOME)/.cache/sagan_jax/fashion-mnist
 
 .PHONY: train test data venv browser
 
-# cpu, cuda or tpu: tools/bootstrap.py detects it (nvidia-smi, a TPU chip); ACCELERATOR=... overrides.
-# The stamp names it, so that another choice reinstalls; the script writes the stamp.
-override ACCELERATOR := $(shell $(PYTHON) tools/bootstrap.py --print-accelerator --accelerator='$(ACCELERATOR)')
+# cpu, cuda12, cuda13 or tpu: tools/bootstrap.py detects it (nvidia-smi and the driver's CUDA
+# version, a TPU chip); ACCELERATOR=... overrides (cuda: the driver's CUDA major). The stamp names
+# it, so that another choice reinstalls; the script writes the stamp.
+override ACCELERATOR := $(shell $(BOOTSTRAP) --print-accelerator --accelerator='$(ACCELERATOR)')
 ifeq ($(ACCELERATOR),)
 $(error no accelerator chosen: see the error above)
 endif
@@ -20,7 +23,7 @@ ACCEL_REQUIREMENTS := $(wildcard requirements-$(ACCELERATOR).txt)  # none for cp
 
 venv: $(VENV)/.installed-$(ACCELERATOR)
 $(VENV)/.installed-$(ACCELERATOR): requirements.txt requirements-test.txt $(ACCEL_REQUIREMENTS) tools/bootstrap.py
-	$(PYTHON) tools/bootstrap.py --venv $(VENV) --accelerator $(ACCELERATOR)
+	$(BOOTSTRAP) --venv $(VENV) --accelerator $(ACCELERATOR) --python='$(PYTHON)'
 
 data:
 	@if [ -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] || [ -f $(FMNIST_CACHE)/train-images-idx3-ubyte.gz ]; then :; \

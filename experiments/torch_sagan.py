@@ -39,9 +39,13 @@ feed batch norm, while γ = 0: float noise, which Adam with β1 = 0 turns into �
 and the differences then spread slowly from step to step.
 """
 import argparse
+import sys
 import time
 
-import torch
+# PyPI's Linux torch brings Triton, whose native library crashes a process that has loaded
+# TensorFlow's (the package's data pipeline); torch imports it only to probe for GPU kernels.
+sys.modules.setdefault("triton", None)
+import torch  # noqa: E402
 import torch.nn as nn
 import torch.nn.functional as F
 

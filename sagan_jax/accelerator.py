@@ -5,9 +5,14 @@ the host has a GPU or TPU."""
 import glob
 import logging
 import os
+import re
 import subprocess
 
-ACCELERATORS = ("cpu", "cuda", "tpu")
+ACCELERATORS = ("cpu", "cuda12", "cuda13", "tpu")
+# ACCELERATOR=cuda: the CUDA major this host's driver runs (cuda_major_for_driver).
+CUDA_ALIAS = "cuda"
+# CUDA 13 needs driver 580 or newer; CUDA 12 runs on older drivers as well.
+FIRST_CUDA13_DRIVER_CUDA = (13, 0)
 # Google's PCI vendor and its TPU chips' device ids (jax/_src/hardware_utils.py): v2/v3,
 # v4, v5p, v5e, v6e, tpu7x. v5p and later appear as /dev/vfio/N, which is no TPU sign by itself.
 GOOGLE_PCI_VENDOR = "0x1ae0"
@@ -31,6 +36,27 @@ def nvidia_gpus():
     first = (out.stdout + out.stderr).strip().splitlines()[:1]
     return [], f"nvidia-smi -L exited {out.returncode}: {first[0] if first else 'no GPU listed'}"
   return gpus, ""
+
+
+def driver_cuda_version():
+  """(major, minor) of the newest CUDA the driver runs, from `nvidia-smi`'s header
+  ("CUDA Version: 13.0"), or None where it does not say."""
+  try:
+    out = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30)
+  except (OSError, subprocess.TimeoutExpired):
+    return None
+  match = re.search(r"CUDA Version:\s*(\d+)\.(\d+)", out.stdout)
+  return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def cuda_major_for_driver():
+  """(accelerator, why): cuda13 where the driver runs CUDA 13, else cuda12 (which older
+  drivers run too)."""
+  version = driver_cuda_version()
+  if version is None:
+    return "cuda12", "the driver's CUDA version is unknown; CUDA 12 runs on older drivers too"
+  chosen = "cuda13" if version >= FIRST_CUDA13_DRIVER_CUDA else "cuda12"
+  return chosen, f"the driver runs CUDA {version[0]}.{version[1]}"
 
 
 def tpu_sign(root="/"):
@@ -57,12 +83,17 @@ def tpu_sign(root="/"):
 def choose(requested, root="/"):
   """(accelerator, why). requested: the override, '' to detect. ValueError if not valid."""
   if requested:
+    if requested == CUDA_ALIAS:
+      chosen, why = cuda_major_for_driver()
+      return chosen, f"ACCELERATOR override ({why})"
     if requested not in ACCELERATORS:
-      raise ValueError(f"ACCELERATOR={requested!r} is not one of {', '.join(ACCELERATORS)}")
+      raise ValueError(f"ACCELERATOR={requested!r} is not one of "
+                       f"{', '.join((CUDA_ALIAS,) + ACCELERATORS)}")
     return requested, "ACCELERATOR override"
   gpus, why_not = nvidia_gpus()
   if gpus:
-    return "cuda", f"nvidia-smi lists {len(gpus)} GPU(s): {gpus[0]}"
+    chosen, why = cuda_major_for_driver()
+    return chosen, f"nvidia-smi lists {len(gpus)} GPU(s): {gpus[0]}; {why}"
   sign = tpu_sign(root)
   if sign:
     return "tpu", sign
@@ -78,7 +109,8 @@ def warn_if_jax_misses_it(backend: str, root="/") -> str:
   found, why = choose("", root)
   if found == "cpu":
     return ""
-  message = (f"JAX runs on the CPU, but this host has a {found.upper()} ({why}); install JAX's "
+  kind = "GPU" if found.startswith("cuda") else found.upper()
+  message = (f"JAX runs on the CPU, but this host has a {kind} ({why}); install JAX's "
              f"{found} build with: ACCELERATOR={found} make venv")
   logging.warning(message)
   return message

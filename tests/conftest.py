@@ -11,6 +11,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# PyPI's Linux torch (the reference tests' dependency) brings Triton, whose native library
+# crashes the process when imported after TensorFlow's; torch imports it only to probe for
+# GPU kernels, and treats an ImportError as "no Triton", which a CPU test wants anyway.
+sys.modules.setdefault("triton", None)
 # Tests compile many small programs and run each a few times: XLA's LLVM backend at -O0
 # (with its expensive passes off) halves compile time. Set before jax is imported, so
 # xdist workers and every subprocess a test starts inherit it; =0 tests at full optimisation.
@@ -71,29 +75,12 @@ def smoke_config(fake_fmnist_dir):
 
 
 _INSTALL = "the reference tests need pip install -r requirements-test.txt"
-_TORCHVISION_OPS = []  # keeps the op-schema registration alive for the whole session
 
 
 def import_pytorch_fid(module: str):
-  """(torch, pytorch_fid.<module>), or skip the test when they are not installed.
-
-  torchvision's Linux wheel on PyPI is built for CUDA torch, so next to the CPU torch its
-  C++ ops cannot load, yet importing it registers fakes for two of them and fails.
-  pytorch-fid needs only torchvision's Python modules: declare the two op schemas when
-  the ops are missing (once per session).
-  """
-  import glob
+  """(torch, pytorch_fid.<module>), or skip the test when they are not installed."""
   torch = pytest.importorskip("torch", reason=f"torch is not installed; {_INSTALL}",
                               exc_type=ImportError)
-  torchvision_dir = os.path.join(os.path.dirname(torch.__path__[0]), "torchvision")
-  if not _TORCHVISION_OPS and not hasattr(torch.ops.torchvision, "nms"):
-    try:
-      torch.ops.load_library(glob.glob(os.path.join(torchvision_dir, "_C*.so"))[0])
-    except (OSError, IndexError):
-      lib = torch.library.Library("torchvision", "DEF")
-      for op in ("nms", "qnms"):
-        lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-      _TORCHVISION_OPS.append(lib)
   return torch, pytest.importorskip(f"pytorch_fid.{module}",
                                     reason=f"pytorch-fid is not installed; {_INSTALL}",
                                     exc_type=ImportError)

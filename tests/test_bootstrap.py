@@ -29,16 +29,25 @@ def fake_bin(tmp_path, nvidia_smi=None):
   return str(path)
 
 
-WORKING_GPU = 'echo "GPU 0: NVIDIA H200 (UUID: GPU-0f0e0d0c-0000-1111-2222-333344445555)"'
+def gpu_with_driver_cuda(version):
+  """A fake nvidia-smi: `-L` lists a GPU, the plain call prints a header naming the CUDA
+  version the driver runs."""
+  return ('if [ "$1" = "-L" ]; then echo "GPU 0: NVIDIA H200 (UUID: GPU-0f0e0d0c-0000-1111-2222-333344445555)";'
+          f' else echo "| NVIDIA-SMI 580.65.06   Driver Version: 580.65.06   CUDA Version: {version}   |"; fi')
+
+
+WORKING_GPU = gpu_with_driver_cuda("13.0")
 BROKEN_DRIVER = ("echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA"
                  " driver.\"; exit 9")
 
 
 def bootstrap(tmp_path, *args, path=None, env=None, root=None):
-  """Runs the script's dry run in a hermetic environment; returns the CompletedProcess."""
+  """Runs the script's dry run in a hermetic environment (the venv's Python: this one, unless
+  env names another); returns the CompletedProcess."""
   clean = {k: v for k, v in os.environ.items()
-           if k not in ("ACCELERATOR", "DRY_RUN") and not k.startswith("TPU_")}
+           if k not in ("ACCELERATOR", "DRY_RUN", "PYTHON") and not k.startswith("TPU_")}
   clean["PATH"] = path or fake_bin(tmp_path)
+  clean["PYTHON"] = sys.executable
   clean.update(env or {})
   if root is None:
     root = tmp_path / "root"
@@ -57,7 +66,7 @@ def install_line(result):
 
 def chosen(result):
   line = install_line(result)
-  for accelerator in ("cuda", "tpu"):
+  for accelerator in ("cuda12", "cuda13", "tpu"):
     if f"-r requirements-{accelerator}.txt" in line:
       return accelerator
   assert line.endswith(CPU_INSTALL), line
@@ -76,9 +85,18 @@ def test_no_accelerator_installs_exactly_the_cpu_requirements(tmp_path):
   assert "no NVIDIA GPU or TPU found" not in result.stdout  # reasons go to stderr only
 
 
-def test_working_nvidia_smi_picks_cuda(tmp_path):
-  result = bootstrap(tmp_path, path=fake_bin(tmp_path, WORKING_GPU))
-  assert install_line(result).endswith(CPU_INSTALL + " -r requirements-cuda.txt")
+@pytest.mark.parametrize("driver_cuda, accelerator", [("13.0", "cuda13"), ("13.1", "cuda13"),
+                                                       ("12.8", "cuda12")])
+def test_working_nvidia_smi_picks_the_cuda_major_the_driver_runs(tmp_path, driver_cuda, accelerator):
+  result = bootstrap(tmp_path, path=fake_bin(tmp_path, gpu_with_driver_cuda(driver_cuda)))
+  assert install_line(result).endswith(f"{CPU_INSTALL} -r requirements-{accelerator}.txt")
+  assert f"the driver runs CUDA {driver_cuda}" in result.stderr
+
+
+def test_a_driver_that_does_not_say_its_cuda_version_gets_cuda12(tmp_path):
+  smi = 'if [ "$1" = "-L" ]; then echo "GPU 0: NVIDIA A100"; else echo "no header"; fi'
+  assert chosen(bootstrap(tmp_path, path=fake_bin(tmp_path, smi))) == "cuda12"
+  assert chosen(bootstrap(tmp_path, env={"ACCELERATOR": "cuda"})) == "cuda12"  # no nvidia-smi
 
 
 def test_broken_driver_falls_back_to_cpu_and_says_why(tmp_path):
@@ -122,7 +140,7 @@ def test_dev_accel_picks_tpu(tmp_path):
   assert chosen(bootstrap(tmp_path, root=tmp_path / "v4")) == "tpu"
 
 
-@pytest.mark.parametrize("override", ["cpu", "cuda", "tpu"])
+@pytest.mark.parametrize("override", ["cpu", "cuda12", "cuda13", "tpu"])
 def test_accelerator_overrides_detection(tmp_path, override):
   gpu = fake_bin(tmp_path, WORKING_GPU)
   assert chosen(bootstrap(tmp_path, path=gpu, env={"ACCELERATOR": override})) == override
@@ -133,12 +151,78 @@ def test_invalid_accelerator_is_one_error_line(tmp_path):
   result = bootstrap(tmp_path, env={"ACCELERATOR": "gpu"})
   assert result.returncode == 2 and result.stdout == ""
   lines = result.stderr.splitlines()
-  assert len(lines) == 1 and lines[0].startswith("error: ") and "cpu, cuda, tpu" in lines[0]
+  assert len(lines) == 1 and lines[0].startswith("error: ")
+  assert "cuda, cpu, cuda12, cuda13, tpu" in lines[0]
+
+
+def fake_python(bin_dir, name, version=None):
+  """A fake interpreter on PATH: prints ``version`` ("3 11") as the probe asks, or fails as
+  a pyenv shim of a version pyenv has not selected does."""
+  exe = bin_dir / name
+  body = f'echo "{version}"' if version else f'echo "pyenv: {name}: command not found" >&2; exit 127'
+  exe.write_text("#!/bin/sh\n" + body + "\n")
+  exe.chmod(0o755)
+  return str(exe)
+
+
+def bootstrap_python(tmp_path, path, python=""):
+  env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "ACCELERATOR")}
+  env["PATH"] = str(path)  # the fakes only (their #!/bin/sh needs no PATH)
+  cmd = [sys.executable, SCRIPT, "--dry-run", "--accelerator=cpu", "--venv", str(tmp_path / "venv"),
+         f"--python={python}"]
+  return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+
+
+def test_the_venv_takes_the_newest_python_that_runs(tmp_path):
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  fake_python(bin_dir, "python3.13")  # a shim that does not run
+  python312 = fake_python(bin_dir, "python3.12", "3 12")
+  fake_python(bin_dir, "python3", "3 11")
+  result = bootstrap_python(tmp_path, bin_dir)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.splitlines()[0] == shlex.join([python312, "-m", "venv", str(tmp_path / "venv")])
+  assert f"Python 3.12 ({python312})" in result.stderr
+
+
+def test_no_python_312_is_one_error_line_saying_how_to_get_one(tmp_path):
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  python311 = fake_python(bin_dir, "python3", "3 11")
+  for python, expect in (("", "no Python 3.12 or newer found"),
+                         (python311, "is Python 3.11; sagan_jax needs 3.12 or newer")):
+    result = bootstrap_python(tmp_path, bin_dir, python)
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], lines
+
+
+def test_a_pyenv_shim_that_does_not_run_resolves_to_the_installed_version(tmp_path):
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  fake_python(bin_dir, "python3.13")
+  prefix = tmp_path / "pyenv" / "versions" / "3.13.0"
+  (prefix / "bin").mkdir(parents=True)
+  real = fake_python(prefix / "bin", "python3.13", "3 13")
+  pyenv = bin_dir / "pyenv"
+  pyenv.write_text(f'#!/bin/sh\ncase "$1" in whence) [ "$2" = python3.13 ] && echo 3.13.0;; '
+                   f'prefix) echo "{prefix}";; esac\n')
+  pyenv.chmod(0o755)
+  result = bootstrap_python(tmp_path, bin_dir)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.splitlines()[0].startswith(shlex.join([real, "-m", "venv"]))
+
+
+def test_a_venv_of_an_older_python_is_made_anew(tmp_path):
+  (tmp_path / "venv" / "bin").mkdir(parents=True)
+  fake_python(tmp_path / "venv" / "bin", "python", "3 11")
+  lines = bootstrap(tmp_path).stdout.splitlines()
+  assert lines[0] == shlex.join([sys.executable, "-m", "venv", "--clear", str(tmp_path / "venv")])
 
 
 def test_switching_away_uninstalls_the_other_accelerators_plugin(tmp_path):
-  site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
-  for dist in ("jax_cuda12_plugin-0.10.2", "jax_cuda12_pjrt-0.10.2", "jax-0.10.2"):
+  site = tmp_path / "venv" / "lib" / "python3.13" / "site-packages"
+  for dist in ("jax_cuda12_plugin-0.12.0.1", "jax_cuda12_pjrt-0.12.0.1", "jax-0.12.0.1"):
     (site / f"{dist}.dist-info").mkdir(parents=True)
   (tmp_path / "venv" / "bin").mkdir()
   (tmp_path / "venv" / "bin" / "python").symlink_to(sys.executable)
@@ -147,7 +231,9 @@ def test_switching_away_uninstalls_the_other_accelerators_plugin(tmp_path):
   assert [l.split(" -m pip ")[1] for l in lines] == [
       "install -q --upgrade pip", "uninstall -q -y jax_cuda12_pjrt jax_cuda12_plugin",
       CPU_INSTALL.removeprefix("-m pip "), "install -q --no-deps -e ."]
-  assert " -m pip uninstall " not in bootstrap(tmp_path, env={"ACCELERATOR": "cuda"}).stdout
+  assert " -m pip uninstall " not in bootstrap(tmp_path, env={"ACCELERATOR": "cuda12"}).stdout
+  to_cuda13 = bootstrap(tmp_path, env={"ACCELERATOR": "cuda13"}).stdout
+  assert " -m pip uninstall -q -y jax_cuda12_pjrt jax_cuda12_plugin" in to_cuda13
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make")
@@ -161,7 +247,7 @@ def test_makefile_stamp_names_the_accelerator(tmp_path):
                           capture_output=True, text=True, timeout=60)
 
   assert make("-q", "venv", "ACCELERATOR=cpu").returncode == 0  # up to date
-  assert make("-q", "venv", "ACCELERATOR=cuda").returncode == 1  # another choice reinstalls
+  assert make("-q", "venv", "ACCELERATOR=cuda12").returncode == 1  # another choice reinstalls
   dry = make("-n", "venv", "ACCELERATOR=tpu")
   assert f"tools/bootstrap.py --venv {venv} --accelerator tpu" in dry.stdout
   bad = make("-n", "venv", "ACCELERATOR=gpu")
@@ -179,8 +265,9 @@ def registry():
 
 
 @pytest.mark.parametrize("accelerator,expect", [
-    ("cuda", {"jax-cuda12-plugin": "0.10.2", "jax-cuda12-pjrt": "0.10.2"}),
-    ("tpu", {"libtpu": "0.0.42.1", "google-cloud-storage": "3.17.1"})])
+    ("cuda12", {"jax-cuda12-plugin": "0.12.0.1", "jax-cuda12-pjrt": "0.12.0.1"}),
+    ("cuda13", {"jax-cuda13-plugin": "0.12.0.1", "jax-cuda13-pjrt": "0.12.0.1"}),
+    ("tpu", {"libtpu": "0.0.50.1", "google-cloud-storage": "3.17.1"})])
 def test_accelerator_install_resolves_against_the_registry(tmp_path, registry, accelerator, expect):
   """The bootstrap's own pip command as a dry run, without dependencies: every pin exists for
   this Python and platform (a full resolve would fetch ~3 GB of CUDA wheels on every CI run)."""
@@ -193,7 +280,7 @@ def test_accelerator_install_resolves_against_the_registry(tmp_path, registry, a
   assert result.returncode == 0, result.stderr[-3000:]
   installed = {item["metadata"]["name"]: item["metadata"]["version"]
                for item in json.loads(report.read_text())["install"]}
-  assert installed["jax"] == installed["jaxlib"] == "0.10.2"
+  assert installed["jax"] == installed["jaxlib"] == "0.12.0.1"
   for name, version in expect.items():
     assert installed[name] == version
 

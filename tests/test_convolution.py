@@ -209,8 +209,12 @@ def _conv_input_sides(fn, x_shape, kernel_shape):
     for eqn in jpr.eqns:
       if eqn.primitive.name == "conv_general_dilated":
         sides.append(tuple(eqn.invars[0].aval.shape[1:3]))
-      for sub in jax.core.jaxprs_in_params(eqn.params):
-        walk(sub)
+      for value in eqn.params.values():
+        for sub in value if isinstance(value, (tuple, list)) else (value,):
+          if isinstance(sub, jax.extend.core.ClosedJaxpr):
+            walk(sub.jaxpr)
+          elif isinstance(sub, jax.extend.core.Jaxpr):
+            walk(sub)
   walk(jaxpr.jaxpr)
   return sides
 
