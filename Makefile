@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/fashion_mnist
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
-FMNIST_CACHE := $(HOME)/.cache/sagan_jax/fashion-mnist
+FMNIST_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/sagan_jax/fashion-mnist
 
 .PHONY: train test data venv browser
 
@@ -22,14 +22,14 @@ endif
 ACCEL_REQUIREMENTS := $(wildcard requirements-$(ACCELERATOR).txt)  # none for cpu
 
 venv: $(VENV)/.installed-$(ACCELERATOR)
-$(VENV)/.installed-$(ACCELERATOR): requirements.txt requirements-test.txt $(ACCEL_REQUIREMENTS) tools/bootstrap.py
+$(VENV)/.installed-$(ACCELERATOR): requirements.txt requirements-test.txt benchmarks/pytorch/requirements.txt $(ACCEL_REQUIREMENTS) tools/bootstrap.py
 	$(BOOTSTRAP) --venv $(VENV) --accelerator $(ACCELERATOR) --python='$(PYTHON)'
 
 data:
 	@if [ -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] || [ -f $(FMNIST_CACHE)/train-images-idx3-ubyte.gz ]; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 	     (apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)); then :; \
-	else $(PY) -m sagan_jax.fetch_fashion_mnist $(FMNIST_CACHE); fi
+	else $(PY) -m sagan_jax.fetch_fashion_mnist --dir=$(FMNIST_CACHE); fi
 
 # Trains, scores the run on 10k samples (fid_fmnist, class accuracy, precision/recall/density/
 # coverage; the first time also trains the metric's classifier) and writes its report page.

@@ -17,11 +17,7 @@ The CPU host is split as `python -m sagan_jax.main` does. Nothing is written but
 import argparse
 import json
 import os
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import sweep  # noqa: E402  (load_base_config)
 
 
 def parse_schedule(spec: str, config):
@@ -53,13 +49,15 @@ def main(argv=None):
   p.add_argument("--json_out", default="")
   args = p.parse_args(argv)
 
-  from sagan_jax import cli
-  config = sweep.load_base_config(args.base_config, args.set)
+  from sagan_jax import runtime
+  from sagan_jax.ablations.records import load_base_config
+  config = load_base_config(args.base_config, args.set)
   config.num_train_steps = max(args.eval_steps)
-  cli.split_cpu_host([config.batch_size, config.eval_batch_size])
+  runtime.split_cpu_host([config.batch_size, config.eval.batch_size], config.cpu_devices)
   import jax
   import tempfile
-  from sagan_jax import input_pipeline, programs, sharding
+  from sagan_jax import programs, sharding
+  from sagan_jax.data import pipeline
   from sagan_jax.evaluation.evaluator import Evaluator
 
   mesh = sharding.create_mesh()
@@ -74,13 +72,13 @@ def main(argv=None):
             for spec, ema in emas.items()}
 
   workdir = tempfile.mkdtemp(prefix="ema_schedule_")  # the evaluator's label map etc., nothing kept
-  evaluator = Evaluator(config, mesh, built.sampler, workdir)
-  host = input_pipeline.create_train_iterator(config)
+  evaluator = Evaluator(config, mesh, built.sampler, workdir, built.kernels)
+  host = pipeline.create_train_iterator(config)
   results = {"config_overrides": args.set, "eval_samples": args.eval_samples,
              "time": time.strftime("%Y-%m-%d %H:%M"), "devices": mesh.size, "by_step": {}}
   start = time.time()
   for step in range(1, config.num_train_steps + 1):
-    batch = sharding.global_batch(input_pipeline.stack_d_step_batches(
+    batch = sharding.global_batch(pipeline.stack_d_step_batches(
         host, config.d_steps_per_g_step), mesh)
     state, _ = built.train_step(state, batch)
     emas = update(emas, state.g_params, step)

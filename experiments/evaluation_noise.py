@@ -31,7 +31,7 @@ def main(argv=None):
   from sagan_jax.evaluation.evaluator import Evaluator
   from sagan_jax.run import open_run
   run = open_run(args.workdir, args.step)
-  evaluator = Evaluator(run.config, run.mesh, run.programs.sampler, args.workdir)
+  evaluator = Evaluator(run.config, run.mesh, run.programs.sampler, args.workdir, run.programs.kernels)
   base = evaluator.noise_seed()
   results = {"workdir": args.workdir, "step": run.step, "seeds": args.seeds,
              "time": time.strftime("%Y-%m-%d %H:%M"), "by_num_samples": {}}

@@ -1,8 +1,8 @@
 """Reference points of the offline Fashion-MNIST metrics: what a number means.
 
 Scores sets of real, blurred and noise images exactly as the evaluator scores generator
-samples — the same classifier (trained once and cached, eval_fmnist_classifier_epochs of
-the config), the same reference (eval_reference_samples images of eval_reference_split,
+samples — the same classifier (trained once and cached, eval.fmnist_classifier_epochs of
+the config), the same reference (eval.reference_samples images of eval.reference_split,
 the test split by default), the same code (Evaluator.image_features, Evaluator.score) — for
 fid_fmnist, class_accuracy, precision, recall, density and coverage (k=5).
 
@@ -81,7 +81,7 @@ def image_sets(config, num_real: int, seed: int) -> dict:
 def main(argv):
   del argv
   config = flags.FLAGS.config
-  config.eval_metrics = ("fid_fmnist", "class_accuracy", "prdc")
+  config.eval.metrics = ("fid_fmnist", "class_accuracy", "prdc")
   counts = sorted({int(n) for n in _NUM_SAMPLES.value}, reverse=True)
   if counts[0] > _NUM_REAL.value:
     raise app.UsageError(f"--num_samples {counts[0]} exceeds --num_real {_NUM_REAL.value}")
@@ -91,10 +91,10 @@ def main(argv):
   space = evaluation.spaces["fmnist_classifier"]
   reference = evaluation.reference(space)
   print(f"classifier {space.id} (test accuracy {space.info['test_accuracy']:.4f}); reference: "
-        f"{len(reference.labels)} images of the {config.eval_reference_split} split; k={metrics.PRDC_K}")
+        f"{len(reference.labels)} images of the {config.eval.reference_split} split; k={metrics.PRDC_K}")
 
   sets = image_sets(config, _NUM_REAL.value, _SEED.value)
-  test_x, test_y = fmnist_classifier.load_fashion_mnist(config.eval_reference_split,
+  test_x, test_y = fmnist_classifier.load_fashion_mnist(config.eval.reference_split,
                                                         config.dataset.data_dir)
   results = {n: {} for n in counts}
   for name, (images, labels) in sets.items():
@@ -120,8 +120,8 @@ def main(argv):
 
   protocol = {
       "classifier": space.id, "classifier_test_accuracy": space.info["test_accuracy"],
-      "classifier_epochs": config.eval_fmnist_classifier_epochs,
-      "reference": {"split": config.eval_reference_split, "num_samples": len(reference.labels),
+      "classifier_epochs": config.eval.fmnist_classifier_epochs,
+      "reference": {"split": config.eval.reference_split, "num_samples": len(reference.labels),
                     "cache_file": reference.path.name},
       "k": metrics.PRDC_K,
       "sets": {"real train": f"{_NUM_REAL.value} train images, a random subset (seed {_SEED.value}), "

@@ -1,55 +1,25 @@
-"""orbax checkpoints of the train state: save every N steps, restore the newest readable
-one, keep N, set unreadable ones aside; one training per workdir.
+"""orbax checkpoints of the train state in workdir/checkpoints: save every N steps, restore
+the newest readable one, keep N, set unreadable ones aside (workdir/unreadable_checkpoints).
 
-Every path goes through ``etils.epath`` (orbax's own path layer): a workdir may be a local
-folder or a ``gs://`` URL, and nothing of a remote workdir is written to the local disk.
+Every path goes through ``etils.epath`` (orbax's own path layer, sagan_jax.workdir): a
+workdir may be a local folder or a ``gs://`` URL.
 """
-import fcntl
 import logging
 import os
-import socket
 import time
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
-from etils import epath
 
+from sagan_jax import workdir as workdir_lib
 from sagan_jax.errors import DiskFull, UserError, disk_full
 
-CHECKPOINTS = "checkpoints"        # the folder of a workdir that holds the step directories
-UNREADABLE = "unreadable_checkpoints"  # where damaged checkpoints are set aside
-LOCK_FILE = ".training.lock"       # flocked by the training that owns the workdir
 UNFINISHED = ".orbax-checkpoint-tmp"  # in the name of a save orbax has not finalised
+UNREADABLE = workdir_lib.UNREADABLE
 
 
-def is_remote(workdir) -> bool:
-  return "://" in os.fspath(workdir)
-
-
-def write_whole(path: epath.Path, text: str) -> None:
-  """Writes ``text`` so that no reader, kill or full disk meets half of it: on a local disk
-  beside the file, then renamed over it; an object store shows an object once complete."""
-  if is_remote(path):
-    path.write_text(text, encoding="utf-8")
-    return
-  tmp = path.parent / f"{path.name}.tmp{os.getpid()}"
-  try:
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-  finally:
-    if tmp.exists():
-      tmp.unlink()
-
-
-def workdir_path(workdir) -> epath.Path:
-  """The workdir through the path layer: absolute on a local disk, as given for a URL."""
-  text = os.fspath(workdir)
-  return epath.Path(text if is_remote(text) else os.path.abspath(text))
-
-
-def checkpoint_dir(workdir) -> epath.Path:
-  return workdir_path(workdir) / CHECKPOINTS
+def checkpoint_dir(workdir):
+  return workdir_lib.path(workdir, workdir_lib.CHECKPOINTS)
 
 
 def checkpoint_steps(workdir) -> list:
@@ -79,7 +49,7 @@ def delete_unfinished_saves(workdir) -> list:
 
 def set_aside(workdir) -> list:
   """The names in workdir/unreadable_checkpoints/ (step-time of each damaged checkpoint)."""
-  directory = workdir_path(workdir) / UNREADABLE
+  directory = workdir_lib.path(workdir, UNREADABLE)
   return sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
 
 
@@ -88,7 +58,7 @@ def refuse_if_all_set_aside(workdir) -> None:
   config.json and samples: a new run must not take it over silently."""
   aside = set_aside(workdir)
   if aside and not checkpoint_steps(workdir):
-    where = workdir_path(workdir)
+    where = workdir_lib.path(workdir)
     raise UserError(
         f"every checkpoint of {where} was unreadable and is set aside in {where / UNREADABLE} "
         f"({', '.join(aside[:5])}{' …' if len(aside) > 5 else ''}); starting over here would "
@@ -126,57 +96,6 @@ def describe_mismatch(saved: dict, wanted: dict, limit: int = 3) -> str | None:
   return "; ".join(parts)
 
 
-class WorkdirLock:
-  """One training per workdir: an exclusive ``flock`` on workdir/.training.lock, held while
-  the training runs. The kernel releases it when the process ends, however it ends (SIGKILL
-  included), so a killed run never leaves it stuck.
-
-  It holds for every process of one host. Across hosts it holds only where the shared file
-  system implements flock between its clients (Linux NFS clients map it to NFS byte-range
-  locks); a ``gs://`` workdir has no lock.
-  """
-
-  def __init__(self, workdir):
-    self.workdir = workdir_path(workdir)
-    self.path = self.workdir / LOCK_FILE
-    self._fd = None
-
-  def acquire(self) -> "WorkdirLock":
-    if is_remote(self.workdir):
-      logging.info("%s is not on a local or network file system: no lock keeps a second "
-                   "training out of it", self.workdir)
-      return self
-    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
-      os.close(fd)
-      raise UserError(f"another training is running in {self.workdir} ({holder}); two on one "
-                      f"workdir would delete each other's checkpoint saves: wait for it, stop it "
-                      f"(SIGTERM saves a checkpoint; rerun then resumes), or use another --workdir"
-                      ) from None
-    except OSError as e:  # e.g. ENOLCK: a network file system without locking
-      os.close(fd)
-      logging.warning("cannot lock %s (%s): nothing keeps a second training out of this workdir",
-                      self.path, e.strerror)
-      return self
-    self._fd = fd
-    try:  # who holds it, for the message of a second training (best effort: the disk may be full)
-      os.ftruncate(fd, 0)
-      os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
-                    f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
-    except OSError:
-      pass
-    return self
-
-  def release(self) -> None:
-    if self._fd is not None:
-      fcntl.flock(self._fd, fcntl.LOCK_UN)
-      os.close(self._fd)
-      self._fd = None
-
-
 class Checkpointer:
   """Wraps an orbax CheckpointManager over ``workdir/checkpoints``.
 
@@ -188,7 +107,7 @@ class Checkpointer:
     """``owner``: the training run itself, which deletes the unfinished saves a killed
     process left behind (orbax's tmp directories). Readers (evaluate, visualize) leave
     them alone: one may be a save the running training is writing right now."""
-    self.workdir = workdir_path(workdir)
+    self.workdir = workdir_lib.path(workdir)
     self.directory = checkpoint_dir(workdir)
     if os.fspath(self.workdir).startswith("gs://"):
       try:  # orbax lists a bucket's step folders with it
@@ -363,58 +282,3 @@ class Checkpointer:
       if self._failed is None:
         raise
       logging.warning("closing the checkpoint manager after a failed save", exc_info=True)
-
-
-# A training run's hold on its workdir
-
-def _unusable_workdir(workdir: str, e: Exception) -> UserError:
-  if disk_full(e):
-    return DiskFull(f"no space left on the device of workdir {workdir!r} (any checkpoint save a "
-                    f"killed run left unfinished there is already deleted); free space there "
-                    f"(other runs, or lower keep_checkpoints) and rerun the same command")
-  reason = getattr(e, "strerror", None) or " ".join(str(e).split())[:200]
-  return UserError(f"workdir {workdir!r} is not writable ({reason}); choose another --workdir "
-                   f"or fix its permissions")
-
-
-def open_workdir(workdir: str) -> "WorkdirLock":
-  """Creates the workdir, takes its lock (one training per workdir), deletes the checkpoint
-  saves a killed run left unfinished (ours now: we hold the lock) and only then probes that
-  it takes a file: a resume on a full disk first frees what its own half-written save held.
-  Everything through the path layer: a gs:// workdir leaves nothing on the local disk.
-  Returns the held lock."""
-  path = workdir_path(workdir)
-  try:
-    path.mkdir(parents=True, exist_ok=True)
-  except Exception as e:  # pylint: disable=broad-except  (gfile raises its own types for URLs)
-    raise _unusable_workdir(workdir, e) from None
-  lock = _lock_workdir(workdir)
-  try:
-    if jax.process_index() == 0:
-      delete_unfinished_saves(workdir)
-    probe = path / f".write_test.{jax.process_index()}"
-    probe.write_text("ok")
-    probe.unlink()
-  except Exception as e:  # pylint: disable=broad-except
-    lock.release()
-    raise _unusable_workdir(workdir, e) from None
-  return lock
-
-
-def _lock_workdir(workdir: str) -> "WorkdirLock":
-  """Process 0 takes the lock; every process learns whether it got it (and refuses if not)."""
-  lock = WorkdirLock(workdir)
-  refused = None
-  if jax.process_index() == 0:
-    try:
-      lock.acquire()
-    except (UserError, OSError) as e:
-      refused = e if isinstance(e, UserError) else _unusable_workdir(workdir, e)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    if int(multihost_utils.broadcast_one_to_all(np.int32(refused is not None))) and not refused:
-      refused = UserError(f"another training is running in {workdir} (process 0 found its lock); "
-                          f"wait for it, stop it, or use another --workdir")
-  if refused:
-    raise refused
-  return lock

@@ -1,18 +1,19 @@
-"""What a config may say, which of its fields the compiled programs depend on, and the
-run's own copy of it (workdir/config.json).
+"""What a config may say, which of its fields the compiled programs depend on, and how a
+run's saved copy of it (workdir/config.json) reads back. No I/O: sagan_jax.run reads and
+writes the file.
 
 ``validate_config`` is the one check of a config: every entry point calls it before
 anything is traced, so a bad value ends in one line that names the field.
 """
 import json
 
-import jax
 import jax.numpy as jnp
 import ml_collections
-from etils import epath
 
-from sagan_jax import augment, checkpointing, losses
+from sagan_jax import augment, losses
+from sagan_jax import kernels as kernels_lib
 from sagan_jax.errors import UserError
+from sagan_jax.evaluation import registry
 from sagan_jax.models.attention import ATTENTION_BLOCKS, ATTENTION_IMPLS
 from sagan_jax.models.discriminator import discriminator_sides
 from sagan_jax.models.generator import G_ARCH, generator_sides
@@ -20,25 +21,37 @@ from sagan_jax.models.generator import G_ARCH, generator_sides
 SAMPLE_BN_STATS = ("standing", "running", "batch")
 EMA_SCHEDULES = ("constant", "power")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-INCEPTION_METRICS = ("fid", "is", "intra_fid")
-# In the space of the project's Fashion-MNIST classifier; 'prdc' gives precision, recall,
-# density and coverage.
-FMNIST_METRICS = ("fid_fmnist", "class_accuracy", "prdc")
-METRICS = INCEPTION_METRICS + FMNIST_METRICS
-
 # Fields only the loops (training, evaluation, data) read: the compiled programs do not
 # depend on them, so configs that differ only there share one set of programs.
 LOOP_FIELDS = ("num_train_steps", "log_every_steps", "sample_every_steps", "checkpoint_every_steps",
                "keep_checkpoints", "async_checkpoints", "max_nonfinite_steps", "num_sample_columns",
-               "dataset", "inception_weights")
+               "dataset", "eval", "evals", "profile_steps", "cpu_devices")
+# Fields that moved, by their old flat name: runs saved before, and --config.<old name>=…
+# on a command line, are read at the new place.
+RENAMED_FIELDS = {
+    "eval_every_steps": "evals.periodic.every_steps",
+    "eval_num_samples": "evals.periodic.num_samples",
+    "eval_metrics": "eval.metrics",
+    "eval_final_num_samples": "eval.num_samples",
+    "eval_batch_size": "eval.batch_size",
+    "eval_reference_split": "eval.reference_split",
+    "eval_reference_samples": "eval.reference_samples",
+    "eval_is_splits": "eval.is_splits",
+    "eval_cache_dir": "eval.cache_dir",
+    "inception_weights": "eval.inception_weights",
+    "eval_fmnist_classifier_epochs": "eval.fmnist_classifier_epochs",
+    "eval_fmnist_classifier_num_train": "eval.fmnist_classifier_num_train",
+}
 # Model fields that change no parameter shape: a run may resume with other values.
-RUNTIME_MODEL_FIELDS = ("attention_impl", "attention_query_chunk")
-# Model fields added after runs were written, with the value that reproduces those runs.
-ADDED_MODEL_FIELDS = {"attention_block": "self_attention", "attention_query_chunk": 256, "d_ch": None}
+RUNTIME_MODEL_FIELDS = ("attention_impl", "attention_query_chunk", "kernels")
+# Model fields added after runs were written, with the value that reproduces those runs
+# ('auto' kernels: the formulations the code picked by itself before they were fields).
+ADDED_MODEL_FIELDS = {"attention_block": "self_attention", "attention_query_chunk": 256, "d_ch": None,
+                      "kernels": {field: kernels_lib.AUTO for field in kernels_lib.FIELDS}}
 # Top-level fields added since, with the values that reproduce runs written before them.
-ADDED_FIELDS = {"ema_schedule": "constant", "ema_power_gamma": 6.94, "augment": ()}
+ADDED_FIELDS = {"ema_schedule": "constant", "ema_power_gamma": 6.94, "augment": (),
+                "profile_steps": 0, "cpu_devices": 0}
 
-RUN_CONFIG = "config.json"
 
 
 def attention_sides(model_config, which: str) -> tuple:
@@ -79,22 +92,41 @@ def _check_model(m) -> None:
     raise UserError(f"model.attention_query_chunk must be positive, got {m.attention_query_chunk}")
   if m.attention_block not in ATTENTION_BLOCKS:
     raise UserError(f"model.attention_block {m.attention_block!r} is not one of {ATTENTION_BLOCKS}")
+  wrong = kernels_lib.validate(m.kernels)
+  if wrong:
+    raise UserError(wrong)
 
 
-def check_evaluation(config, num_devices: int) -> None:
-  """The eval_* fields, for a run that evaluates (periodically or with the evaluate tool)."""
-  names = tuple(config.eval_metrics)
-  unknown = sorted(set(names) - set(METRICS))
+def evaluations(config) -> dict:
+  """{name: (every_steps, num_samples, metric names)} of the config.evals entries a training runs."""
+  return {name: (entry.every_steps, entry.num_samples, tuple(entry.metrics or config.eval.metrics))
+          for name, entry in config.evals.items() if entry.every_steps > 0}
+
+
+def all_metric_names(config) -> tuple:
+  """config.eval.metrics and the metrics of every config.evals entry, each once."""
+  names = list(config.eval.metrics)
+  for entry in config.evals.values():
+    names += list(entry.metrics)
+  return tuple(dict.fromkeys(names))
+
+
+def check_evaluation(config, num_devices: int, metric_names=None) -> None:
+  """config.eval (and the metrics named, default all_metric_names) for a run that evaluates,
+  periodically or with the evaluate tool."""
+  names = tuple(all_metric_names(config) if metric_names is None else metric_names)
+  unknown = sorted(set(names) - set(registry.names()))
   if not names or unknown:
-    raise UserError(f"eval_metrics {names} must be a non-empty tuple of {METRICS}")
-  if config.eval_batch_size <= 0 or config.eval_batch_size % num_devices:
-    raise UserError(f"eval_batch_size {config.eval_batch_size} must be a positive multiple of the "
+    raise UserError(f"metrics {names} must be a non-empty tuple of {registry.names()} "
+                    f"(config.eval.metrics, config.evals.<name>.metrics)")
+  if config.eval.batch_size <= 0 or config.eval.batch_size % num_devices:
+    raise UserError(f"eval.batch_size {config.eval.batch_size} must be a positive multiple of the "
                     f"device count {num_devices}")
   m = config.model
-  offline = [n for n in names if n in FMNIST_METRICS]
+  offline = [n for n in names if registry.get(n).space == registry.FMNIST_CLASSIFIER]
   if offline and (config.dataset.name != "fashion_mnist" or m.resolution != 32
                   or m.image_channels != 1):
-    raise UserError(f"eval_metrics {tuple(offline)} are scored by the project's Fashion-MNIST "
+    raise UserError(f"metrics {tuple(offline)} are scored by the project's Fashion-MNIST "
                     f"classifier and need 32x32x1 Fashion-MNIST (dataset.name 'fashion_mnist'); "
                     f"use 'fid' for other data")
 
@@ -118,7 +150,15 @@ def _check_numbers(config) -> None:
                "model.num_classes", "model.ch", "model.z_dim", "model.image_channels"):
     if _number(config, name, integer=True) <= 0:
       raise UserError(f"{name} must be positive, got {_number(config, name)}")
-  for name in ("ema_start_step", "eval_every_steps"):
+  for name in ("eval.num_samples", "eval.batch_size", "eval.reference_samples", "eval.is_splits",
+               "eval.fmnist_classifier_epochs"):
+    if _number(config, name, integer=True) <= 0:
+      raise UserError(f"{name} must be positive, got {_number(config, name)}")
+  for name, entry in config.evals.items():
+    for field, least in (("every_steps", 0), ("num_samples", 1)):
+      if _number(config, f"evals.{name}.{field}", integer=True) < least:
+        raise UserError(f"evals.{name}.{field} must be {least} or more, got {entry[field]}")
+  for name in ("ema_start_step", "profile_steps", "cpu_devices", "eval.fmnist_classifier_num_train"):
     if _number(config, name, integer=True) < 0:
       raise UserError(f"{name} must be 0 or more, got {_number(config, name)}")
   for name in ("optimizer.g_lr", "optimizer.d_lr"):
@@ -159,35 +199,21 @@ def validate_config(config, num_devices: int | None = None) -> None:
     if config.batch_size % num_devices:
       raise UserError(f"batch_size {config.batch_size} must be a positive multiple of the device "
                       f"count {num_devices}; set --config.batch_size accordingly")
-    if config.eval_every_steps > 0:
+    if evaluations(config):
       check_evaluation(config, num_devices)
 
 
 def program_fingerprint(config) -> str:
-  """The fields the compiled programs depend on (all but LOOP_FIELDS and eval_*), as JSON."""
-  fields = {k: v for k, v in config.to_dict().items()
-            if k not in LOOP_FIELDS and not k.startswith("eval_")}
+  """The fields the compiled programs depend on, as JSON: all but LOOP_FIELDS, the seed (the programs take the key as an argument) and model.kernels (they depend on its
+  resolved values, which the programs' cache keys hold instead)."""
+  fields = {k: v for k, v in config.to_dict().items() if k not in LOOP_FIELDS and k != "seed"}
+  fields["model"] = {k: v for k, v in fields["model"].items() if k != "kernels"}
   return json.dumps(fields, sort_keys=True, default=str)
 
 
-# The run's config.json
+# A run's saved config (config.json; sagan_jax.run reads and writes it)
 
-def _path(workdir: str, name: str = RUN_CONFIG) -> epath.Path:
-  """A file of the workdir through the path layer (local disk, gs://, …)."""
-  return epath.Path(workdir) / name
-
-
-def _read_saved(path: epath.Path) -> dict:
-  """The JSON object in a run's config.json, or a UserError saying what to do."""
-  try:
-    saved = json.loads(path.read_text())
-    if not isinstance(saved, dict) or not isinstance(saved.get("model", {}), dict):
-      raise ValueError("not a JSON object of config fields")
-    return saved
-  except (OSError, ValueError) as e:
-    raise UserError(f"{path} is not readable as a run's config ({' '.join(str(e).split())}); "
-                    f"restore it from a copy of the run, or delete it and rerun the training with "
-                    f"the config it was trained with, which records that one") from None
+RESOLVED_KERNELS = "resolved_kernels"  # config.json's record of model.kernels as resolved
 
 
 def with_added_fields(saved: dict) -> dict:
@@ -196,17 +222,30 @@ def with_added_fields(saved: dict) -> dict:
   return {**ADDED_FIELDS, **saved, "model": {**ADDED_MODEL_FIELDS, **saved["model"]}}
 
 
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run was trained with, completed with the fields added since."""
-  path = _path(workdir)
-  if not path.exists():
-    raise UserError(f"{path} does not exist; pass the --workdir of a training run "
-                    f"(python -m sagan_jax.main writes it when a run starts)")
-  saved = _read_saved(path)
-  if not isinstance(saved.get("model"), dict):
-    raise UserError(f"{path} holds no model fields; restore it from a copy of the run or pass "
-                    f"--config")
-  return ml_collections.ConfigDict(with_added_fields(saved))
+def renamed(saved: dict) -> dict:
+  """A saved config with its fields of RENAMED_FIELDS at their new places."""
+  saved = json.loads(json.dumps(saved))
+  for old, new in RENAMED_FIELDS.items():
+    if old in saved:
+      value = saved.pop(old)
+      *parents, name = new.split(".")
+      node = saved
+      for parent in parents:
+        node = node.setdefault(parent, {})
+      node[name] = value
+  if "evals" in saved:
+    saved["evals"].setdefault("periodic", {}).setdefault("metrics", ())
+  return saved
+
+
+def from_saved(saved: dict) -> ml_collections.ConfigDict:
+  """The config of a saved config.json's object, completed with the fields added since."""
+  saved = {k: v for k, v in renamed(saved).items() if k != RESOLVED_KERNELS}
+  config = with_added_fields(saved)
+  config["eval"]["metrics"] = tuple(config["eval"]["metrics"])
+  for entry in config.get("evals", {}).values():
+    entry["metrics"] = tuple(entry.get("metrics", ()))
+  return ml_collections.ConfigDict(config)
 
 
 def _shape_fields(model_dict: dict) -> dict:
@@ -215,27 +254,23 @@ def _shape_fields(model_dict: dict) -> dict:
   return json.loads(json.dumps(kept))  # tuples -> lists
 
 
-def check_config_compatible(config, workdir: str, resuming: bool, write: bool = True) -> None:
-  """On resume, refuses a model that differs from workdir/config.json; then (``write``) records
-  the config there when the workdir has none yet."""
-  path = _path(workdir)
-  if resuming and path.exists():
-    saved = _read_saved(path)
-    # A field the saved config lacks was added to the code later: it has the value that
-    # reproduces the old run, which the config now must match as well.
-    saved = _shape_fields(with_added_fields({"model": {}, **saved})["model"])
-    model = _shape_fields(config.model.to_dict())
-    differing = sorted(k for k in set(saved) & set(model) if saved[k] != model[k])
-    if differing:
-      fields = ", ".join(f"model.{k} ({saved.get(k)!r} in the workdir, {model.get(k)!r} now)"
-                         for k in differing)
-      raise UserError(f"{workdir} holds a run of another model: {fields}; use a new --workdir "
-                      f"or the workdir's config")
-    return
-  if write and jax.process_index() == 0:
-    write_run_config(config, workdir)
+def differing_model_fields(saved: dict, config) -> str | None:
+  """The model fields that decide parameter shapes and differ between a saved config's object
+  and ``config``, as one phrase; None when there are none."""
+  # A field the saved config lacks was added to the code later: it has the value that
+  # reproduces the old run, which the config now must match as well.
+  saved = _shape_fields(with_added_fields({"model": {}, **saved})["model"])
+  model = _shape_fields(config.model.to_dict())
+  differing = sorted(k for k in set(saved) & set(model) if saved[k] != model[k])
+  if not differing:
+    return None
+  return ", ".join(f"model.{k} ({saved.get(k)!r} in the workdir, {model.get(k)!r} now)"
+                   for k in differing)
 
 
-def write_run_config(config, workdir: str) -> None:
-  """Atomically: a reader never sees half a file, a crash never leaves one."""
-  checkpointing.write_whole(_path(workdir), config.to_json(indent=1))
+def to_json(config, resolved_kernels: dict | None = None) -> str:
+  """config.json's text: the config, and what its 'auto' kernels resolved to."""
+  saved = json.loads(config.to_json())
+  if resolved_kernels is not None:
+    saved[RESOLVED_KERNELS] = resolved_kernels
+  return json.dumps(saved, indent=1)

@@ -1,5 +1,5 @@
-"""Errors a user can cause, and the clean stop on preemption. `main` prints their
-message as one line and exits non-zero."""
+"""Errors a user can cause, and the clean stop on preemption. Every tool prints their
+message as one line and exits non-zero (sagan_jax.cli.run)."""
 import errno
 import os
 
@@ -11,7 +11,7 @@ class UserError(Exception):
 
 
 class TrainingDiverged(UserError):
-  """Non-finite losses or gradients persisted after restoring the last good checkpoint."""
+  """Non-finite losses or gradients persisted for max_nonfinite_steps steps (none was applied)."""
 
 
 class DiskFull(UserError):
@@ -38,17 +38,3 @@ def disk_full(e: BaseException | None) -> BaseException | None:
       return e
     e = e.__cause__ or e.__context__
   return None
-
-
-_INTERRUPTS = []  # SIGINTs noted outside the training loop (see cli.handle_interrupts)
-
-
-def note_interrupt(signum: int) -> None:
-  _INTERRUPTS.append(signum)
-
-
-def stop_if_interrupted() -> None:
-  """Raises KeyboardInterrupt if a SIGINT was noted: one whose exception CPython dropped (in
-  a garbage-collection callback) or that was held back while native libraries imported."""
-  if _INTERRUPTS:
-    raise KeyboardInterrupt

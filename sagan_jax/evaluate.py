@@ -3,14 +3,14 @@ python -m sagan_jax.evaluate --workdir=… [--step=N] [--num_samples=N] [--noise
 [--config=… [--config.X=…]].
 
 Restores the latest (or the named) checkpoint of the workdir, scores the EMA generator
-on `config.eval_metrics` and appends the result to workdir/metrics.jsonl and TensorBoard.
+on `config.eval.metrics` and appends the result to workdir/metrics.jsonl and TensorBoard.
 The config is the one training wrote to workdir/config.json, unless --config names one
-(e.g. to change eval_* fields); its model must be the workdir's.
+(e.g. to change config.eval fields); its model must be the workdir's.
 """
-from sagan_jax import cli
+from sagan_jax import signals
 
 if __name__ == "__main__":
-  cli.hold_interrupts()  # a SIGINT while the libraries load: one line, not a traceback
+  signals.hold_interrupts()  # a SIGINT while the libraries load: one line, not a traceback
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -22,7 +22,7 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string("workdir", None, "The training run's --workdir.")
 flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
 flags.DEFINE_integer("num_samples", None,
-                     "Samples to score (default: config.eval_final_num_samples).")
+                     "Samples to score (default: config.eval.num_samples).")
 flags.DEFINE_integer("noise_seed", None,
                      "Seed of the samples' noise (default: the run's, the same at every evaluation); "
                      "another seed scores other samples of the same generator.")
@@ -41,25 +41,28 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
   from sagan_jax.run import open_run
 
   run = open_run(workdir, step, config=config)
-  evaluator = Evaluator(run.config, run.mesh, run.programs.sampler, workdir)
-  scalars = evaluator.evaluate(run.state, run.step,
-                               num_samples or run.config.eval_final_num_samples, noise_seed)
+  names = tuple(run.config.eval.metrics)
+  evaluator = Evaluator(run.config, run.mesh, run.programs.sampler, workdir, run.programs.kernels,
+                        names)
+  scalars = evaluator.evaluate(run.state, run.step, num_samples or run.config.eval.num_samples,
+                               names, noise_seed)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() != 0)
   writer.write_scalars(run.step, scalars)
   writer.flush()
   return scalars
 
 
-def _evaluate(argv):
-  from sagan_jax import cli
-  cli.start(argv, distributed=True)
+def _evaluate():
+  from sagan_jax import runtime
+  runtime.start(distributed=True)
   return evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.step, FLAGS.num_samples,
                              FLAGS.noise_seed)
 
 
 def main(argv):
+  del argv  # cli.parse_flags refuses positional arguments
   from sagan_jax import cli
-  scalars = cli.run(_evaluate, argv)
+  scalars = cli.run(_evaluate)
   print(", ".join(f"{k}={v:.4g}" for k, v in scalars.items()))  # the one-line result
 
 

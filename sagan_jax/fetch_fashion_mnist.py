@@ -1,6 +1,8 @@
 """Downloads the Fashion-MNIST IDX files where Debian's dataset-fashion-mnist is unavailable.
 
-  python -m sagan_jax.fetch_fashion_mnist [DIR]   (default: ~/.cache/sagan_jax/fashion-mnist)
+  python -m sagan_jax.fetch_fashion_mnist [--dir=DIR]   (default: the cache root's fashion-mnist/,
+      $XDG_CACHE_HOME/sagan_jax/fashion-mnist or ~/.cache/sagan_jax/fashion-mnist, where the
+      package looks after Debian's folder)
 
 Uses TFDS's download manager (retries, checksums recorded) on the files' canonical URLs.
 Offline, it stops at once with one line instead of retrying for minutes.
@@ -12,7 +14,7 @@ import sys
 from urllib.parse import urlparse
 
 from sagan_jax.errors import UserError
-from sagan_jax.fashion_mnist import CACHE_DIR, FILES
+from sagan_jax.data.fashion_mnist import FILES, cache_dir
 
 URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 PROBE_TIMEOUT = 5.0  # seconds to connect to the download host before calling it unreachable
@@ -48,14 +50,22 @@ def fetch(target: str) -> None:
   print(f"Fashion-MNIST IDX files are in {target}")
 
 
-def main(argv) -> None:
+def _main(argv) -> None:
+  del argv  # cli.parse_flags refuses positional arguments
+  from absl import flags
   from sagan_jax import cli
-  if len(argv) > 2:
-    print(f"error: unexpected arguments: {' '.join(argv[2:])}; usage: python -m "
-          f"sagan_jax.fetch_fashion_mnist [DIR]", file=sys.stderr)
-    sys.exit(2)
-  cli.exit_on_second_signal()
-  cli.run(fetch, os.path.expanduser(argv[1] if len(argv) > 1 else CACHE_DIR))
+  cli.run(fetch, os.path.expanduser(flags.FLAGS.dir or cache_dir()))
+
+
+def main(argv) -> None:
+  """The tool's entry point; ``python -m sagan_jax.fetch_fashion_mnist DIR``, the old spelling,
+  is read as --dir=DIR."""
+  from absl import app, flags
+  from sagan_jax import cli
+  flags.DEFINE_string("dir", "", "folder to put the four IDX .gz files in (default: the cache)")
+  if len(argv) == 2 and not argv[1].startswith("-"):
+    argv = [argv[0], f"--dir={argv[1]}"]
+  app.run(_main, argv=argv, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

@@ -4,13 +4,15 @@ Fields can be overridden as --config.<field>=<value>. Launched as several proces
 (Cloud TPU pod slice, SLURM), JAX's distributed runtime is initialised from the
 environment; a single process is left untouched.
 """
-from sagan_jax import cli
+from sagan_jax import signals
 
 if __name__ == "__main__":
-  cli.hold_interrupts()  # a SIGINT while the libraries load: one line, not a traceback
+  signals.hold_interrupts()  # a SIGINT while the libraries load: one line, not a traceback
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from sagan_jax import cli, runtime
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (optionally :variant).",
@@ -19,18 +21,18 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and sample
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _train(argv):
+def _train():
   config = FLAGS.config
-  cli.split_cpu_host([config.batch_size, config.eval_batch_size])
-  cli.start(argv, distributed=True)
-  cli.quiet_orbax()
-  with cli.interrupts_deferred():
+  runtime.split_cpu_host([config.batch_size, config.eval.batch_size], config.cpu_devices)
+  runtime.start(distributed=True)
+  with signals.interrupts_deferred():
     from sagan_jax import train
   return train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 def main(argv):
-  cli.run(_train, argv)
+  del argv  # cli.parse_flags refuses positional arguments
+  cli.run(_train)
 
 
 if __name__ == "__main__":

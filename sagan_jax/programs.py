@@ -1,9 +1,13 @@
 """A config's programs: the train state, the models and optimizers, and the jitted
-init / train step / sampler on a mesh, built once per process and cached."""
+init / train step / sampler on a mesh, built once per process and cached.
+
+The compiled programs depend neither on the seed (it is an argument: runs of N seeds compile
+once) nor on the host (the formulation choices are resolved from the config for the mesh's
+devices, sagan_jax.kernels); ``programs`` binds a config's seed to them.
+"""
 import collections
-import dataclasses
 import functools
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import flax
 import jax
@@ -12,11 +16,16 @@ import optax
 from jax.sharding import Mesh
 
 from sagan_jax import config as config_lib
+from sagan_jax import kernels as kernels_lib
 from sagan_jax import sampling, sharding
 from sagan_jax.models.discriminator import Discriminator
 from sagan_jax.models.generator import Generator
+from sagan_jax.models.kernels import PLAIN, Kernels
 from sagan_jax.models.layers import SPECTRAL
 from sagan_jax.step import make_train_step
+
+# From config.seed: the standing statistics' samples differ from the training noise.
+STANDING_STATS_SEED_OFFSET = 1
 
 
 @flax.struct.dataclass
@@ -33,7 +42,9 @@ class TrainState:
   nonfinite_streak: jax.Array  # consecutive steps whose update was skipped as non-finite
 
 
-def build_models(config):
+def build_models(config, kernels: Kernels = PLAIN):
+  """(G, D) of ``config``, computing with the ``kernels`` formulations (the plain ones unless
+  given; the math is the same, models/kernels.py)."""
   m = config.model
   attention = dict(key_channel_ratio=m.key_channel_ratio, value_channel_ratio=m.value_channel_ratio,
                    pool_kv=m.pool_kv, impl=m.attention_impl, query_chunk=m.attention_query_chunk,
@@ -42,11 +53,12 @@ def build_models(config):
   generator = Generator(
       resolution=m.resolution, ch=m.ch, z_dim=m.z_dim, num_classes=m.num_classes,
       image_channels=m.image_channels, attention_sides=config_lib.attention_sides(m, "g"),
-      use_sn=m.g_spectral_norm, sn_gains=m.sn_cbn_gains, attention_kwargs=attention, dtype=dtype)
+      use_sn=m.g_spectral_norm, sn_gains=m.sn_cbn_gains, attention_kwargs=attention, dtype=dtype,
+      kernels=kernels)
   discriminator = Discriminator(
       resolution=m.resolution, ch=config_lib.d_width(m), num_classes=m.num_classes,
       attention_sides=config_lib.attention_sides(m, "d"), use_sn=m.d_spectral_norm,
-      attention_kwargs=attention, dtype=dtype)
+      attention_kwargs=attention, dtype=dtype, kernels=kernels)
   return generator, discriminator
 
 
@@ -57,9 +69,15 @@ def build_optimizers(config):
   return adam(o.g_lr), adam(o.d_lr)
 
 
-def init_state(config, generator, discriminator, g_tx, d_tx) -> TrainState:
+def seed_key_data(seed: int):
+  """The raw data of the random key a seed names (the key init, the step and the sampler take,
+  as data: the programs do not depend on it)."""
+  return jax.random.key_data(jax.random.key(seed))
+
+
+def init_state(config, generator, discriminator, g_tx, d_tx, key_data) -> TrainState:
   m = config.model
-  key_g, key_d = jax.random.split(jax.random.key(config.seed))
+  key_g, key_d = jax.random.split(jax.random.wrap_key_data(key_data))
   z = jnp.zeros((2, m.z_dim), jnp.float32)
   y = jnp.zeros((2,), jnp.int32)
   x = jnp.zeros((2, m.resolution, m.resolution, m.image_channels), jnp.float32)
@@ -77,48 +95,103 @@ def init_state(config, generator, discriminator, g_tx, d_tx) -> TrainState:
 def abstract_state(config) -> TrainState:
   """The train state's shapes and dtypes, without computing (or compiling) it."""
   generator, discriminator = build_models(config)
+  key_data = jax.eval_shape(seed_key_data, config.seed)  # abstract: no device is touched
   return jax.eval_shape(functools.partial(init_state, config, generator, discriminator,
-                                          *build_optimizers(config)))
+                                          *build_optimizers(config)), key_data)
 
 
 def parameter_count(tree) -> int:
   return int(sum(x.size for x in jax.tree.leaves(tree)))
 
 
-@dataclasses.dataclass(frozen=True)
-class Programs:
-  """One config's models and optimizers, and its jitted programs on one mesh."""
+class Compiled(NamedTuple):
+  """One config's models and jitted programs on one mesh, whatever its seed."""
   generator: Generator
   discriminator: Discriminator
-  init: Any        # init() -> the initial TrainState, replicated over the mesh
-  train_step: Any  # step.make_train_step's
+  kernels: Kernels        # the formulations they compute in (config.model.kernels, resolved)
+  init: Any               # jit: key_data -> the initial TrainState, replicated over the mesh
+  train_step: Any         # jit: (state, batch, key_data) -> (state, metrics); step.make_train_step's
+  sampler: sampling.SamplerPrograms
+
+
+class Seeded(NamedTuple):
+  """A program with the run's key bound as its last argument: ``fn(*args)``, ``fn.lower(*args)``
+  and ``fn.eval_shape(*args)`` as the jitted function takes them without it."""
+  jitted: Any
+  key_data: Any
+
+  def __call__(self, *args):
+    return self.jitted(*args, self.key_data)
+
+  def lower(self, *args):
+    return self.jitted.lower(*args, self.key_data)
+
+  def eval_shape(self, *args):
+    """The outputs' shapes, dtypes and shardings, from the jitted function's own trace (cached:
+    nothing is traced again, nothing compiled or run)."""
+    return self.jitted.eval_shape(*args, self.key_data)
+
+
+class Programs(NamedTuple):
+  """A config's programs with its seed bound: what a training or a tool runs."""
+  generator: Generator
+  discriminator: Discriminator
+  kernels: Kernels
+  init: Seeded                    # () -> the initial TrainState of the config's seed
+  train_step: Seeded              # (state, batch) -> (state, metrics)
   sampler: sampling.Sampler
+  compiled: Compiled
 
 
-_PROGRAMS = collections.OrderedDict()  # (fingerprint, mesh) -> Programs, least recently used first
-_MAX_PROGRAMS = 8
+_COMPILED = collections.OrderedDict()  # (fingerprint, kernels, mesh) -> Compiled, least recently used first
+_MAX_COMPILED = 8
+
+
+def resolve_kernels(config, mesh: Mesh) -> Kernels:
+  """config.model.kernels resolved for the mesh's devices (sagan_jax.kernels)."""
+  return kernels_lib.resolve(config.model.kernels, mesh.devices.flat)
+
+
+def compiled_programs(config, mesh: Mesh) -> Compiled:
+  """The seed-free programs of ``config`` on ``mesh``, built once per process.
+
+  jit traces and compiles per function object: rebuilding them for every run would trace and
+  compile G and D again when a run is resumed in the same process, when its figures or
+  evaluation follow training, or when a sweep or a test session runs the same config again
+  (any seed). Keyed by ``config.program_fingerprint`` and the resolved kernels.
+  """
+  kernels = resolve_kernels(config, mesh)
+  key = (config_lib.program_fingerprint(config), kernels, mesh)
+  if key in _COMPILED:
+    _COMPILED.move_to_end(key)
+    return _COMPILED[key]
+  config = config.copy_and_resolve_references()  # later edits of the caller's config stay out
+  generator, discriminator = build_models(config, kernels)
+  g_tx, d_tx = build_optimizers(config)
+  replicated = sharding.replicated(mesh)
+  init = jax.jit(functools.partial(init_state, config, generator, discriminator, g_tx, d_tx),
+                 in_shardings=(replicated,), out_shardings=replicated)
+  built = Compiled(generator, discriminator, kernels, init,
+                   make_train_step(config, generator, discriminator, g_tx, d_tx, mesh),
+                   sampling.SamplerPrograms(config, generator, mesh))
+  _COMPILED[key] = built
+  while len(_COMPILED) > _MAX_COMPILED:
+    _COMPILED.popitem(last=False)
+  return built
+
+
+def clear_cache() -> None:
+  """Forgets every config's built programs (as a new process would start); JAX's own caches
+  stay."""
+  _COMPILED.clear()
 
 
 def programs(config, mesh: Mesh) -> Programs:
-  """The Programs of ``config`` on ``mesh``, built once per process.
-
-  jit traces and compiles per function object: rebuilding them for every run would
-  trace and compile G and D again when a run is resumed in the same process, when its figures or evaluation follow training, or in a sweep or a
-  test session running the same config again. Keyed by ``config.program_fingerprint``.
-  """
-  key = (config_lib.program_fingerprint(config), mesh)
-  if key in _PROGRAMS:
-    _PROGRAMS.move_to_end(key)
-    return _PROGRAMS[key]
-  config = config.copy_and_resolve_references()  # later edits of the caller's config stay out
-  generator, discriminator = build_models(config)
-  g_tx, d_tx = build_optimizers(config)
-  init = jax.jit(functools.partial(init_state, config, generator, discriminator, g_tx, d_tx),
-                 out_shardings=sharding.replicated(mesh))
-  built = Programs(generator, discriminator, init,
-                   make_train_step(config, generator, discriminator, g_tx, d_tx, mesh),
-                   sampling.Sampler(config, generator, mesh))
-  _PROGRAMS[key] = built
-  while len(_PROGRAMS) > _MAX_PROGRAMS:
-    _PROGRAMS.popitem(last=False)
-  return built
+  """The programs of ``config`` on ``mesh`` with its seed bound (compiled once per process for
+  every seed)."""
+  built = compiled_programs(config, mesh)
+  key_data = sharding.replicate(seed_key_data(config.seed), mesh)
+  stats_key_data = sharding.replicate(seed_key_data(config.seed + STANDING_STATS_SEED_OFFSET), mesh)
+  return Programs(built.generator, built.discriminator, built.kernels,
+                  Seeded(built.init, key_data), Seeded(built.train_step, key_data),
+                  sampling.Sampler(built.sampler, stats_key_data), built)

@@ -1,5 +1,6 @@
-"""Open a finished or running training run: its config, one checkpoint's state, and the
-programs to use it with, built once.
+"""A run in its workdir: its saved config (config.json: read, recorded, checked against a
+config that would resume it), and a finished or running run opened for use — one checkpoint's
+state and the programs to use it with, built once.
 
 The tools that read runs (evaluate, visualize, report) need only ``--workdir``: the
 config comes from the ``config.json`` training wrote there.
@@ -11,7 +12,30 @@ from jax.sharding import Mesh
 
 from sagan_jax import checkpointing, programs, sharding
 from sagan_jax import config as config_lib
+from sagan_jax import workdir as workdir_lib
 from sagan_jax.errors import UserError
+from sagan_jax.models.kernels import Kernels
+
+
+def load_config(workdir: str):
+  """The config a run was trained with (its config.json), completed with the fields added since."""
+  return config_lib.from_saved(workdir_lib.read_config_dict(workdir))
+
+
+def check_same_model(config, workdir: str, resuming: bool) -> None:
+  """On resume, refuses a config whose model differs from the workdir's config.json in a field
+  that decides parameter shapes (UserError; nothing is written)."""
+  if not resuming or not workdir_lib.path(workdir, workdir_lib.CONFIG).exists():
+    return
+  differing = config_lib.differing_model_fields(workdir_lib.read_config_dict(workdir), config)
+  if differing:
+    raise UserError(f"{workdir} holds a run of another model: {differing}; use a new --workdir "
+                    f"or the workdir's config")
+
+
+def record_config(config, workdir: str, kernels: Kernels) -> None:
+  """Writes workdir/config.json (atomically): the config, and its kernels as resolved."""
+  workdir_lib.write_config_json(workdir, config_lib.to_json(config, kernels.choices()))
 
 
 class Run(NamedTuple):
@@ -32,9 +56,9 @@ def open_run(workdir: str, step: int | None = None, mesh: Mesh | None = None,
   change, say, the evaluation fields).
   """
   if config is None:
-    config = config_lib.load_run_config(workdir)
-  elif (checkpointing.workdir_path(workdir) / config_lib.RUN_CONFIG).exists():
-    config_lib.check_config_compatible(config, workdir, resuming=True)  # refuses another model
+    config = load_config(workdir)
+  else:
+    check_same_model(config, workdir, resuming=True)  # refuses another model
   config_lib.validate_config(config)
   steps = checkpointing.checkpoint_steps(workdir)
   directory = checkpointing.checkpoint_dir(workdir)
@@ -47,7 +71,7 @@ def open_run(workdir: str, step: int | None = None, mesh: Mesh | None = None,
   built = programs.programs(config, mesh)
   ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
   try:
-    step, state = ckpt.restore_newest_readable(jax.eval_shape(built.init), step)
+    step, state = ckpt.restore_newest_readable(built.init.eval_shape(), step)
   finally:
     ckpt.close()
   return Run(workdir, config, step, state, built, mesh)

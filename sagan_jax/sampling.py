@@ -68,29 +68,18 @@ def discriminator_attention(discriminator, state, images, labels) -> dict:
   return sown_attention(inter)
 
 
-class Sampler:
-  """sampler(state, z, y) -> images from the EMA generator; z, y batch-sharded.
-
-  BN statistics follow ``config.sample_bn_stats``: 'standing' measures them afresh
-  for the EMA weights on ``standing_stats_batches`` batches of new samples at the
-  training batch size (BigGAN's standing stats; measured once per state, reused while
-  the state is the same), 'running' uses G's running averages, 'batch' the statistics
-  of the batch being sampled.
-
-  ``with_attention(state, z, y)`` returns (images, {layer: β}) with β (B, queries, keys)
-  the softmax weights each attention layer of G used (its sown 'attention'). It runs
-  the explicit-softmax form whatever ``attention_impl`` trains, as only that form
-  materialises β; training never collects them.
-  """
+class SamplerPrograms:
+  """The jitted sampling programs of one config's G, independent of its seed (shared by the
+  Samplers of every seed)."""
 
   def __init__(self, config, generator, mesh: Mesh):
-    self.config = config
     m = config.model
     replicated, batch = sharding.replicated(mesh), sharding.batch_sharding(mesh)
     constrain = lambda x: jax.lax.with_sharding_constraint(x, batch)
     stat_names = {"batch_mean": "mean", "batch_var": "var"}
+    self.sample_bn_stats = config.sample_bn_stats
 
-    def standing_stats(state):
+    def standing_stats(state, key_data):
       variables = {"params": state.ema_params, "batch_stats": state.g_batch_stats,
                    SPECTRAL: state.g_spectral}
 
@@ -104,7 +93,7 @@ class Sampler:
         return {path[:-1] + (stat_names[path[-1]],): v[0] for path, v in flat.items()
                 if path[-1] in stat_names}
 
-      keys = jax.random.split(jax.random.key(config.seed + 1), config.standing_stats_batches)
+      keys = jax.random.split(jax.random.wrap_key_data(key_data), config.standing_stats_batches)
       stats = jax.lax.map(measure, keys)
       return flax.traverse_util.unflatten_dict({k: jnp.mean(v, axis=0) for k, v in stats.items()})
 
@@ -119,24 +108,43 @@ class Sampler:
 
     explicit = explicit_attention(generator)
     shardings = dict(in_shardings=(replicated, replicated, batch, batch), out_shardings=replicated)
-    self._generate = jax.jit(functools.partial(generate, generator, False), **shardings)
-    self._generate_attention = jax.jit(functools.partial(generate, explicit, True), **shardings)
-    self._standing_stats = jax.jit(standing_stats, in_shardings=(replicated,),
-                                   out_shardings=replicated)
+    self.generate = jax.jit(functools.partial(generate, generator, False), **shardings)
+    self.generate_attention = jax.jit(functools.partial(generate, explicit, True), **shardings)
+    self.standing_stats = jax.jit(standing_stats, in_shardings=(replicated, replicated),
+                                  out_shardings=replicated)
+
+
+class Sampler:
+  """sampler(state, z, y) -> images from the EMA generator; z, y batch-sharded.
+
+  BN statistics follow ``config.sample_bn_stats``: 'standing' measures them afresh
+  for the EMA weights on ``standing_stats_batches`` batches of new samples at the
+  training batch size (BigGAN's standing stats; drawn with the key ``stats_key_data``,
+  measured once per state, reused while the state is the same), 'running' uses G's
+  running averages, 'batch' the statistics of the batch being sampled.
+
+  ``with_attention(state, z, y)`` returns (images, {layer: β}) with β (B, queries, keys)
+  the softmax weights each attention layer of G used (its sown 'attention'). It runs
+  the explicit-softmax form whatever ``attention_impl`` trains, as only that form
+  materialises β; training never collects them.
+  """
+
+  def __init__(self, programs: SamplerPrograms, stats_key_data):
+    self._programs, self._stats_key_data = programs, stats_key_data
     self._cache = {}  # standing stats of the last state sampled, keyed by its EMA parameters
 
   def _stats(self, state):
-    if self.config.sample_bn_stats != "standing":
+    if self._programs.sample_bn_stats != "standing":
       return None
     params = jax.tree.leaves(state.ema_params)
     cached = self._cache.get("params")
     if cached is None or len(cached) != len(params) or any(a is not b for a, b in zip(cached, params)):
       self._cache = {"params": params,  # holding them keeps their ids from being reused
-                     "stats": self._standing_stats(state)}
+                     "stats": self._programs.standing_stats(state, self._stats_key_data)}
     return self._cache["stats"]
 
   def __call__(self, state, z, y):
-    return self._generate(state, self._stats(state), z, y)
+    return self._programs.generate(state, self._stats(state), z, y)
 
   def with_attention(self, state, z, y):
-    return self._generate_attention(state, self._stats(state), z, y)
+    return self._programs.generate_attention(state, self._stats(state), z, y)

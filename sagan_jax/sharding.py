@@ -32,3 +32,10 @@ def global_batch(local_batch, mesh: Mesh, batch_axis: int = 1):
   """Assembles every process's host-local numpy batch into one global sharded array."""
   sharding = batch_sharding(mesh, batch_axis)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
+
+
+def replicate(host_array, mesh: Mesh) -> jax.Array:
+  """A host array, identical on every process, replicated over the mesh (multi-process too)."""
+  host_array = np.asarray(host_array)
+  return jax.make_array_from_callback(host_array.shape, replicated(mesh),
+                                      lambda index: host_array[index])

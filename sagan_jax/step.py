@@ -44,9 +44,9 @@ def ema_decay(config, step):
   return jnp.where(t < config.ema_start_step, 0.0, config.ema_decay).astype(jnp.float32)
 
 
-def step_keys(seed: int, step):
-  """Per-step randomness derived from (seed, step): a resumed run draws the same noise."""
-  return jax.random.split(jax.random.fold_in(jax.random.key(seed), step), 4)
+def step_keys(key, step):
+  """Per-step randomness derived from (the run's key, step): a resumed run draws the same noise."""
+  return jax.random.split(jax.random.fold_in(key, step), 4)
 
 
 def concat_by_shard(a, b, num_shards: int):
@@ -67,7 +67,9 @@ def split_by_shard(x, num_shards: int):
 
 
 def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
-  """Returns jit(train_step)(state, batch) -> (state, metrics); batch arrays are (D steps, B, …)."""
+  """Returns jit(train_step)(state, batch, key_data) -> (state, metrics); batch arrays are
+  (D steps, B, …); key_data is the run's random key (``programs.seed_key_data``), an
+  argument so that runs of other seeds share the compiled step."""
   d_loss_fn, g_loss_fn = losses.get_losses(config.loss)
   m = config.model
   batch_shard = sharding.batch_sharding(mesh)
@@ -145,8 +147,8 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, state.g_params)
     return state.replace(ema_params=ema)
 
-  def train_step(state, batch):
-    keys = step_keys(config.seed, state.step)
+  def train_step(state, batch, key_data):
+    keys = step_keys(jax.random.wrap_key_data(key_data), state.step)
     n_d = batch["image"].shape[0]
     d_keys = jax.random.split(keys[0], n_d)
     d_metrics = []
@@ -166,5 +168,5 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
     return state, metrics
 
   replicated = sharding.replicated(mesh)
-  return jax.jit(train_step, in_shardings=(replicated, sharding.batch_sharding(mesh, 1)),
+  return jax.jit(train_step, in_shardings=(replicated, sharding.batch_sharding(mesh, 1), replicated),
                  out_shardings=(replicated, replicated), donate_argnums=(0,))

@@ -1,6 +1,6 @@
 """The training loop: set up a run (or resume it), then per step the jitted train step
-followed by named periodic actions — log, sample, checkpoint, evaluate — and the
-guards against divergence and preemption.
+followed by named, timed periodic actions — log, sample, checkpoint, evaluate, profile — and
+the guards against divergence and preemption.
 
 The step itself is ``step.make_train_step``; the programs of a config come from
 ``programs.programs``; this module only schedules them.
@@ -9,61 +9,50 @@ import collections
 import logging
 import os
 import signal
-import threading
-import time
+from typing import Callable, Sequence
 
 import flax
 import jax
 import numpy as np
 
-from sagan_jax import accelerator, checkpointing, figures, sampling, sharding
+from sagan_jax import accelerator, checkpointing, figures, kernels, run, sampling, sharding
 from sagan_jax import config as config_lib
-from sagan_jax.errors import Preempted, TrainingDiverged, stop_if_interrupted
+from sagan_jax import signals
+from sagan_jax import workdir as workdir_lib
+from sagan_jax.errors import Preempted, TrainingDiverged, UserError
 from sagan_jax.programs import TrainState, programs
 
 HISTOGRAM_BATCHES = 10  # the class histogram logged once covers this many first batches
 PREFETCH = 2  # batches put on the devices ahead of the step that reads them
+PROFILE_AFTER_STEPS = 3  # steps of a session before a profile starts: past compile and warm-up
 
-
-class _StopSignals:
-  """SIGTERM/SIGINT set a flag instead of killing the process: the loop finishes its
-  step, writes a checkpoint and stops. Handlers are restored on exit."""
-
-  def __init__(self):
-    self.signal_name, self.signal_number, self._previous = None, None, {}
-
-  def _handle(self, signum, frame):
-    del frame
-    self.signal_name, self.signal_number = signal.Signals(signum).name, signum
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGTERM, signal.SIGINT):
-        self._previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
+# hook(step, state, metrics) after every train step's dispatch, before the periodic actions
+Hook = Callable[[int, TrainState, dict], None]
 
 
 class _Training:
   """One run's loop state and its periodic actions."""
 
-  def __init__(self, config, workdir, mesh, writer, ckpt):
+  def __init__(self, config, workdir, mesh, writer, ckpt, source, hooks: Sequence[Hook] = ()):
     from clu import periodic_actions
-    from sagan_jax import input_pipeline  # tf.data: the step and models import without TF
+    from sagan_jax.data import pipeline  # tf.data: the step and models import without TF
     self.config, self.workdir, self.mesh, self.writer, self.ckpt = config, workdir, mesh, writer, ckpt
-    self.input_pipeline = input_pipeline
+    self.pipeline, self.source, self.hooks = pipeline, source, tuple(hooks)
     self.is_chief = jax.process_index() == 0
     self.built = programs(config, mesh)
+    self.evaluations = config_lib.evaluations(config)  # {name: (every_steps, samples, metrics)}
     self.evaluator = None
-    if config.eval_every_steps > 0:
+    if self.evaluations:
       from sagan_jax.evaluation.evaluator import Evaluator
-      self.evaluator = Evaluator(config, mesh, self.built.sampler, workdir)
-    self.report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
-                                                  writer=writer)
+      self.evaluator = Evaluator(config, mesh, self.built.sampler, workdir, self.built.kernels,
+                                 tuple(dict.fromkeys(m for _, _, ms in self.evaluations.values()
+                                                     for m in ms)))
+    # steps/s and the share of time each timed action took, written at every log step
+    self.report = periodic_actions.ReportProgress(
+        num_train_steps=config.num_train_steps, writer=writer, every_steps=config.log_every_steps,
+        every_secs=None)
     self.seen_labels = []
+    self.profiling = None  # the step a running profile stops after
     self._set_up_figures()
 
   def _set_up_figures(self):
@@ -82,14 +71,13 @@ class _Training:
     """The stacked D-step batches from ``step`` on, put on the mesh PREFETCH steps ahead
     so that host-side stacking and the transfer overlap the running step."""
     c = self.config
-    host = self.input_pipeline.create_train_iterator(
-        c, start_index=step * c.batch_size * c.d_steps_per_g_step,
-        process_index=jax.process_index(), process_count=jax.process_count(),
-        workdir=self.workdir)
+    host = self.pipeline.create_train_iterator(
+        c, source=self.source, start_index=step * c.batch_size * c.d_steps_per_g_step,
+        process_index=jax.process_index(), process_count=jax.process_count())
     queue = collections.deque()
     while True:
       while len(queue) < PREFETCH:
-        batch = self.input_pipeline.stack_d_step_batches(host, c.d_steps_per_g_step)
+        batch = self.pipeline.stack_d_step_batches(host, c.d_steps_per_g_step)
         self.log_class_histogram(batch)
         queue.append(sharding.global_batch(batch, self.mesh))
       yield queue.popleft()
@@ -103,22 +91,19 @@ class _Training:
     if len(self.seen_labels) < HISTOGRAM_BATCHES:
       self.seen_labels.append(batch["label"])
       if len(self.seen_labels) == HISTOGRAM_BATCHES:
-        self.input_pipeline.log_class_histogram(np.concatenate(self.seen_labels),
-                                                self.config.model.num_classes)
+        self.pipeline.log_class_histogram(np.concatenate(self.seen_labels),
+                                          self.config.model.num_classes)
 
   def log_metrics(self, step, metrics):
-    scalars = jax.device_get(metrics)
-    now = time.time()
-    scalars["steps_per_sec"] = (step - self.last_log_step) / max(now - self.last_log_time, 1e-9)
-    self.last_log_time, self.last_log_step = now, step
-    self.writer.write_scalars(step, scalars)
+    self.writer.write_scalars(step, jax.device_get(metrics))
 
   def write_samples(self, step, state):
     rows, cols = self.grid_rows, self.grid_cols
     images = np.asarray(self.built.sampler(state, self.grid_z, self.grid_y))[:rows * cols]
     grid = figures.image_grid(images, rows, cols)
     if self.is_chief:
-      figures.save_png(grid, os.path.join(self.workdir, "samples", f"step_{step:08d}.png"))
+      figures.save_png(grid, workdir_lib.path(self.workdir, workdir_lib.SAMPLES,
+                                              workdir_lib.step_png(step)))
     images = {"samples": grid[None]}
     if self.probe_queries is not None:  # G's last attention layer, as the visualize tool draws it
       probes, maps = jax.device_get(
@@ -133,9 +118,10 @@ class _Training:
     if not self.config.async_checkpoints:
       self.ckpt.wait()
 
-  def evaluate(self, step, state):
-    self.writer.write_scalars(step, self.evaluator.evaluate(state, step,
-                                                            self.config.eval_num_samples))
+  def evaluate(self, step, state, name):
+    _, num_samples, metric_names = self.evaluations[name]
+    self.writer.write_scalars(step, self.evaluator.evaluate(state, step, num_samples, metric_names,
+                                                            name=name))
 
   def check_divergence(self, step, metrics) -> int:
     """The current streak of skipped non-finite updates; stops the run once it persists.
@@ -147,8 +133,10 @@ class _Training:
     streak = int(metrics["nonfinite_streak"])
     if streak:
       losses = {k: float(metrics[k]) for k in ("d_loss", "g_loss")}
-      logging.warning("step %d: non-finite loss or gradient %s; update skipped (%d in a row)",
-                      step, losses, streak)
+      bad = [k for k, v in losses.items() if not np.isfinite(v)]
+      what = (f"non-finite {' and '.join(bad)}" if bad else
+              "a non-finite gradient or updated state (the losses are finite)")
+      logging.warning("step %d: %s %s; update skipped (%d in a row)", step, what, losses, streak)
       if streak >= self.config.max_nonfinite_steps:
         last = self.ckpt.latest_step()
         raise TrainingDiverged(
@@ -160,18 +148,35 @@ class _Training:
               "then rerun (a rerun resumes from the last checkpoint)")
     return streak
 
+  def profile(self, step: int, state) -> None:
+    """A jax.profiler trace of config.profile_steps steps into workdir/profile/, started
+    PROFILE_AFTER_STEPS steps into the session (past compile and warm-up)."""
+    c = self.config
+    if not c.profile_steps or not self.is_chief:
+      return
+    if self.profiling is None and step == self.first_step + PROFILE_AFTER_STEPS:
+      where = workdir_lib.path(self.workdir, workdir_lib.PROFILE)
+      logging.info("profiling steps %d-%d into %s", step + 1, step + c.profile_steps, where)
+      jax.profiler.start_trace(os.fspath(where), create_perfetto_trace=True)
+      self.profiling = step + c.profile_steps
+    elif self.profiling is not None and step == self.profiling:
+      jax.block_until_ready(state)
+      jax.profiler.stop_trace()
+      self.profiling = -1  # once per session
+
   def after_step(self, step, state, metrics, stop) -> None:
-    """The periodic actions due after ``step``, each a named function."""
+    """The periodic actions due after ``step``, each a named, timed function."""
     c = self.config
     stopping = bool(stop.signal_name) or self.ckpt.reached_preemption(step)
     periods = {"log": c.log_every_steps, "samples": c.sample_every_steps,
                "checkpoint": c.checkpoint_every_steps, "divergence": c.max_nonfinite_steps,
-               "evaluation": c.eval_every_steps if self.evaluator else 0}
+               **{f"evaluation/{name}": every for name, (every, _, _) in self.evaluations.items()}}
     due = {name: every > 0 and self.due(step, every) for name, every in periods.items()}
     if not (stopping or any(due.values())):
       return  # no device-to-host transfer: the host queues the next step at once
     with jax.transfer_guard_device_to_host("allow"):
-      healthy = self.check_divergence(step, metrics) == 0
+      with self.report.timed("divergence", wait_jax_async_dispatch=False):
+        healthy = self.check_divergence(step, metrics) == 0
       if stopping:
         if healthy:
           self.save_checkpoint(step, state)
@@ -184,18 +189,21 @@ class _Training:
             + "; rerun the same command to resume",
             exit_code=128 + (stop.signal_number or signal.SIGTERM))
       if due["log"]:
-        self.log_metrics(step, metrics)
+        with self.report.timed("log", wait_jax_async_dispatch=False):
+          self.log_metrics(step, metrics)
       if due["samples"]:
         with self.report.timed("samples"):
           self.write_samples(step, state)
       if due["checkpoint"]:
-        if healthy:
-          self.save_checkpoint(step, state)
-        else:
-          logging.warning("step %d: no checkpoint during a non-finite streak", step)
-      if due["evaluation"]:
-        with self.report.timed("evaluation"):
-          self.evaluate(step, state)
+        with self.report.timed("checkpoint"):
+          if healthy:
+            self.save_checkpoint(step, state)
+          else:
+            logging.warning("step %d: no checkpoint during a non-finite streak", step)
+      for name in self.evaluations:
+        if due[f"evaluation/{name}"]:
+          with self.report.timed(f"evaluation/{name}"):
+            self.evaluate(step, state, name)
 
   # The loop
 
@@ -203,7 +211,7 @@ class _Training:
     c = self.config
     # A resume restores into the state's shapes, dtypes and shardings without computing
     # (or compiling) the initial state it would overwrite.
-    step, state = self.ckpt.restore_latest(jax.eval_shape(self.built.init))
+    step, state = self.ckpt.restore_latest(self.built.init.eval_shape())
     if state is None:
       state = self.built.init()
     else:
@@ -215,22 +223,29 @@ class _Training:
       self.writer.write_hparams({k: str(v) for k, v in flax.traverse_util.flatten_dict(
           c.to_dict(), sep=".").items()})
     logging.info("Adam β1=%s β2=%s, lr_G=%s lr_D=%s, %d D step(s) per G step, sampling BN "
-                 "stats: %s", c.optimizer.b1, c.optimizer.b2, c.optimizer.g_lr, c.optimizer.d_lr,
-                 c.d_steps_per_g_step, c.sample_bn_stats)
-    self.last_log_time, self.last_log_step = time.time(), step
-    with _StopSignals() as stop:
+                 "stats: %s; kernels %s", c.optimizer.b1, c.optimizer.b2, c.optimizer.g_lr,
+                 c.optimizer.d_lr, c.d_steps_per_g_step, c.sample_bn_stats,
+                 self.built.kernels.choices())
+    self.first_step = step
+    with signals.StopSignals() as stop:
       for batch in self.device_batches(step):
         state, metrics = self.built.train_step(state, batch)
         step += 1
+        for hook in self.hooks:
+          hook(step, state, metrics)
         self.report(step)
+        self.profile(step, state)
         self.after_step(step, state, metrics, stop)
         if step >= c.num_train_steps:
           break
+    if self.profiling not in (None, -1):  # the run ended inside the profiled steps
+      jax.profiler.stop_trace()
     return state
 
 
-def train_and_evaluate(config, workdir: str) -> TrainState:
-  """Trains (or resumes) the run in ``workdir`` up to ``config.num_train_steps``.
+def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Hook] = ()) -> TrainState:
+  """Trains (or resumes) the run in ``workdir`` up to ``config.num_train_steps``; each of
+  ``hooks`` is called as hook(step, state, metrics) after every step's dispatch.
 
   Every check a user's input can fail comes before anything is written or compiled: the
   config, the data against the model (labels, classes, decodable files), the workdir (its
@@ -238,36 +253,88 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   newest checkpoint's shapes. Only then are config.json, the event file and checkpoints
   written."""
   from clu import metric_writers  # with TF: the step and models import without it
-  from sagan_jax import input_pipeline
+  from sagan_jax.data import pipeline
   mesh = sharding.create_mesh()
   logging.info("JAX on %s: %d device(s), %s", jax.default_backend(), mesh.size,
                mesh.devices.flat[0].device_kind)
   accelerator.warn_if_jax_misses_it(jax.default_backend())
   config_lib.validate_config(config, mesh.size)
-  try:
-    input_pipeline.preload_source(config, process_index=jax.process_index(),
-                                  process_count=jax.process_count(), workdir=workdir)
-    stop_if_interrupted()  # a SIGINT whose KeyboardInterrupt CPython dropped on the way here
-    lock = checkpointing.open_workdir(workdir)
-  except BaseException:
-    input_pipeline.forget_preloaded()
-    raise
+  workdir = check_workdir_name(workdir)
+  source = pipeline.load_source(config, process_index=jax.process_index(),
+                                process_count=jax.process_count(), workdir=workdir, write=False)
+  signals.stop_if_interrupted()  # a SIGINT whose KeyboardInterrupt CPython dropped on the way here
+  lock = open_workdir(workdir)
   try:
     ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints, owner=True)
     try:  # one exit: every way out waits for the last save and flushes the logs
       resuming = bool(ckpt.all_steps())
-      config_lib.check_config_compatible(config, workdir, resuming=resuming, write=False)
-      ckpt.check_resumable(lambda: jax.eval_shape(programs(config, mesh).init))
-      config_lib.check_config_compatible(config, workdir, resuming=resuming)  # records it
+      run.check_same_model(config, workdir, resuming=resuming)
+      ckpt.check_resumable(lambda: programs(config, mesh).init.eval_shape())
+      if not resuming and jax.process_index() == 0:
+        run.record_config(config, workdir, kernels.resolve(config.model.kernels, mesh.devices.flat))
+      if source.class_names and jax.process_index() == 0:
+        from sagan_jax.data import folder
+        folder.write_label_map(workdir, list(source.class_names))
       writer = metric_writers.create_default_writer(workdir,
                                                     just_logging=jax.process_index() != 0)
       with metric_writers.ensure_flushes(writer):
-        training = _Training(config, workdir, mesh, writer, ckpt)
-        stop_if_interrupted()
+        training = _Training(config, workdir, mesh, writer, ckpt, source, hooks)
+        signals.stop_if_interrupted()
         return training.run()
     finally:
       ckpt.wait()
       ckpt.close()
   finally:
-    input_pipeline.forget_preloaded()
     lock.release()
+
+
+def check_workdir_name(workdir: str) -> str:
+  """The workdir as given, refused when empty (an unset shell variable would train into the
+  current folder) and with a leading ~ expanded (no shell expands it after --workdir=)."""
+  if not workdir or not str(workdir).strip():
+    raise UserError("--workdir is empty (an unset shell variable?); name the folder of the run")
+  if str(workdir).startswith("~"):
+    workdir = os.path.expanduser(workdir)
+  logging.info("workdir %s", workdir_lib.path(workdir))
+  return workdir
+
+
+def open_workdir(workdir: str) -> workdir_lib.WorkdirLock:
+  """Creates the workdir, takes its lock (one training per workdir), deletes the checkpoint
+  saves a killed run left unfinished (ours now: we hold the lock) and only then probes that
+  it takes a file: a resume on a full disk first frees what its own half-written save held.
+  Returns the held lock."""
+  try:
+    workdir_lib.path(workdir).mkdir(parents=True, exist_ok=True)
+  except Exception as e:  # pylint: disable=broad-except  (gfile raises its own types for URLs)
+    raise workdir_lib.unusable(workdir, e) from None
+  lock = _lock_workdir(workdir)
+  try:
+    if jax.process_index() == 0:
+      checkpointing.delete_unfinished_saves(workdir)
+    workdir_lib.check_writable(workdir, jax.process_index())
+  except Exception as e:  # pylint: disable=broad-except
+    lock.release()
+    if isinstance(e, UserError):
+      raise
+    raise workdir_lib.unusable(workdir, e) from None
+  return lock
+
+
+def _lock_workdir(workdir: str) -> workdir_lib.WorkdirLock:
+  """Process 0 takes the lock; every process learns whether it got it (and refuses if not)."""
+  lock = workdir_lib.WorkdirLock(workdir)
+  refused = None
+  if jax.process_index() == 0:
+    try:
+      lock.acquire()
+    except (UserError, OSError) as e:
+      refused = e if isinstance(e, UserError) else workdir_lib.unusable(workdir, e)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    if int(multihost_utils.broadcast_one_to_all(np.int32(refused is not None))) and not refused:
+      refused = UserError(f"another training is running in {workdir} (process 0 found its lock); "
+                          f"wait for it, stop it, or use another --workdir")
+  if refused:
+    raise refused
+  return lock

@@ -14,15 +14,16 @@ attended key cell boxed in the query's colour. Each map spans the colour scale u
 """
 import os
 
-from sagan_jax import cli
+from sagan_jax import signals
 
 if __name__ == "__main__":
-  cli.hold_interrupts()  # a SIGINT while JAX loads: one line, not a traceback
+  signals.hold_interrupts()  # a SIGINT while JAX loads: one line, not a traceback
 
 import jax
 import numpy as np
 
 from sagan_jax import figures, sampling, sharding
+from sagan_jax import workdir as workdir_lib
 from sagan_jax.errors import UserError
 from sagan_jax.run import open_run
 
@@ -60,9 +61,9 @@ def write_run_figures(workdir, *, step=None, classes=None, queries=4, num_images
       raise UserError(f"{e}; pass --queries between 1 and {side * side}") from None
 
   def save(image, folder, name):
-    path = os.path.join(workdir, folder, f"step_{step:08d}_{name}.png")
+    path = workdir_lib.path(workdir, folder, workdir_lib.step_png(step, name))
     figures.save_png(image, path)
-    written.append(path)
+    written.append(os.fspath(path))
 
   def attention(images, maps, net):
     layer = figures.last_attention_layer(maps)
@@ -70,7 +71,8 @@ def write_run_figures(workdir, *, step=None, classes=None, queries=4, num_images
       print(f"the {net} has no self-attention layer; no {net} attention figure")
       return
     side = figures.feature_side(maps[layer].shape[1], layer)
-    save(figures.attention_figure(images, maps[layer], points(side), heat_scale), "attention", net)
+    save(figures.attention_figure(images, maps[layer], points(side), heat_scale),
+         workdir_lib.ATTENTION, net)
 
   if network in ("generator", "both"):
     shown = np.resize(np.asarray(classes), num_images)
@@ -78,8 +80,8 @@ def write_run_figures(workdir, *, step=None, classes=None, queries=4, num_images
     images, maps = _sample(run, z, y, attention=True)
     attention(images[:n], {k: v[:n] for k, v in maps.items()}, "generator")
   if network in ("discriminator", "both"):
-    from sagan_jax import input_pipeline  # tf.data: only the discriminator's figure reads data
-    real = next(input_pipeline.create_train_iterator(config, workdir=workdir))
+    from sagan_jax.data import pipeline  # tf.data: only the discriminator's figure reads data
+    real = next(pipeline.create_train_iterator(config, workdir=workdir))
     images, labels = real["image"][:num_images], real["label"][:num_images]
     attention(images, sampling.discriminator_attention(run.programs.discriminator, state, images,
                                                        labels), "discriminator")
@@ -87,19 +89,20 @@ def write_run_figures(workdir, *, step=None, classes=None, queries=4, num_images
     per_class = sheet_size * sheet_size
     for c in classes:
       z, y, n = sampling.class_sheet_inputs(config, [c], per_class, run.mesh.size, seed)
-      save(figures.image_grid(_sample(run, z, y)[:n], sheet_size, sheet_size), "sheets",
+      save(figures.image_grid(_sample(run, z, y)[:n], sheet_size, sheet_size), workdir_lib.SHEETS,
            f"class_{c}")
     z, y, n = sampling.class_sheet_inputs(config, classes, sheet_size, run.mesh.size, seed)
-    save(figures.image_grid(_sample(run, z, y)[:n], len(classes), sheet_size), "sheets", "classes")
+    save(figures.image_grid(_sample(run, z, y)[:n], len(classes), sheet_size), workdir_lib.SHEETS,
+         "classes")
   jax.effects_barrier()
   return written
 
 
-def _figures(argv):
+def _figures():
   import logging
   from absl import flags
-  from sagan_jax import cli
-  cli.start(argv, distributed=False, log_level=logging.WARNING)
+  from sagan_jax import runtime
+  runtime.start(distributed=False, log_level=logging.WARNING)
   f = flags.FLAGS
   try:
     classes = [int(c) for c in f.classes.split(",")] if f.classes else None
@@ -112,8 +115,9 @@ def _figures(argv):
 
 
 def _main(argv):
+  del argv  # cli.parse_flags refuses positional arguments
   from sagan_jax import cli
-  for path in cli.run(_figures, argv):
+  for path in cli.run(_figures):
     print(path)
 
 

@@ -26,10 +26,30 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
   signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+_COMPILED = []  # the name of every program compiled (or loaded from the persistent cache)
+
+
+def _record_compile(event: str, duration: float, **kwargs):
+  del duration
+  if event == "/jax/core/compile/backend_compile_duration":
+    name = kwargs.get("fun_name", "")
+    _COMPILED.append(name[4:-1] if name.startswith("jit(") and name.endswith(")") else name)
+
+
+@pytest.fixture
+def compiled():
+  """compiled() -> the names of the functions whose programs XLA compiled (or loaded from the
+  persistent cache) in this process since the test began ('train_step' for jit(train_step)),
+  through jax.monitoring's public events."""
+  start = len(_COMPILED)
+  return lambda: list(_COMPILED[start:])
+
+
 def pytest_configure(config):
   """Identical train steps compiled by different tests load from one persistent cache."""
   import tempfile
   import jax
+  jax.monitoring.register_event_duration_secs_listener(_record_compile)
   # One cache for the session: xdist workers inherit it from the controller, and
   # `python -m sagan_jax.main` subprocesses read it through SAGAN_JAX_XLA_CACHE.
   cache = os.environ.get("SAGAN_JAX_TEST_XLA_CACHE") or tempfile.mkdtemp(prefix="sagan_jax_xla_")

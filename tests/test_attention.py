@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sagan_jax.models import attention
 from sagan_jax.models.attention import SelfAttention, softmax_attention
+from sagan_jax.models.kernels import Kernels
 
 
 def normalised_kernel(variables, name):
@@ -84,16 +84,16 @@ def numpy_attention_grads(q, k, v, d_o):
 @pytest.mark.parametrize("query_sums", ["per_channel", "dot"])
 @pytest.mark.parametrize("n_q,n_k,ck,cv,scale", [(64, 64, 2, 2, 1.0), (48, 12, 4, 8, 3.0), (256, 256, 1, 1, 5.0),
                                                  (16, 16, 8, 2, 10.0), (32, 32, 16, 12, 1.0)])
-def test_softmax_attention_backward_matches_float64(monkeypatch, n_q, n_k, ck, cv, scale, query_sums):
+def test_softmax_attention_backward_matches_float64(n_q, n_k, ck, cv, scale, query_sums):
   """The hand-written backward (its row sum taken as dO·o) against the chain rule in float64:
   pooled keys (fewer keys than queries), unequal key/value channels, peaked softmaxes; its sums
-  over the query axis both as per-channel column sums (CPU, few channels) and as XLA's dot."""
-  monkeypatch.setattr(attention, "CPU_QUERY_SUM_MAX_CHANNELS", 64 if query_sums == "per_channel" else 0)
+  over the query axis both as per-channel column sums (up to 8 channels) and as XLA's dot."""
+  kernels = Kernels(attention_backward="hand_written", attention_query_sums=query_sums)
   rng = np.random.default_rng(n_q + ck)
   q, k = (scale * rng.standard_normal((2, n, ck)) for n in (n_q, n_k))
   v, d_o = rng.standard_normal((2, n_k, cv)), rng.standard_normal((2, n_q, cv))
   f32 = lambda a: jnp.asarray(a, jnp.float32)
-  out, vjp = jax.vjp(softmax_attention, f32(q), f32(k), f32(v))
+  out, vjp = jax.vjp(lambda *a: softmax_attention(*a, kernels), f32(q), f32(k), f32(v))
   got = (out, *vjp(f32(d_o)))
   for b in range(2):
     expected = numpy_attention_grads(q[b], k[b], v[b], d_o[b])
@@ -165,13 +165,14 @@ def test_dot_product_attention_refuses_unequal_head_sizes():
 
 
 @pytest.mark.parametrize("dtype,head_dim,platform,expected", [
-    (jnp.bfloat16, 16, "PJRT C API\ncuda 12080\ncudnn 91000", "cudnn"),  # sagan128 G at feat64
-    (jnp.float16, 8, "cuda 12080", "cudnn"),
-    (jnp.float32, 16, "cuda 12080", "xla"),     # cuDNN flash runs bf16/fp16 only
-    (jnp.bfloat16, 12, "cuda 12080", "xla"),    # head dim not a multiple of 8
-    (jnp.bfloat16, 256, "cuda 12080", "xla"),   # over the pre-Hopper limit
-    (jnp.bfloat16, 16, "rocm 60300", "xla"),    # cuDNN is CUDA's
+    (jnp.bfloat16, 16, "cuda", "cudnn"),  # sagan128 G at feat64
+    (jnp.float16, 8, "cuda", "cudnn"),
+    (jnp.float32, 16, "cuda", "xla"),     # cuDNN flash runs bf16/fp16 only
+    (jnp.bfloat16, 12, "cuda", "xla"),    # head dim not a multiple of 8
+    (jnp.bfloat16, 256, "cuda", "xla"),   # over the pre-Hopper limit
+    (jnp.bfloat16, 16, "rocm", "xla"),    # cuDNN is CUDA's
     (jnp.bfloat16, 16, "cpu", "xla"),
+    (jnp.bfloat16, 16, "tpu", "xla"),
 ])
 def test_flash_kernel_asked_for_by_name_only_where_it_runs(dtype, head_dim, platform, expected):
   from sagan_jax.models.attention import flash_kernel
@@ -183,7 +184,8 @@ def test_flash_kernel_asked_for_by_name_only_where_it_runs(dtype, head_dim, plat
 
 
 def test_dot_product_attention_on_this_backend_takes_a_kernel_that_runs_here():
-  """On CPU the fused path must take XLA's form explicitly (cuDNN raises without a GPU)."""
+  """On CPU (the plain kernels' platform) the fused path takes XLA's form explicitly (cuDNN
+  raises without a GPU)."""
   x = jax.random.normal(jax.random.key(4), (1, 4, 4, 16), jnp.bfloat16)
   module = SelfAttention(impl="dot_product_attention", dtype=jnp.bfloat16)
   variables = module.init({"params": jax.random.key(5)}, x)

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sagan_jax import kernels as kernels_lib
 from sagan_jax.models import convolution
+from sagan_jax.models.kernels import Kernels
 
 
 def _conv_reference(x, k):
@@ -33,7 +35,8 @@ def _conv_reference_vjp(x, k, g):
   return dx, dk
 
 
-CONV_FORMS = {"conv2d": convolution.conv2d, "native": convolution._native_conv,
+CONV_FORMS = {"conv2d": lambda x, k: convolution.conv2d(x, k, Kernels(conv_kernel_grad="taps_1x1")),
+              "native": convolution._native_conv,
               "tap_kernel_grad": convolution.conv2d_tap_kernel_grad}
 
 
@@ -83,54 +86,40 @@ def test_tap_kernel_grad_in_bfloat16_keeps_dtypes_and_accumulates_in_float32():
     ((8, 4, 4, 16), (1, 1, 16, 2), 8, True),        # 1×1: always one matmul
 ])
 def test_kernel_gradient_form_is_chosen_per_device_share(x_shape, kernel_shape, devices, taps):
-  """On x86 without AVX-512 the taps go where they won; with AVX-512 (or off x86) only 1×1."""
-  assert convolution.taps_kernel_grad_on_cpu(x_shape, kernel_shape, devices, True) is taps
-  assert convolution.taps_kernel_grad_on_cpu(x_shape, kernel_shape, devices, False) is (kernel_shape[:2] == (1, 1))
+  """'taps' (x86 without AVX-512) puts the taps where they won; 'taps_1x1' only on 1×1; 'xla' nowhere."""
+  choose = lambda grad: convolution.use_taps(x_shape, kernel_shape,
+                                             Kernels(num_devices=devices, conv_kernel_grad=grad))
+  assert choose("taps") is taps
+  assert choose("taps_1x1") is (kernel_shape[:2] == (1, 1))
+  assert choose("xla") is False
 
 
-@pytest.mark.parametrize("machine, flags, expected", [
-    ("x86_64", "fpu sse2 avx2 fma", True),
-    ("x86_64", "fpu sse2 avx2 avx512f avx512dq avx512_bf16", False),
-    ("x86_64", "fpu sse2 avx2 avx512_fp16_like_but_not_f", True),  # a flag that only starts so
-    ("aarch64", "fp asimd", False),
-])
-def test_cpu_kind_is_read_from_cpuinfo(tmp_path, monkeypatch, machine, flags, expected):
-  cpuinfo = tmp_path / "cpuinfo"
-  cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\n"
-                     f"processor\t: 1\nflags\t\t: {flags}\n")
-  monkeypatch.setattr(convolution.platform, "machine", lambda: machine)
-  assert convolution.x86_without_avx512.__wrapped__(str(cpuinfo)) is expected
-  assert convolution.x86_without_avx512.__wrapped__(str(tmp_path / "missing")) is False
-
-
-@pytest.mark.parametrize("x86_without_avx512", [True, False])
-def test_cpu_conv2d_takes_the_taps_where_chosen_and_xla_elsewhere(monkeypatch, x86_without_avx512):
-  """On CPU conv2d traces the custom-VJP form exactly where taps_kernel_grad_on_cpu says so."""
-  def traced(x_shape, kernel_shape):
-    return str(jax.make_jaxpr(convolution.conv2d)(jnp.zeros(x_shape), jnp.zeros(kernel_shape)))
-  assert jax.default_backend() == "cpu"
-  monkeypatch.setattr(convolution, "x86_without_avx512", lambda: x86_without_avx512)
-  jax.clear_caches()  # make_jaxpr reuses traces: the rule is read at trace time
-  big = ((2 * jax.device_count(), 32, 32, 512), (3, 3, 512, 8))  # 2^22 values a device
-  assert "custom_vjp" in traced((2, 4, 4, 8), (1, 1, 8, 8))
+@pytest.mark.parametrize("grad", ["xla", "taps_1x1", "taps"])
+def test_conv2d_takes_the_taps_where_the_kernels_choose_them(grad):
+  """conv2d traces the custom-VJP form exactly where use_taps says so, on any host."""
+  kernels = Kernels(num_devices=2, conv_kernel_grad=grad)
+  traced = lambda xs, ks: str(jax.make_jaxpr(lambda x, k: convolution.conv2d(x, k, kernels))(
+      jnp.zeros(xs), jnp.zeros(ks)))
+  big = ((4, 32, 32, 512), (3, 3, 512, 8))  # 2^22 values a device
+  assert ("custom_vjp" in traced((2, 4, 4, 8), (1, 1, 8, 8))) is (grad != "xla")
   assert "custom_vjp" not in traced((2, 4, 4, 8), (3, 3, 8, 8))
-  assert ("custom_vjp" in traced(*big)) is x86_without_avx512
+  assert ("custom_vjp" in traced(*big)) is (grad == "taps")
 
 
-def test_model_gradients_equal_with_xla_and_tap_kernel_gradients(monkeypatch):
+def test_model_gradients_equal_with_xla_and_tap_kernel_gradients():
   """A whole D (attention, shortcuts, projection) differentiated through both kernel-gradient
   forms gives the same parameter gradients within float32 tolerance."""
   from sagan_jax.models.discriminator import Discriminator
-  model = Discriminator(resolution=32, ch=8, num_classes=10, attention_sides=(16,), use_sn=True)
   x = jax.random.normal(jax.random.key(0), (8, 32, 32, 1))
   y = jnp.arange(8) % 10
-  params = model.init({"params": jax.random.key(1)}, x, y)
 
-  def grads(conv):
-    monkeypatch.setattr(convolution, "conv2d", conv)
+  def grads(choice):
+    model = Discriminator(resolution=32, ch=8, num_classes=10, attention_sides=(16,), use_sn=True,
+                          kernels=Kernels(conv_kernel_grad=choice))
+    params = model.init({"params": jax.random.key(1)}, x, y)
     return jax.grad(lambda p: jnp.sum(model.apply({**params, "params": p}, x, y) ** 2))(params["params"])
 
-  native, taps = grads(convolution._native_conv), grads(convolution.conv2d_tap_kernel_grad)
+  native, taps = grads("xla"), grads("taps_1x1")
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(native), jax.tree.leaves(taps)):
     scale = float(np.abs(np.asarray(a)).max()) + 1e-12
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-4 * scale, rtol=1e-4,
@@ -157,8 +146,9 @@ def _resampling_reference(x, k, g, resample):
 
 
 RESAMPLING_FORMS = {
-    "resampling_conv2d": convolution.resampling_conv2d,
-    "composed": convolution.composed_resampling_conv2d,
+    "resampling_conv2d": lambda x, k, r: convolution.resampling_conv2d(
+        x, k, r, Kernels(resampling_conv="low_resolution", conv_kernel_grad="taps_1x1")),
+    "composed": lambda x, k, r: convolution.resampling_conv2d(x, k, r, Kernels()),
     "low_resolution": lambda x, k, r: (convolution.upsample_conv3x3 if r == "up" else convolution.conv3x3_avg_pool)(x, k),
 }
 
@@ -219,13 +209,14 @@ def _conv_input_sides(fn, x_shape, kernel_shape):
   return sides
 
 
-@pytest.mark.parametrize("backend, low_resolution_3x3", [("cpu", True), ("gpu", False), ("tpu", False)])
-def test_resampling_conv_runs_at_the_low_resolution_where_chosen(monkeypatch, backend, low_resolution_3x3):
-  """A 1×1 kernel convolves the 8×8 map on every backend; a 3×3 one does on CPU only (GPU and
-  TPU keep the composition: its conv sees the 16×16 map)."""
-  monkeypatch.setattr(convolution.jax, "default_backend", lambda: backend)
-  up = lambda x, k: convolution.resampling_conv2d(x, k, "up")
-  down = lambda x, k: convolution.resampling_conv2d(x, k, "down")
+@pytest.mark.parametrize("platform, low_resolution_3x3", [("cpu", True), ("cuda", False), ("tpu", False)])
+def test_resampling_conv_runs_at_the_low_resolution_where_auto_chooses_it(platform, low_resolution_3x3):
+  """A 1×1 kernel convolves the 8×8 map on every platform; a 3×3 one does where 'auto'
+  resolves to 'low_resolution' (CPU; GPU and TPU keep the composition: its conv sees the 16×16
+  map), whatever host traces it."""
+  kernels = kernels_lib.resolve({"platform": platform}, jax.devices(), cpu=("x86_64", True))
+  up = lambda x, k: convolution.resampling_conv2d(x, k, "up", kernels)
+  down = lambda x, k: convolution.resampling_conv2d(x, k, "down", kernels)
   assert _conv_input_sides(up, (2, 8, 8, 4), (1, 1, 4, 4)) in ([(8, 8)], [])  # [] : the taps' matmul
   assert _conv_input_sides(down, (2, 16, 16, 4), (1, 1, 4, 4)) in ([(8, 8)], [])
   if low_resolution_3x3:
@@ -244,32 +235,30 @@ def test_resampling_conv_rejects_odd_sides_for_the_mean_and_unknown_modes():
 
 
 @pytest.mark.parametrize("net", ["generator", "discriminator"])
-def test_model_outputs_and_gradients_equal_with_composed_and_low_resolution_convs(monkeypatch, net):
-  """Whole G (conditional BN, shortcuts, attention) and D (attention, projection) in the shipped
+def test_model_outputs_and_gradients_equal_with_composed_and_low_resolution_convs(net):
+  """Whole G (conditional BN, shortcuts, attention) and D (attention, projection) in the CPU's
   forms against the composition with XLA's own gradients: same outputs and parameter gradients
   within float32 tolerance."""
-  from sagan_jax.models import layers
   from sagan_jax.models.discriminator import Discriminator
   from sagan_jax.models.generator import Generator
   y = jnp.arange(8) % 10
-  if net == "generator":
-    model = Generator(resolution=32, ch=4, z_dim=16, num_classes=10, image_channels=1, attention_sides=(16,))
-    inputs = (jax.random.normal(jax.random.key(0), (8, 16)), y)
-    kwargs = {"train": True}
-  else:
-    model = Discriminator(resolution=32, ch=4, num_classes=10, attention_sides=(16,))
-    inputs = (jax.random.normal(jax.random.key(0), (8, 32, 32, 1)), y)
-    kwargs = {}
-  variables = model.init({"params": jax.random.key(1)}, *inputs, **kwargs)
 
-  def run(resampling_conv, conv):
-    monkeypatch.setattr(layers, "resampling_conv2d", resampling_conv)
-    monkeypatch.setattr(convolution, "conv2d", conv)
+  def run(kernels):
+    if net == "generator":
+      model = Generator(resolution=32, ch=4, z_dim=16, num_classes=10, image_channels=1,
+                        attention_sides=(16,), kernels=kernels)
+      inputs = (jax.random.normal(jax.random.key(0), (8, 16)), y)
+      kwargs = {"train": True}
+    else:
+      model = Discriminator(resolution=32, ch=4, num_classes=10, attention_sides=(16,), kernels=kernels)
+      inputs = (jax.random.normal(jax.random.key(0), (8, 32, 32, 1)), y)
+      kwargs = {}
+    variables = model.init({"params": jax.random.key(1)}, *inputs, **kwargs)
     apply = lambda p: model.apply({**variables, "params": p}, *inputs, **kwargs)
     return apply(variables["params"]), jax.grad(lambda p: jnp.sum(apply(p) ** 2))(variables["params"])
 
-  shipped = run(convolution.resampling_conv2d, convolution.conv2d)
-  reference = run(convolution.composed_resampling_conv2d, convolution._native_conv)
+  shipped = run(kernels_lib.resolve({"platform": "cpu"}, jax.devices(), cpu=("x86_64", True)))
+  reference = run(Kernels())
   grads = jax.tree.leaves(reference[1])
   floor = 1e-4 * max(float(np.abs(np.asarray(a)).max()) for a in grads)  # G's pre-BN biases: ~0
   np.testing.assert_allclose(np.asarray(shipped[0]), np.asarray(reference[0]), rtol=1e-4, atol=1e-5)

@@ -69,13 +69,15 @@ SCRIPT = textwrap.dedent("""
     # The initial state the test process wrote, replicated on every device of every process.
     with open(f"{out}/init_state.msgpack", "rb") as f:
       host = flax.serialization.from_bytes(
-          jax.eval_shape(lambda: programs.init_state(config, g, d, g_tx, d_tx)), f.read())
+          jax.eval_shape(lambda: programs.init_state(config, g, d, g_tx, d_tx,
+                                                     programs.seed_key_data(config.seed))), f.read())
     state = jax.tree.map(lambda x: jax.make_array_from_callback(
         np.shape(x), sharding.replicated(mesh), lambda index: np.asarray(x)[index]), host)
     init = np.asarray(host.d_params["linear"]["kernel"])
     local = lambda i: {k: v[:, rows] for k, v in batches[i].items()}
     first = sharding.global_batch(local(0), mesh)
-    step = make_train_step(config, g, d, g_tx, d_tx, mesh).lower(state, first).compile()
+    key = sharding.replicate(programs.seed_key_data(config.seed), mesh)
+    step = make_train_step(config, g, d, g_tx, d_tx, mesh).lower(state, first, key).compile()
     if distributed:
       # Gloo gives the first collective 30 s to find its peer: both processes must have
       # finished compiling (tens of seconds apart on a loaded machine) before the first step.
@@ -83,7 +85,7 @@ SCRIPT = textwrap.dedent("""
     losses = []
     for i in range(STEPS):
       batch = first if i == 0 else sharding.global_batch(local(i), mesh)
-      state, metrics = step(state, batch)
+      state, metrics = step(state, batch, key)
       losses.append([float(metrics["d_loss"]), float(metrics["g_loss"])])
     arrays = {}
     for part in PARTS:
@@ -120,7 +122,7 @@ def _write_initial_state(path):
   g, d = programs.build_models(config)
   mesh = sharding.create_mesh(jax.devices()[:1])
   state = jax.jit(functools.partial(programs.init_state, config, g, d, *programs.build_optimizers(config)),
-                  out_shardings=sharding.replicated(mesh))()
+                  out_shardings=sharding.replicated(mesh))(programs.seed_key_data(config.seed))
   sgd = optax.sgd(0.01)
   state = state.replace(g_opt_state=sgd.init(state.g_params), d_opt_state=sgd.init(state.d_params))
   with open(path, "wb") as f:

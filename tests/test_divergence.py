@@ -1,6 +1,5 @@
 """Divergence never reaches a checkpoint, and the loop keeps the device pipeline full:
 it reads device values only at the steps of its periodic actions."""
-import dataclasses
 import logging
 import os
 import threading
@@ -9,14 +8,14 @@ import jax
 import numpy as np
 import pytest
 
-from sagan_jax import checkpointing, input_pipeline, programs, sharding, train
-from sagan_jax import config as config_lib
+from sagan_jax import checkpointing, programs, sharding, train
+from sagan_jax.data import pipeline
 from sagan_jax.errors import TrainingDiverged
 
 
 def checkpoints_on_disk(config, workdir):
   """{step: every leaf of that checkpoint's state finite}."""
-  template = jax.eval_shape(programs.programs(config, sharding.create_mesh()).init)
+  template = programs.programs(config, sharding.create_mesh()).init.eval_shape()
   ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
   try:
     return {step: all(np.all(np.isfinite(x)) for x in jax.tree.leaves(ckpt.restore(step, template))
@@ -45,14 +44,14 @@ def test_a_diverging_resume_writes_no_poisoned_checkpoint(smoke_config, tmp_path
 
 
 def test_nan_data_stops_without_saving_during_the_streak(smoke_config, tmp_path, monkeypatch, caplog):
-  original = input_pipeline.create_train_iterator
+  original = pipeline.create_train_iterator
 
   def nan_from_third(config, **kwargs):
     start = kwargs["start_index"] // config.batch_size
     for i, batch in enumerate(original(config, **kwargs)):
       yield dict(batch, image=np.full_like(batch["image"], np.nan)) if start + i >= 2 else batch
 
-  monkeypatch.setattr(input_pipeline, "create_train_iterator", nan_from_third)
+  monkeypatch.setattr(pipeline, "create_train_iterator", nan_from_third)
   smoke_config.num_train_steps = 8
   smoke_config.max_nonfinite_steps = 4
   with caplog.at_level(logging.WARNING):
@@ -62,13 +61,11 @@ def test_nan_data_stops_without_saving_during_the_streak(smoke_config, tmp_path,
   assert checkpoints_on_disk(smoke_config, str(tmp_path / "run")) == {2: True}
 
 
-def steps_that_read_the_device(config, workdir, monkeypatch):
+def steps_that_read_the_device(config, workdir, monkeypatch, hooks=()):
   """Trains; returns the steps after which the main thread read a device array (jax.Array's
   host value). On a CPU jax.transfer_guard_device_to_host cannot tell (host and device
   memory are one), so the reads are counted where every one of them passes."""
   from jax._src import array
-  mesh = sharding.create_mesh()
-  built = programs.programs(config, mesh)
   steps_run, reads = [0], set()
   host_value = array.ArrayImpl._value
 
@@ -77,15 +74,12 @@ def steps_that_read_the_device(config, workdir, monkeypatch):
       reads.add(steps_run[0])
     return host_value.fget(self)
 
-  def counting_step(state, batch):
-    steps_run[0] += 1
-    return built.train_step(state, batch)
+  def count_step(step, state, metrics):
+    steps_run[0] = step
 
-  monkeypatch.setitem(programs._PROGRAMS, (config_lib.program_fingerprint(config), mesh),
-                      dataclasses.replace(built, train_step=counting_step))
   monkeypatch.setattr(array.ArrayImpl, "_value", property(counted))
   with jax.transfer_guard_device_to_host("disallow"):  # what an accelerator would refuse
-    train.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(config, workdir, hooks=[count_step, *hooks])
   monkeypatch.undo()
   return reads
 
@@ -102,13 +96,10 @@ def test_the_loop_reads_the_device_only_at_periodic_actions(smoke_config, tmp_pa
 
 def test_a_read_after_every_step_would_be_seen(smoke_config, tmp_path, monkeypatch):
   """The test above can fail: a loop that reads a metric after every step is caught."""
-  original = train._Training.after_step
-
-  def reads_every_step(self, step, state, metrics, stop):
+  def reads_every_step(step, state, metrics):
     float(metrics["d_loss"])
-    return original(self, step, state, metrics, stop)
 
-  monkeypatch.setattr(train._Training, "after_step", reads_every_step)
   smoke_config.num_train_steps = 3
   smoke_config.log_every_steps = smoke_config.checkpoint_every_steps = 3
-  assert steps_that_read_the_device(smoke_config, str(tmp_path / "run"), monkeypatch) == {1, 2, 3}
+  assert steps_that_read_the_device(smoke_config, str(tmp_path / "run"), monkeypatch,
+                                    hooks=[reads_every_step]) == {1, 2, 3}

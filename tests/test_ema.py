@@ -8,7 +8,7 @@ import pytest
 
 from configs import cifar10, fashion_mnist
 from sagan_jax import config as config_lib
-from sagan_jax import programs, sharding, step
+from sagan_jax import programs, run, sharding, step
 from sagan_jax.errors import UserError
 
 
@@ -72,8 +72,8 @@ def test_defaults_and_a_run_written_before_the_field(tmp_path):
   assert cifar10.get_config().ema_schedule == "constant"  # BigGAN's 0.9999 for long runs
   saved = json.loads(fashion_mnist.get_config("smoke").to_json())
   del saved["ema_schedule"], saved["ema_power_gamma"]
-  (tmp_path / config_lib.RUN_CONFIG).write_text(json.dumps(saved))
-  old = config_lib.load_run_config(str(tmp_path))
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  old = run.load_config(str(tmp_path))
   assert old.ema_schedule == "constant" and old.ema_decay == 0.999  # what it trained with
   config_lib.validate_config(old)
 

@@ -1,5 +1,6 @@
 """A tiny run writes checkpoints, events and samples, resumes, and refuses bad configs."""
 import glob
+import json
 import os
 import re
 import subprocess
@@ -44,7 +45,8 @@ def test_tiny_run_writes_outputs_and_resumes(smoke_config, tmp_path):
                 for event in tf.compat.v1.train.summary_iterator(path) for v in event.summary.value}
   assert {"samples", "attention/generator"} <= image_tags
   page = open(report.write_report(workdir, figures=False)).read()
-  assert page.count("<img") >= 5 and "d_loss" in page and "attention_resolutions" in page
+  data = json.loads(page.split('id="report-data">', 1)[1].split("</script>", 1)[0])  # page.js draws it
+  assert len(data["figures"]) >= 5 and "d_loss" in page and "attention_resolutions" in data["config"]
 
   # Same workdir, longer budget: resumes at step 4 (does not start over) and goes on to 6,
   # with the programs the first run traced (programs.programs): G and D are not traced again.

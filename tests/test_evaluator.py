@@ -19,12 +19,12 @@ def _fmnist_eval_config(data_dir, cache_dir):
   config.dataset.data_dir = data_dir
   config.num_train_steps = 2
   config.checkpoint_every_steps = 1
-  config.eval_every_steps = 1
-  config.eval_metrics = ("fid_fmnist",)  # the default also scores class_accuracy, prdc
-  config.eval_num_samples = 20  # two per class
-  config.eval_batch_size = 10
-  config.eval_cache_dir = cache_dir
-  config.eval_fmnist_classifier_epochs = 2  # a few steps on the fake images: features, not accuracy
+  config.evals.periodic.every_steps = 1
+  config.eval.metrics = ("fid_fmnist",)  # the default also scores class_accuracy, prdc
+  config.evals.periodic.num_samples = 20  # two per class
+  config.eval.batch_size = 10
+  config.eval.cache_dir = cache_dir
+  config.eval.fmnist_classifier_epochs = 2  # a few steps on the fake images: features, not accuracy
   return config
 
 
@@ -60,7 +60,7 @@ def _build(config, workdir):
   from sagan_jax.evaluation import evaluator
   mesh = sharding.create_mesh()
   built = programs.programs(config, mesh)
-  return evaluator.Evaluator(config, mesh, built.sampler, str(workdir)), built
+  return evaluator.Evaluator(config, mesh, built.sampler, str(workdir), built.kernels), built
 
 
 def test_training_writes_one_metrics_line_per_evaluation(trained_run):
@@ -83,17 +83,17 @@ def test_training_writes_one_metrics_line_per_evaluation(trained_run):
 
 
 def test_reference_statistics_are_cached_and_reused(trained_run, tmp_path, monkeypatch):
-  from sagan_jax.evaluation import evaluator
+  from sagan_jax.evaluation import references
   config, workdir, state = trained_run
   fresh, _ = _build(config, tmp_path)
-  path = fresh.reference_path(fresh.spaces["fmnist_classifier"])
+  path = fresh.reference_path("fmnist_classifier")
   assert os.listdir(path.parent) == [path.name]  # written by the run's first evaluation only
   mtime = path.stat().st_mtime_ns
 
   def no_recompute(*unused_args):
     raise AssertionError("the cached reference statistics should have been loaded")
 
-  monkeypatch.setattr(evaluator.Evaluator, "_compute_reference", no_recompute)
+  monkeypatch.setattr(references, "real_batches", no_recompute)
   scalars = fresh.evaluate(state, 2, 20)
   assert path.stat().st_mtime_ns == mtime
   # Same state, noise and reference as the run's last evaluation: the same number.
@@ -105,7 +105,7 @@ def test_class_accuracy_and_prdc_go_to_metrics_jsonl_with_their_protocol(trained
   from sagan_jax.evaluation import fmnist_classifier
   config, _, state = trained_run
   config = config.copy_and_resolve_references()
-  config.eval_metrics = ("fid_fmnist", "class_accuracy", "prdc")
+  config.eval.metrics = ("fid_fmnist", "class_accuracy", "prdc")
   evaluation, _ = _build(config, tmp_path)  # the run's cached classifier and reference
   scalars = evaluation.evaluate(state, 2, 20)
   assert set(scalars) == {"fid_fmnist", "class_accuracy", "precision", "recall", "density",
@@ -126,7 +126,8 @@ def test_class_accuracy_and_prdc_go_to_metrics_jsonl_with_their_protocol(trained
   # The real reference images themselves, scored as samples with their own labels: the
   # classifier's test accuracy (the whole fake test split) and the identical-set values.
   images, labels = fmnist_classifier.load_fashion_mnist("test", config.dataset.data_dir)
-  real_scalars, details = evaluation.score(evaluation.image_features(images), labels)
+  real_scalars, details = evaluation.score(evaluation.image_features(images), labels,
+                                           config.eval.metrics)
   test_accuracy = line["feature_spaces"]["fmnist_classifier"]["test_accuracy"]
   assert real_scalars["class_accuracy"] == pytest.approx(test_accuracy, abs=1e-9)
   assert abs(real_scalars["fid_fmnist"]) < 1e-3
@@ -149,7 +150,7 @@ def test_a_noise_seed_scores_other_samples_and_record_false_writes_nothing(train
 
 def test_inception_metrics_on_a_tiny_rgb_config(fake_fmnist_dir, tmp_path, monkeypatch):
   from configs import fashion_mnist
-  from sagan_jax.evaluation import evaluator, inception, metrics
+  from sagan_jax.evaluation import inception, metrics, spaces
   config = fashion_mnist.get_config("smoke")
   # Two classes of four test images: the reference holds two of each, as intra-FID needs.
   config.dataset.data_dir = make_fake_fashion_mnist(str(tmp_path / "data"), n_train=8, n_test=4,
@@ -157,12 +158,12 @@ def test_inception_metrics_on_a_tiny_rgb_config(fake_fmnist_dir, tmp_path, monke
   config.model.image_channels = 3
   config.model.num_classes = 2
   config.sample_bn_stats = "running"  # the sampler is not under test here: compile less
-  config.eval_metrics = ("fid", "is", "intra_fid")
-  config.eval_batch_size = 4  # Inception runs at ~3 images/s on a CPU
-  config.eval_reference_samples = 4
-  config.eval_is_splits = 2
-  config.eval_cache_dir = str(tmp_path / "cache")
-  monkeypatch.setattr(evaluator, "inception_space", lambda unused_config: evaluator.FeatureSpace(
+  config.eval.metrics = ("fid", "is", "intra_fid")
+  config.eval.batch_size = 4  # Inception runs at ~3 images/s on a CPU
+  config.eval.reference_samples = 4
+  config.eval.is_splits = 2
+  config.eval.cache_dir = str(tmp_path / "cache")
+  monkeypatch.setattr(spaces, "inception_space", lambda unused_config: spaces.FeatureSpace(
       "inception", "random-seed0", lambda v, x: inception.FIDInceptionV3().apply(v, x),
       inception.random_variables(), {"weights": "random"}))
   calls = []
@@ -230,17 +231,16 @@ assert jax.device_count() == 4, jax.devices()
 tmp = tempfile.mkdtemp()
 config = fashion_mnist.get_config("smoke")
 config.dataset.data_dir = make_fake_fashion_mnist(tmp + "/data")
-config.eval_cache_dir = tmp + "/cache"
-config.eval_fmnist_classifier_epochs = 1
-config.eval_batch_size = 8
+config.eval.cache_dir = tmp + "/cache"
+config.eval.fmnist_classifier_epochs = 1
+config.eval.batch_size = 8
 scores = []
 for devices in (jax.devices()[:1], jax.devices()):
   mesh = sharding.create_mesh(devices)
   g, d = programs.build_models(config)
-  state = jax.jit(functools.partial(programs.init_state, config, g, d, *programs.build_optimizers(config)),
-                  out_shardings=sharding.replicated(mesh))()
-  sampler = sampling.Sampler(config, g, mesh)
-  run = evaluator.Evaluator(config, mesh, sampler, f"{tmp}/run{len(devices)}")
+  built = programs.programs(config, mesh)
+  run = evaluator.Evaluator(config, mesh, built.sampler, f"{tmp}/run{len(devices)}", built.kernels)
+  state = built.init()
   scores.append(run.evaluate(state, 0, 20)["fid_fmnist"])
 print(json.dumps(scores))
 """

@@ -18,7 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sagan_jax import checkpointing, cli, input_pipeline, train
+from sagan_jax import checkpointing, cli, train
+from sagan_jax import run as run_lib
+from sagan_jax import workdir as workdir_lib
+from sagan_jax.data import folder, pipeline
 from sagan_jax import config as config_lib
 from sagan_jax.errors import UserError
 
@@ -159,10 +162,10 @@ def test_bad_data_and_run_files_end_in_one_error_line(fake_fmnist_dir, tmp_path,
   workdir.mkdir()
   for text in ("", "{\"model\": {\"ch\": 4", "[1, 2]", "{\"model\": 3}"):
     (workdir / "config.json").write_text(text)
-    line = exits_with_one_line(config_lib.check_config_compatible, capsys,
+    line = exits_with_one_line(run_lib.check_same_model, capsys,
                                smoke(fake_fmnist_dir), str(workdir), resuming=True)
     assert "config.json is not readable as a run's config" in line and "delete it" in line
-    line = exits_with_one_line(config_lib.load_run_config, capsys, str(workdir))
+    line = exits_with_one_line(run_lib.load_config, capsys, str(workdir))
     assert "config.json" in line
 
 
@@ -183,19 +186,20 @@ def test_sigint_during_start_up_ends_in_one_line(fake_fmnist_dir, tmp_path, monk
   assert "rerun the same command" in line
 
 
-def test_a_dropped_keyboard_interrupt_still_stops_the_set_up(fake_fmnist_dir, tmp_path,
-                                                              monkeypatch, capsys):
+def test_a_dropped_keyboard_interrupt_still_stops_the_set_up(fake_fmnist_dir, tmp_path, request,
+                                                              monkeypatch, capsys, compiled):
   """CPython drops a KeyboardInterrupt raised inside a garbage-collection callback (JAX runs
   one): the SIGINT noted by the tools' handler stops the set-up at its next check."""
-  from sagan_jax import errors, sharding
-  monkeypatch.setattr(errors, "_INTERRUPTS", [])
+  from sagan_jax import sharding, signals
+  signals.forget_interrupts()
+  request.addfinalizer(signals.forget_interrupts)  # the noted SIGINT must not reach later tests
   real = sharding.create_mesh
   monkeypatch.setattr(sharding, "create_mesh",
-                      lambda: (errors.note_interrupt(signal.SIGINT), real())[1])
-  monkeypatch.setattr(train, "programs", lambda *a: pytest.fail("went on after a SIGINT"))
+                      lambda: (signals.note_interrupt(signal.SIGINT), real())[1])
   line = exits_with_one_line(train.train_and_evaluate, capsys, smoke(fake_fmnist_dir),
                              str(tmp_path / "run"), code=128 + signal.SIGINT)
   assert line.startswith("stopped by SIGINT outside the training loop")
+  assert compiled() == [] and not os.path.exists(tmp_path / "run")
 
 
 @pytest.mark.parametrize("tool", ["sagan_jax.main", "sagan_jax.visualize", "sagan_jax.report"])
@@ -235,9 +239,9 @@ def test_a_second_ctrl_c_ends_any_phase():
   main thread stuck, the second SIGINT ends the process at once."""
   script = textwrap.dedent("""
       import threading
-      from sagan_jax import cli, train
+      from sagan_jax import cli, signals
       cli.parse_flags(["prog"])
-      with train._StopSignals():
+      with signals.StopSignals():
         print("ready", flush=True)
         threading.Event().wait()  # a phase that never reaches the loop's flag check
   """)
@@ -303,7 +307,7 @@ def test_disk_full_keeps_what_was_saved_and_says_what_to_free(tmp_path):
       os.remove(f"{{run}}/filler")
       os.makedirs(f"{{run}}/checkpoints/3.orbax-checkpoint-tmp")
       fill(f"{{run}}/checkpoints/3.orbax-checkpoint-tmp/blob")  # a killed save that filled the disk
-      checkpointing.open_workdir(run).release()
+      train.open_workdir(run).release()
       out["after_resume_check"] = [p.name for p in checkpointing.unfinished_saves(run)]
       print("RESULT" + json.dumps(out))
   """)
@@ -353,12 +357,12 @@ def test_a_checkpoint_of_another_model_is_refused_and_touched_not(trained_run, t
                                                                  fake_fmnist_dir):
   workdir = copy_run(trained_run, tmp_path)
   os.remove(os.path.join(workdir, "config.json"))  # an older or copied run
-  before = [f for f in files_under(workdir) if f != checkpointing.LOCK_FILE]
+  before = [f for f in files_under(workdir) if f != workdir_lib.LOCK]
   with pytest.raises(UserError, match=r"checkpoint 4 .* holds another model .*array\(s\) of other "
                                       r"shapes \(.*kernel \(.*\) saved, \(.*\) now"):
     train.train_and_evaluate(smoke(fake_fmnist_dir, **{"model.ch": 8, "num_train_steps": 6}),
                              workdir)
-  after = [f for f in files_under(workdir) if f != checkpointing.LOCK_FILE]
+  after = [f for f in files_under(workdir) if f != workdir_lib.LOCK]
   assert after == before  # nothing moved aside, no config.json written
 
 
@@ -422,17 +426,17 @@ def within(seconds, fn):
 def test_a_folder_of_undecodable_files_stops_at_once_naming_it(tmp_path, fake_fmnist_dir):
   root = write_folder(tmp_path / "bad", undecodable=("ant", "bee", "cat"))
   config = folder_config(fake_fmnist_dir, root)
-  error = within(60, lambda: next(input_pipeline.create_train_iterator(config)))
+  error = within(60, lambda: next(pipeline.create_train_iterator(config)))
   assert isinstance(error, UserError) and f"no file of image folder {root!r} decodes" in str(error)
 
   # Files that go bad after the start-up check: the stream stops instead of spinning.
   good = write_folder(tmp_path / "good")
-  folder = input_pipeline.list_image_folder(good)
-  source = input_pipeline.folder_source(folder, f"image folder {good!r}")
+  images = folder.list_image_folder(good)
+  source = folder.folder_source(images, f"image folder {good!r}")
   write_folder(tmp_path / "good", undecodable=("ant", "bee", "cat"))
   config = folder_config(fake_fmnist_dir, good)
-  batches = input_pipeline._log_skipped(
-      input_pipeline.train_dataset(config, source).as_numpy_iterator(), source.num_examples,
+  batches = pipeline._log_skipped(
+      pipeline.train_dataset(config, source).as_numpy_iterator(), source.num_examples,
       source.description)
   error = within(60, lambda: next(batches))
   assert isinstance(error, UserError) and "decodes as an image any more" in str(error)
@@ -442,7 +446,7 @@ def test_a_class_whose_files_all_fail_to_decode_is_named(tmp_path, fake_fmnist_d
   root = write_folder(tmp_path / "images", undecodable=("bee",))
   with pytest.raises(UserError, match=r"class folder\(s\) 'bee' \(label 1, 3 files\) .* never be "
                                       r"trained"):
-    input_pipeline.create_train_iterator(folder_config(fake_fmnist_dir, root))
+    pipeline.create_train_iterator(folder_config(fake_fmnist_dir, root))
 
 
 # Item 4: an offline TFDS name.
@@ -464,7 +468,7 @@ def test_an_unprepared_tfds_dataset_offline_is_refused_at_once(tmp_path, monkeyp
   start = time.time()
   with pytest.raises(UserError, match=f"TFDS mnist/.* is not prepared in {data_dir} and its "
                                       f"download host cannot be reached .*storage.googleapis.com"):
-    input_pipeline.create_train_iterator(config)
+    pipeline.create_train_iterator(config)
   assert time.time() - start < 30
 
 
@@ -537,34 +541,33 @@ def test_a_gs_workdir_writes_nothing_to_the_local_disk(tmp_path, monkeypatch, fa
 # Item 7: one training per workdir.
 
 def test_a_second_training_on_a_workdir_is_refused_at_once(tmp_path, fake_fmnist_dir, capsys,
-                                                           monkeypatch):
+                                                           compiled):
   workdir = str(tmp_path / "run")
   os.makedirs(workdir)
-  holder = checkpointing.WorkdirLock(workdir).acquire()  # the first training
-  monkeypatch.setattr(train, "programs", lambda *a: pytest.fail("compiled for a locked workdir"))
+  holder = workdir_lib.WorkdirLock(workdir).acquire()  # the first training
   try:
     line = exits_with_one_line(train.train_and_evaluate, capsys, smoke(fake_fmnist_dir), workdir)
   finally:
     holder.release()
   assert line.startswith(f"error: another training is running in {workdir} (pid {os.getpid()}")
-  assert files_under(workdir) == [checkpointing.LOCK_FILE]
+  assert files_under(workdir) == [workdir_lib.LOCK] and compiled() == []
 
 
 def test_a_killed_training_leaves_no_stuck_lock(tmp_path):
   workdir = str(tmp_path / "run")
   os.makedirs(workdir)
   child = subprocess.Popen(
-      [PYTHON, "-c", f"from sagan_jax import checkpointing; checkpointing.WorkdirLock({workdir!r})"
+      [PYTHON, "-c", f"from sagan_jax import workdir; workdir.WorkdirLock({workdir!r})"
                      f".acquire(); print('locked', flush=True); import time; time.sleep(600)"],
       cwd=ROOT, stdout=subprocess.PIPE, text=True)
   try:
     assert child.stdout.readline().strip() == "locked"
     with pytest.raises(UserError, match="another training is running"):
-      checkpointing.WorkdirLock(workdir).acquire()
+      workdir_lib.WorkdirLock(workdir).acquire()
   finally:
     child.send_signal(signal.SIGKILL)
     child.wait()
-  checkpointing.WorkdirLock(workdir).acquire().release()
+  workdir_lib.WorkdirLock(workdir).acquire().release()
 
 
 # Item 8: the validator, and the data check before anything is written or compiled.
@@ -600,12 +603,12 @@ def test_the_validator_accepts_every_shipped_config(name, variant):
 
 
 def test_a_label_mismatch_is_refused_before_any_file_or_compile(tmp_path, fake_fmnist_dir,
-                                                                monkeypatch):
-  monkeypatch.setattr(train, "programs", lambda *a: pytest.fail("compiled before the data check"))
+                                                                compiled):
   with pytest.raises(UserError, match="has labels in \\[0, 9\\] but model.num_classes is 5"):
     train.train_and_evaluate(smoke(fake_fmnist_dir, **{"model.num_classes": 5}),
                              str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")  # no config.json, event file or checkpoint folder
+  assert compiled() == []
 
 
 def test_fetch_fashion_mnist_offline_ends_in_one_line(tmp_path, monkeypatch, capsys):
@@ -641,7 +644,7 @@ def test_metrics_and_the_report_of_a_gs_workdir_go_to_the_bucket(trained_run, tm
   import jax.numpy as jnp
   import tensorflow as tf
   from sagan_jax import report, sharding
-  from sagan_jax.evaluation import evaluator
+  from sagan_jax.evaluation import evaluator, spaces
   bucket = fake_bucket(tmp_path, monkeypatch)
   shutil.copytree(trained_run, bucket.local("gs://fake-bucket/run"))
   globbed = []
@@ -649,17 +652,16 @@ def test_metrics_and_the_report_of_a_gs_workdir_go_to_the_bucket(trained_run, tm
       __import__("glob").glob(bucket.local(pattern))))
   # A tiny feature space instead of the Fashion-MNIST classifier (trained once, minutes).
   features = lambda v, x: (x.reshape(x.shape[0], -1)[:, ::97] * v, x.reshape(x.shape[0], -1)[:, :10])
-  monkeypatch.setattr(evaluator, "fmnist_space", lambda config: evaluator.FeatureSpace(
+  monkeypatch.setattr(spaces, "fmnist_space", lambda config: spaces.FeatureSpace(
       "fmnist_classifier", "test-space", features, jnp.float32(1.0), {}))
-  config = config_lib.load_run_config(trained_run)
-  config.eval_num_samples, config.eval_batch_size = 20, 10
-  config.eval_cache_dir = str(tmp_path / "cache")  # the reference cache is local by design
+  config = run_lib.load_config(trained_run)
+  config.evals.periodic.num_samples, config.eval.batch_size = 20, 10
+  config.eval.cache_dir = str(tmp_path / "cache")  # the reference cache is local by design
   sample = lambda state, z, y: jnp.tanh(jnp.resize(z, (z.shape[0], 32 * 32)).reshape(-1, 32, 32, 1))
   local = tmp_path / "cwd"
   local.mkdir()
   monkeypatch.chdir(local)
   scorer = evaluator.Evaluator(config, sharding.create_mesh(), sample, "gs://fake-bucket/run")
-  assert os.fspath(scorer.metrics_path) == "gs://fake-bucket/run/metrics.jsonl"
   for step in (2, 4):
     scorer.evaluate(None, step, 20)
   stored = bucket.local("gs://fake-bucket/run/metrics.jsonl")
@@ -669,7 +671,8 @@ def test_metrics_and_the_report_of_a_gs_workdir_go_to_the_bucket(trained_run, tm
   assert path == "gs://fake-bucket/run/report.html"
   with open(bucket.local(path), encoding="utf-8") as f:
     page = f.read()
-  assert "Evaluations (metrics.jsonl)" in page and "data:image/png;base64," in page
+  data = json.loads(page.split('id="report-data">', 1)[1].split("</script>", 1)[0])  # page.js draws it
+  assert len(data["evaluations"]["rows"]) == 2 and "data:image/png;base64," in page
   assert "d_loss" in page  # the curves of the event files
   assert globbed == ["gs://fake-bucket/run/events.out.tfevents.*"]
   assert os.listdir(local) == []
@@ -680,9 +683,8 @@ def test_a_full_disk_while_recording_an_evaluation_keeps_metrics_jsonl(tmp_path,
                                                                         capsys):
   """The line is written to a file beside metrics.jsonl and renamed over: a full disk half-way
   leaves the old file whole, no temporary file, and one line saying what to free."""
-  from sagan_jax.evaluation import evaluator
-  path = checkpointing.workdir_path(tmp_path) / evaluator.METRICS_FILE
-  evaluator.append_line(path, {"step": 2, "fid_fmnist": 1.5}, 2)
+  path = workdir_lib.path(tmp_path, workdir_lib.METRICS)
+  workdir_lib.append_metrics_line(tmp_path, {"step": 2, "fid_fmnist": 1.5}, 2)
   before = path.read_text()
   written = type(path).write_text
 
@@ -691,7 +693,8 @@ def test_a_full_disk_while_recording_an_evaluation_keeps_metrics_jsonl(tmp_path,
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(self))
 
   monkeypatch.setattr(type(path), "write_text", half_then_full)
-  line = exits_with_one_line(evaluator.append_line, capsys, path, {"step": 4, "fid_fmnist": 1.2}, 4)
+  line = exits_with_one_line(workdir_lib.append_metrics_line, capsys, tmp_path,
+                             {"step": 4, "fid_fmnist": 1.2}, 4)
   assert line.startswith(f"error: no space left on the device of {path} while recording the "
                          f"evaluation of step 4")
   assert "metrics.jsonl is as it was before; free space there" in line
@@ -702,12 +705,10 @@ def test_a_full_disk_while_recording_an_evaluation_keeps_metrics_jsonl(tmp_path,
 def test_metrics_jsonl_with_half_a_line_gets_whole_ones_and_the_report_skips_it(tmp_path, caplog):
   """Half a line an older writer left when it was killed: the next line starts on its own and
   the report reads every whole evaluation, naming the line it skipped."""
-  from sagan_jax import report
-  from sagan_jax.evaluation import evaluator
-  path = checkpointing.workdir_path(tmp_path) / evaluator.METRICS_FILE
+  path = workdir_lib.path(tmp_path, workdir_lib.METRICS)
   path.write_text(json.dumps({"step": 2, "fid_fmnist": 1.5}) + '\n{"step": 4, "fid_f')
-  evaluator.append_line(path, {"step": 6, "fid_fmnist": 1.1}, 6)
-  assert [e["step"] for e in report.read_evaluations(str(tmp_path))] == [2, 6]
+  workdir_lib.append_metrics_line(tmp_path, {"step": 6, "fid_fmnist": 1.1}, 6)
+  assert [e["step"] for e in workdir_lib.read_metrics_lines(str(tmp_path))] == [2, 6]
   assert "metrics.jsonl: skipped line(s) [2]" in caplog.text
 
 

@@ -5,7 +5,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from sagan_jax import fashion_mnist
+from sagan_jax.data import fashion_mnist
 from sagan_jax.errors import UserError
 from sagan_jax.evaluation import fmnist_classifier as fc
 from sagan_jax.evaluation import metrics

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from sagan_jax import input_pipeline
+from sagan_jax.data import pipeline, preprocess
 from sagan_jax.errors import UserError
 
 # Positions 0, 500 and 999 in TFDS's imagenet2012 labels.txt (its 1000 synsets, sorted).
@@ -81,7 +81,7 @@ def imagenet(tmp_path_factory):
   root = tmp_path_factory.mktemp("imagenet")
   manual_dir = write_imagenet_archives(str(root / "manual"))
   data_dir = str(root / "tfds")
-  input_pipeline.load_source(imagenet_config(data_dir, manual_dir))  # prepares it once
+  pipeline.load_source(imagenet_config(data_dir, manual_dir))  # prepares it once
   return data_dir, manual_dir
 
 
@@ -97,7 +97,7 @@ def test_decoded_images_have_model_shape_dtype_and_range(mode, channels):
   rng = np.random.default_rng(0)
   array = np.asarray(Image.fromarray(photo_like(rng, 45, 70)).convert(mode))
   encoded = encode(array, "PNG" if mode == "RGBA" else "JPEG")
-  x = input_pipeline.decode_and_preprocess(tf.constant(encoded), resolution=32, channels=channels,
+  x = preprocess.decode_and_preprocess(tf.constant(encoded), resolution=32, channels=channels,
                                            flip_seed=tf.constant([0, 1], tf.int64))
   assert x.shape == (32, 32, channels) and x.dtype == tf.float32
   assert -1.0 <= float(tf.reduce_min(x)) < float(tf.reduce_max(x)) <= 1.0
@@ -107,19 +107,19 @@ def test_central_square_crop_keeps_the_centre():
   """A wide image, white at its sides and black in its central square, becomes all black."""
   array = np.full((20, 60, 3), 255, np.uint8)
   array[:, 20:40] = 0
-  x = input_pipeline.decode_and_preprocess(tf.constant(encode(array, "PNG")), resolution=8, channels=3)
+  x = preprocess.decode_and_preprocess(tf.constant(encode(array, "PNG")), resolution=8, channels=3)
   np.testing.assert_allclose(x.numpy(), -1.0, atol=1e-6)
 
 
 def test_flip_only_in_training_and_decided_by_the_seed():
   array = photo_like(np.random.default_rng(1), 40, 40)
   encoded = tf.constant(encode(array, "PNG"))
-  plain = input_pipeline.decode_and_preprocess(encoded, resolution=16, channels=3).numpy()
+  plain = preprocess.decode_and_preprocess(encoded, resolution=16, channels=3).numpy()
   flipped = []
   for position in range(16):
     seed = tf.constant([7, position], tf.int64)
-    x = input_pipeline.decode_and_preprocess(encoded, resolution=16, channels=3, flip_seed=seed).numpy()
-    again = input_pipeline.decode_and_preprocess(encoded, resolution=16, channels=3, flip_seed=seed)
+    x = preprocess.decode_and_preprocess(encoded, resolution=16, channels=3, flip_seed=seed).numpy()
+    again = preprocess.decode_and_preprocess(encoded, resolution=16, channels=3, flip_seed=seed)
     np.testing.assert_array_equal(x, again.numpy())
     if np.array_equal(x, plain[:, ::-1]):
       flipped.append(position)
@@ -132,7 +132,7 @@ def test_training_stream_mirrors_some_images_and_only_with_random_flip(smoke_con
   smoke_config.dataset.random_flip = True  # off in the Fashion-MNIST default
   plain_config = smoke_config.copy_and_resolve_references()
   plain_config.dataset.random_flip = False
-  flipped, plain = (next(input_pipeline.create_train_iterator(c))["image"]
+  flipped, plain = (next(pipeline.create_train_iterator(c))["image"]
                     for c in (smoke_config, plain_config))
   mirrored = [not np.array_equal(f, p) for f, p in zip(flipped, plain)]
   for f, p, m in zip(flipped, plain, mirrored):
@@ -144,9 +144,9 @@ def test_eager_result_equals_result_inside_tf_data():
   rng = np.random.default_rng(2)
   encoded = [encode(photo_like(rng, 30 + 9 * i, 50)) for i in range(4)]
   seeds = np.array([[3, i] for i in range(4)], np.int64)
-  preprocess = lambda e, s: input_pipeline.decode_and_preprocess(e, resolution=24, channels=3, flip_seed=s)
-  eager = [preprocess(tf.constant(e), tf.constant(s)).numpy() for e, s in zip(encoded, seeds)]
-  ds = tf.data.Dataset.from_tensor_slices((encoded, seeds)).map(preprocess, num_parallel_calls=4)
+  decode = lambda e, s: preprocess.decode_and_preprocess(e, resolution=24, channels=3, flip_seed=s)
+  eager = [decode(tf.constant(e), tf.constant(s)).numpy() for e, s in zip(encoded, seeds)]
+  ds = tf.data.Dataset.from_tensor_slices((encoded, seeds)).map(decode, num_parallel_calls=4)
   for a, b in zip(eager, ds.as_numpy_iterator()):
     np.testing.assert_array_equal(a, b)
 
@@ -187,7 +187,7 @@ def assert_labels_match_images(batch):
 def test_folder_labels_follow_sorted_class_names(tmp_path):
   root = write_folder(tmp_path / "images")
   workdir = str(tmp_path / "work")
-  batches = take(input_pipeline.create_train_iterator(folder_config(root), workdir=workdir), 6)
+  batches = take(pipeline.create_train_iterator(folder_config(root), workdir=workdir), 6)
   for batch in batches:
     assert batch["image"].shape == (3, 32, 32, 3) and batch["label"].dtype == np.int32
     assert_labels_match_images(batch)
@@ -198,7 +198,7 @@ def test_folder_labels_follow_sorted_class_names(tmp_path):
 
   os.rename(os.path.join(root, "zebra"), os.path.join(root, "aardvark"))
   with pytest.raises(UserError, match="label map this workdir was trained with"):
-    input_pipeline.create_train_iterator(folder_config(root), workdir=workdir)
+    pipeline.create_train_iterator(folder_config(root), workdir=workdir)
 
 
 def test_folder_skips_and_counts_corrupt_images(tmp_path, caplog):
@@ -210,7 +210,7 @@ def test_folder_skips_and_counts_corrupt_images(tmp_path, caplog):
   with open(os.path.join(root, "mango", "img0b.jpg"), "wb") as f:
     f.write(good[:len(good) // 2])  # truncated
   caplog.set_level(logging.WARNING)
-  batches = take(input_pipeline.create_train_iterator(folder_config(root, batch_size=11)), 2)
+  batches = take(pipeline.create_train_iterator(folder_config(root, batch_size=11)), 2)
   for batch in batches:
     assert batch["image"].shape == (11, 32, 32, 3)
     assert_labels_match_images(batch)
@@ -222,12 +222,12 @@ def test_folder_skips_and_counts_corrupt_images(tmp_path, caplog):
 def test_folder_errors_at_start(tmp_path):
   root = write_folder(tmp_path / "images")
   with pytest.raises(UserError, match="image folder .* has 3 classes but model.num_classes is 5"):
-    input_pipeline.create_train_iterator(folder_config(root, num_classes=5))
+    pipeline.create_train_iterator(folder_config(root, num_classes=5))
   os.makedirs(os.path.join(root, "empty"))
   with pytest.raises(UserError, match="empty' holds no .jpg/.jpeg/.png image"):
-    input_pipeline.create_train_iterator(folder_config(root))
+    pipeline.create_train_iterator(folder_config(root))
   with pytest.raises(UserError, match="does not exist"):
-    input_pipeline.create_train_iterator(folder_config(str(tmp_path / "nowhere")))
+    pipeline.create_train_iterator(folder_config(str(tmp_path / "nowhere")))
 
 
 # ImageNet through TFDS.
@@ -235,7 +235,7 @@ def test_folder_errors_at_start(tmp_path):
 def test_missing_imagenet_says_which_files_to_put_where(tmp_path):
   manual_dir = str(tmp_path / "manual")
   with pytest.raises(UserError) as error:
-    input_pipeline.create_train_iterator(imagenet_config(str(tmp_path / "tfds"), manual_dir))
+    pipeline.create_train_iterator(imagenet_config(str(tmp_path / "tfds"), manual_dir))
   message = str(error.value)
   assert "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar" in message
   assert f"into {manual_dir}" in message and "\n" not in message
@@ -243,7 +243,7 @@ def test_missing_imagenet_says_which_files_to_put_where(tmp_path):
 
 def test_imagenet_batches(imagenet):
   config = imagenet_config(*imagenet)
-  batches = take(input_pipeline.create_train_iterator(config), 3)  # one epoch of 12 images
+  batches = take(pipeline.create_train_iterator(config), 3)  # one epoch of 12 images
   for batch in batches:
     assert batch["image"].shape == (4, 128, 128, 3) and batch["image"].dtype == np.float32
     assert -1 <= batch["image"].min() < batch["image"].max() <= 1
@@ -256,14 +256,14 @@ def test_imagenet_class_count_must_match_the_model(imagenet):
   config = imagenet_config(*imagenet)
   config.model.num_classes = 10
   with pytest.raises(UserError, match="has 1000 classes but model.num_classes is 10"):
-    input_pipeline.create_train_iterator(config)
+    pipeline.create_train_iterator(config)
 
 
 def test_two_processes_read_disjoint_shards_that_cover_the_split(imagenet):
   config = imagenet_config(*imagenet)
   config.dataset.random_flip = False
-  one = take(input_pipeline.create_train_iterator(config), 3)
-  shards = [take(input_pipeline.create_train_iterator(config, process_index=p, process_count=2), 3)
+  one = take(pipeline.create_train_iterator(config), 3)
+  shards = [take(pipeline.create_train_iterator(config, process_index=p, process_count=2), 3)
             for p in range(2)]
   images = [np.concatenate([b["image"] for b in shard]) for shard in shards]
   assert images[0].shape == (6, 128, 128, 3)
@@ -298,8 +298,8 @@ def test_batches_after_restart_equal_uninterrupted_batches(source, request, tmp_
   else:
     config = imagenet_config(*request.getfixturevalue("imagenet"))
   b = config.batch_size
-  straight = take(input_pipeline.create_train_iterator(config), 7)
-  resumed = take(input_pipeline.create_train_iterator(config, start_index=4 * b), 3)
+  straight = take(pipeline.create_train_iterator(config), 7)
+  resumed = take(pipeline.create_train_iterator(config, start_index=4 * b), 3)
   for a, r in zip(straight[4:], resumed):
     for field in ("image", "label"):
       np.testing.assert_array_equal(a[field], r[field])

@@ -91,7 +91,7 @@ def test_bf16_train_steps_keep_state_and_losses_float32(init_state):
   config = _config("bfloat16")
   mesh = sharding.create_mesh(jax.devices()[:1])
   built = programs.programs(config, mesh)
-  initial_shapes = jax.eval_shape(built.init)
+  initial_shapes = built.init.eval_shape()
   state = jax.device_put(init_state, sharding.replicated(mesh))
   step = built.train_step
   rng = np.random.default_rng(1)

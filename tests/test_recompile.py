@@ -45,7 +45,8 @@ def _batch(rng, config):
 
 
 def _jitted_parts(fn):
-  """fn itself if it is a jitted function, else the jitted functions it holds (sampling.Sampler)."""
+  """fn itself if it is a jitted function, else the jitted functions it holds
+  (sampling.SamplerPrograms)."""
   if hasattr(fn, "_cache_size"):
     return {"": fn}
   return {k: v for k, v in vars(fn).items() if hasattr(v, "_cache_size")}
@@ -57,8 +58,9 @@ def test_train_step_and_sampler_compile_once(compile_events):
   mesh = sharding.create_mesh(jax.devices()[:1])
   g, d = programs.build_models(config)
   g_tx, d_tx = programs.build_optimizers(config)
+  key = sharding.replicate(programs.seed_key_data(config.seed), mesh)
   state = jax.jit(functools.partial(programs.init_state, config, g, d, g_tx, d_tx),
-                  out_shardings=sharding.replicated(mesh))()
+                  out_shardings=sharding.replicated(mesh))(key)
   step = make_train_step(config, g, d, g_tx, d_tx, mesh)
   assert step._cache_size() == 0
   rng = np.random.default_rng(0)
@@ -66,7 +68,7 @@ def test_train_step_and_sampler_compile_once(compile_events):
   for i in range(4):
     batch = sharding.global_batch(_batch(rng, config), mesh)
     before = sum(compile_events.values())
-    state, metrics = step(state, batch)
+    state, metrics = step(state, batch, key)
     losses.append(float(metrics["d_loss"]))
     assert step._cache_size() == 1, f"the train step was compiled again at call {i + 1}"
     if i == 0:
@@ -77,14 +79,15 @@ def test_train_step_and_sampler_compile_once(compile_events):
   assert int(state.step) == 4
   assert len(set(losses)) == 4, losses  # every call ran on its own new batch
 
-  sampler = sampling.Sampler(config, g, mesh)
-  jitted = _jitted_parts(sampler)
+  sampler_programs = sampling.SamplerPrograms(config, g, mesh)
+  sampler = sampling.Sampler(sampler_programs, sharding.replicate(programs.seed_key_data(1), mesh))
+  jitted = _jitted_parts(sampler_programs)
   assert jitted, "found no jitted function in the sampler"
   z, y, _, _ = sampling.grid_inputs(config, mesh.size)
   put = lambda a: jax.device_put(a, sharding.batch_sharding(mesh))
   first = np.asarray(sampler(state, put(z), put(y)))
   assert sum(n for (event, _), n in compile_events.items() if event == TRACE_EVENT) > 1
-  state, _ = step(state, sharding.global_batch(_batch(rng, config), mesh))
+  state, _ = step(state, sharding.global_batch(_batch(rng, config), mesh), key)
   z2, y = put(rng.standard_normal(z.shape).astype(np.float32)), put(y)
   before = dict(compile_events)
   second = np.asarray(sampler(state, z2, y))  # a new state (new EMA weights) and new noise
@@ -108,20 +111,52 @@ def _edited(config, field, value):
 
 
 def test_runs_of_one_config_share_their_programs():
-  """programs.programs: one build per config and mesh; fields only the loops read do not count."""
+  """programs.programs: one build per config and mesh, whatever the seed; fields only the loops
+  read do not count."""
   config = fashion_mnist.get_config("smoke")
   mesh = sharding.create_mesh(jax.devices()[:1])
-  built = programs.programs(config, mesh)
+  built = programs.programs(config, mesh).compiled
   for field, value in (("num_train_steps", 99), ("checkpoint_every_steps", 5),
-                       ("dataset.data_dir", "/elsewhere"), ("eval_num_samples", 7),
-                       ("max_nonfinite_steps", 3), ("num_sample_columns", 4)):
-    assert programs.programs(_edited(config, field, value), mesh) is built, field
-  assert programs.programs(config, sharding.create_mesh(jax.devices()[:1])) is built  # an equal mesh
+                       ("dataset.data_dir", "/elsewhere"), ("evals.periodic.num_samples", 7),
+                       ("max_nonfinite_steps", 3), ("num_sample_columns", 4), ("seed", 1),
+                       ("profile_steps", 2), ("model.kernels.conv_kernel_grad",
+                                              built.kernels.conv_kernel_grad)):
+    assert programs.programs(_edited(config, field, value), mesh).compiled is built, field
+  assert programs.programs(config, sharding.create_mesh(jax.devices()[:1])).compiled is built  # an equal mesh
   for field, value in (("model.ch", 8), ("model.attention_impl", "dot_product_attention"),
-                       ("optimizer.d_lr", 1e-3), ("seed", 1), ("d_steps_per_g_step", 2),
+                       ("optimizer.d_lr", 1e-3), ("d_steps_per_g_step", 2),
                        ("dtype", "bfloat16"), ("batch_size", 16), ("sample_bn_stats", "running"),
-                       ("ema_start_step", 3), ("loss", "nonsaturating")):
-    assert programs.programs(_edited(config, field, value), mesh) is not built, field
+                       ("ema_start_step", 3), ("loss", "nonsaturating"),
+                       ("model.kernels.resampling_conv", "composed")):
+    assert programs.programs(_edited(config, field, value), mesh).compiled is not built, field
   config.model.ch = 8  # a later edit of the caller's config does not reach the built programs
-  assert built.generator.ch == 4 and built.sampler.config.model.ch == 4
-  assert len(programs._PROGRAMS) <= programs._MAX_PROGRAMS
+  assert built.generator.ch == 4
+
+
+def test_seeds_are_data_one_compile_serves_every_seed_and_gives_the_constant_seeds_results(compiled):
+  """Runs of three seeds compile their step and init once; each seed's results are bitwise those
+  of a program with that seed compiled in as a constant (as before seeds were data), and
+  different seeds differ."""
+  config = fashion_mnist.get_config("smoke")
+  config.model.z_dim = 17  # programs no other test builds: their compiles are counted here
+  mesh = sharding.create_mesh(jax.devices()[:1])
+  batch = sharding.global_batch(_batch(np.random.default_rng(0), config), mesh)
+  results = {}
+  for seed in (0, 1, 2):
+    config.seed = seed
+    built = programs.programs(config, mesh)
+    state, metrics = built.train_step(built.init(), batch)
+    results[seed] = jax.device_get((state.g_params, metrics["d_loss"]))
+  names = compiled()
+  assert names.count("train_step") == 1 and names.count("init_state") == 1, names
+  assert not np.array_equal(results[0][1], results[1][1])
+
+  g, d = built.generator, built.discriminator
+  g_tx, d_tx = programs.build_optimizers(config)
+  step = make_train_step(config, g, d, g_tx, d_tx, mesh)
+  constant = programs.seed_key_data(2)
+  init = jax.jit(lambda: programs.init_state(config, g, d, g_tx, d_tx, constant))
+  state, metrics = jax.jit(lambda s, b: step.__wrapped__(s, b, constant))(init(), batch)
+  for a, b in zip(jax.tree.leaves(jax.device_get((state.g_params, metrics["d_loss"]))),
+                  jax.tree.leaves(results[2])):
+    np.testing.assert_array_equal(a, b)

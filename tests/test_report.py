@@ -1,7 +1,9 @@
 """The run report as its user sees it: the page of a tiny trained run, opened from disk in a
 real headless Chromium (Debian's /usr/bin/chromium driven by Playwright; nothing downloaded),
 shows for a clicked pixel the β row the forward pass computes, for every layer, and asks for
-nothing over the network. The explorer's packing and size plan are checked without a browser."""
+nothing over the network; its script draws the run's text, tables and figures into the page's
+markup. The explorer's packing and size plan are checked without a browser."""
+import json
 import os
 import tempfile
 import time
@@ -11,8 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sagan_jax import config as config_lib
-from sagan_jax import explorer, figures, programs, report, sampling, sharding
+from sagan_jax import figures, programs, report, sampling, sharding
+from sagan_jax import run as run_lib
+from sagan_jax import workdir as workdir_lib
+from sagan_jax.models.kernels import Kernels
+from sagan_jax.report import explorer
 from sagan_jax.run import Run, open_run
 
 CHROMIUM = "/usr/bin/chromium"
@@ -79,9 +84,9 @@ def tiny_run(tmp_path_factory, fake_fmnist_dir):
 
 def untrained_run(config, workdir, gamma=0.5):
   """A Run of the initial state (γ set so the maps matter), its config.json written."""
-  config_lib.write_run_config(config, workdir)
   mesh = sharding.create_mesh(jax.devices()[:1])
   built = programs.programs(config, mesh)
+  run_lib.record_config(config, workdir, built.kernels)
   state = built.init()
   set_gamma = lambda params: {k: ({**v, "gamma": jnp.asarray(gamma)} if k.startswith("attention") else v)
                               for k, v in params.items()}
@@ -116,6 +121,12 @@ def open_page(browser, path):
   page.wait_for_function("window.explorer && (window.explorer.ready || window.explorer.error)")
   assert page.evaluate("window.explorer.error") is None
   return page
+
+
+def page_data(path) -> dict:
+  """The JSON a written page's script draws from."""
+  with open(path, encoding="utf-8") as f:
+    return json.loads(f.read().split('id="report-data">', 1)[1].split("</script>", 1)[0])
 
 
 def assert_offline(page):
@@ -203,6 +214,16 @@ def test_explorer_shows_the_forward_maps(tiny_run, browser):
   page.locator("#sample-step").fill("0")
   assert page.locator("#sample-label").inner_text().startswith("step 2")
   assert page.locator("#plots-train svg").count() >= 3
+  # The text around them, drawn from the data into the page's markup.
+  assert page.locator("#explorer-step").text_content() == f" (checkpoint of step {run.step})"
+  assert "MiB of maps before compression" in page.locator("#explorer-note").inner_text()
+  assert page.locator("#explorer-strided").is_hidden()  # every query cell stored
+  assert page.locator("#last-logged").inner_text().startswith("Last logged step 4: ")
+  assert "d_loss = " in page.locator("#last-values").inner_text()
+  gammas = page.locator("#gamma-table").inner_text()
+  assert "G attention16 (feat16)" in gammas and "D attention16 (feat16)" in gammas, gammas
+  assert page.locator("#samples-count").text_content() == "; 2 of them"
+  assert "attention_resolutions" in page.locator("#config-text").text_content()
   assert_offline(page)
   size = os.path.getsize(path)
   assert size < 4e6, size
@@ -230,6 +251,8 @@ def test_layers_pooled_keys_and_a_coarse_query_grid(smoke_config, tmp_path, brow
   state, rgb8 = assert_shows(page, np.asarray(maps["attention8"])[0, 3 * 8 + 7], 4, "pooled G attention8")
   assert state["query"] == [3, 7] and state["image"] == 0 and rgb8.shape != rgb16.shape
   assert "pooled keys" in page.locator("#layer").inner_text()
+  assert page.locator("#explorer-strides").inner_text() == (
+      "G/attention8 (s = 2), G/attention16 (s = 2), D/attention16 (s = 2)")
   assert_offline(page)
 
 
@@ -239,9 +262,45 @@ def test_layers_pooled_keys_and_a_coarse_query_grid(smoke_config, tmp_path, brow
 ])
 def test_the_explorer_says_why_it_is_empty(smoke_config, tmp_path, browser, change, says):
   smoke_config.model.update(change)
-  config_lib.write_run_config(smoke_config, str(tmp_path))
+  run_lib.record_config(smoke_config, str(tmp_path), Kernels())
   run = Run(str(tmp_path), smoke_config, 0, None, None, None)  # no map to compute: no program runs
   page = open_page(browser, report.write_report(str(tmp_path), run=run))
   text = page.locator("#explorer-absent").inner_text()
   assert says in text and "generator" in text and "discriminator" in text, text
+  assert page.locator("#explorer-note").is_hidden()
+  assert_offline(page)
+
+
+def test_the_page_lays_out_the_run_files(smoke_config, tmp_path, browser):
+  """Without the explorer: the evaluations (table, plot, protocol), the figures of visualize's
+  newest step, no γ and no samples yet, the config; the run's text stays text on the page."""
+  run_lib.record_config(smoke_config, str(tmp_path), Kernels())
+  odd = "</script><!--<script><img src=x>"
+  for step, fid in ((2, 80.5), (4, 61.25)):
+    workdir_lib.append_metrics_line(tmp_path, {"step": step, "num_samples": 20, "fid_fmnist": fid,
+                                               "note": odd, "protocol": {"space": odd}}, step)
+  for name in ("attention/step_00000002_generator.png", "attention/step_00000004_generator.png",
+               "sheets/step_00000004_classes.png"):
+    figures.save_png(np.zeros((8, 8, 1), np.uint8), str(tmp_path / name))
+  path = report.write_report(str(tmp_path), figures=False)
+  assert [f["name"] for f in page_data(path)["figures"]] == ["step_00000004_generator.png",
+                                                             "step_00000004_classes.png"]
+  page = open_page(browser, path)
+  assert page.title() == f"sagan_jax report: {tmp_path.name}"
+  assert page.locator("h1").inner_text() == f"sagan_jax run: {tmp_path}"
+  assert page.locator("#explorer-absent").inner_text() == "Built without the explorer (--figures=false)."
+  assert page.locator("#explorer-note").is_hidden() and page.locator("#last-logged").is_hidden()
+  assert page.locator("#gamma-absent").is_visible() and page.locator("#gamma-table").is_hidden()
+  assert page.locator("#samples-count").text_content() == ": none written yet"
+  assert page.locator("#evaluations").is_visible() and page.locator("#plots-eval svg").count() == 1
+  cells = page.evaluate("Array.from(document.querySelectorAll('#evaluations-table tr'), "
+                        "(r) => Array.from(r.cells, (c) => c.textContent))")
+  assert cells == [["step", "num_samples", "fid_fmnist", "note"], ["2", "20", "80.5", odd],
+                   ["4", "20", "61.25", odd]], cells
+  assert json.loads(page.locator("#protocol-text").text_content()) == {"protocol": {"space": odd}}
+  assert page.locator("#figures").is_visible() and page.locator("#figures-count").text_content() == "2"
+  assert page.locator("#figures-list h3").all_text_contents() == ["step_00000004_generator.png",
+                                                                   "step_00000004_classes.png"]
+  assert page.locator("img").count() == 2  # the figures' only: the odd text made none
+  assert "attention_resolutions" in page.locator("#config-text").text_content()
   assert_offline(page)

@@ -1,5 +1,4 @@
 """Preemption, damaged checkpoints, divergence and bad workdirs lose nothing."""
-import dataclasses
 import logging
 import os
 import signal
@@ -9,21 +8,22 @@ import ml_collections
 import numpy as np
 import pytest
 
-from sagan_jax import input_pipeline, programs, sharding, train
+from sagan_jax import programs, run, train
+from sagan_jax.data import pipeline
 from sagan_jax import config as config_lib
 from sagan_jax.errors import Preempted, UserError
 
 
 def patch_batches(monkeypatch, edit):
   """Wraps the input iterator: edit(batch_number, batch) may alter or act on each batch."""
-  original = input_pipeline.create_train_iterator
+  original = pipeline.create_train_iterator
 
   def wrapped(config, **kwargs):
     start = kwargs["start_index"] // config.batch_size
     for i, batch in enumerate(original(config, **kwargs)):
       yield edit(start + i, batch)
 
-  monkeypatch.setattr(input_pipeline, "create_train_iterator", wrapped)
+  monkeypatch.setattr(pipeline, "create_train_iterator", wrapped)
 
 
 def leaves(state):
@@ -41,21 +41,12 @@ def test_sigterm_checkpoints_and_resume_is_bitwise_equal(smoke_config, tmp_path,
   straight = train.train_and_evaluate(smoke_config, str(tmp_path / "straight"))
 
   # SIGTERM arrives while step 3 runs (batches are fetched ahead, so the step counts, not the data)
-  mesh = sharding.create_mesh()
-  built = programs.programs(smoke_config, mesh)
-  calls = []
-
-  def third_step_signalled(state, batch):
-    calls.append(1)
-    if len(calls) == 3:
+  def third_step_signalled(step, state, metrics):
+    if step == 3:
       os.kill(os.getpid(), signal.SIGTERM)
-    return built.train_step(state, batch)
 
-  with monkeypatch.context() as m:
-    m.setitem(programs._PROGRAMS, (config_lib.program_fingerprint(smoke_config), mesh),
-              dataclasses.replace(built, train_step=third_step_signalled))
-    with pytest.raises(Preempted, match="stopped by SIGTERM after step 3.*rerun the same command"):
-      train.train_and_evaluate(smoke_config, str(tmp_path / "killed"))
+  with pytest.raises(Preempted, match="stopped by SIGTERM after step 3.*rerun the same command"):
+    train.train_and_evaluate(smoke_config, str(tmp_path / "killed"), hooks=[third_step_signalled])
   assert os.listdir(tmp_path / "killed" / "checkpoints") == ["3"]
   resumed = train.train_and_evaluate(smoke_config, str(tmp_path / "killed"))
   assert int(resumed.step) == 6
@@ -90,33 +81,31 @@ def test_nan_batch_is_skipped(smoke_config, tmp_path, monkeypatch, caplog):
   patch_batches(monkeypatch, nan_at_second)
   with caplog.at_level(logging.WARNING):
     state = train.train_and_evaluate(smoke_config, str(tmp_path / "run"))
-  assert "step 2: non-finite loss or gradient" in caplog.text and "1 in a row" in caplog.text
+  assert "step 2: a non-finite" in caplog.text and "update skipped (1 in a row)" in caplog.text
   assert int(state.step) == 4 and int(state.nonfinite_streak) == 0
   assert all(np.all(np.isfinite(x)) for x in leaves(state))
 
 
-def test_resume_restores_without_computing_an_initial_state(smoke_config, tmp_path, monkeypatch):
+def test_resume_restores_without_computing_an_initial_state(smoke_config, tmp_path, compiled):
   """A resume restores into an abstract template: init_state is neither compiled nor run.
   It also deletes the unfinished save a killed process left; a reader of the run does not."""
-  from sagan_jax import run
+  smoke_config.model.z_dim = 15  # programs no other test of this process builds
   smoke_config.num_train_steps = 2
   train.train_and_evaluate(smoke_config, str(tmp_path / "run"))
+  assert "init_state" in compiled()
   unfinished = tmp_path / "run" / "checkpoints" / "5.orbax-checkpoint-tmp-1764000000"
   unfinished.mkdir()
   (unfinished / "partial").write_text("a save killed halfway")
   assert run.open_run(str(tmp_path / "run"), config=smoke_config).step == 2
   assert unfinished.exists()  # evaluate/visualize may run beside a training that is saving
-  # As in a new process, the init program has compiled nothing yet (the other programs of
-  # this config stay cached: retracing them would only cost time).
-  mesh = sharding.create_mesh()
-  built = programs.programs(smoke_config, mesh)
-  # (a new function object: jit shares its executables between jits of one function)
-  fresh_init = jax.jit(lambda: built.init.__wrapped__(), out_shardings=sharding.replicated(mesh))
-  monkeypatch.setitem(programs._PROGRAMS, (config_lib.program_fingerprint(smoke_config), mesh),
-                      dataclasses.replace(built, init=fresh_init))
+  # As in a new process: no program of the config is built yet.
+  programs.clear_cache()
+  resuming = compiled()
   smoke_config.num_train_steps = 3
   state = train.train_and_evaluate(smoke_config, str(tmp_path / "run"))
-  assert int(state.step) == 3 and fresh_init._cache_size() == 0
+  assert int(state.step) == 3
+  new = compiled()[len(resuming):]
+  assert "train_step" in new and "init_state" not in new
   assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2", "3"]
 
 
@@ -160,7 +149,7 @@ def test_runs_written_before_newer_model_fields_still_open(smoke_config, tmp_pat
   for field in config_lib.ADDED_MODEL_FIELDS:
     del old["model"][field]
   (tmp_path / "config.json").write_text(json.dumps(old))
-  loaded = config_lib.load_run_config(str(tmp_path))
+  loaded = run.load_config(str(tmp_path))
   config_lib.validate_config(loaded)
   assert config_lib.program_fingerprint(loaded) == config_lib.program_fingerprint(smoke_config)
 

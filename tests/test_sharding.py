@@ -35,16 +35,17 @@ SCRIPT = textwrap.dedent("""
     def run(mesh):
       g, d = programs.build_models(config)
       g_tx, d_tx = optax.sgd(0.01), optax.sgd(0.01)
-      state = jax.jit(lambda: programs.init_state(config, g, d, g_tx, d_tx),
-                      out_shardings=sharding.replicated(mesh))()
+      key = sharding.replicate(programs.seed_key_data(config.seed), mesh)
+      state = jax.jit(lambda k: programs.init_state(config, g, d, g_tx, d_tx, k),
+                      out_shardings=sharding.replicated(mesh))(key)
       kernel0 = np.asarray(state.d_params["linear"]["kernel"])
       step = make_train_step(config, g, d, g_tx, d_tx, mesh)
-      step = step.lower(state, sharding.global_batch(batch, mesh)).compile()
+      step = step.lower(state, sharding.global_batch(batch, mesh), key).compile()
       hlo = step.as_text()
       collectives = {op: hlo.count(f" {op}(") + hlo.count(f" {op}-start(")
                      for op in ("all-reduce", "all-to-all", "all-gather", "collective-permute")}
       for _ in range(2):
-        state, metrics = step(state, sharding.global_batch(batch, mesh))
+        state, metrics = step(state, sharding.global_batch(batch, mesh), key)
       n = len(state.g_params["block2"]["conv1"]["kernel"].sharding.device_set)
       return jax.device_get(state), jax.device_get(metrics), n, kernel0, collectives
 

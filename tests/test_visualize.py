@@ -140,6 +140,7 @@ def test_residual_control_models_match_attention_models(smoke_config):
     smoke_config.model.attention_block = block
     g, d = programs.build_models(smoke_config)
     state = jax.eval_shape(functools.partial(programs.init_state, smoke_config, g, d,
-                                             *programs.build_optimizers(smoke_config)))
+                                             *programs.build_optimizers(smoke_config)),
+                           programs.seed_key_data(0))
     counts[block] = [sum(a.size for a in jax.tree.leaves(p)) for p in (state.g_params, state.d_params)]
   assert counts["residual"] == counts["self_attention"]

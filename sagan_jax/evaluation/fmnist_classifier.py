@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sagan_jax import fashion_mnist
+from sagan_jax.data import fashion_mnist
 from sagan_jax.errors import UserError
 from sagan_jax.evaluation import metrics
 

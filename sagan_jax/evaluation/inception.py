@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
+from sagan_jax import workdir
 from sagan_jax.errors import UserError
 
 FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/"
@@ -35,11 +36,6 @@ FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_SHA256_PREFIX = "6726825d"
 INPUT_SIZE = 299
 NUM_LOGITS = 1008
-
-
-def default_cache_dir() -> pathlib.Path:
-  base = os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
-  return pathlib.Path(base) / "sagan_jax"
 
 
 # ----------------------------------------------------------------------------
@@ -479,7 +475,7 @@ def fid_weights_file(cache_dir=None, download: bool = True) -> pathlib.Path:
   $XDG_CACHE_HOME/sagan_jax); raises UserError saying where to put it when it is
   missing and cannot be downloaded, or when its sha256 does not start with 6726825d.
   """
-  cache_dir = pathlib.Path(cache_dir) if cache_dir is not None else default_cache_dir()
+  cache_dir = pathlib.Path(cache_dir) if cache_dir is not None else pathlib.Path(workdir.cache_root())
   path = cache_dir / FID_WEIGHTS_NAME
   if not path.exists():
     where = f"download {FID_WEIGHTS_URL} and save it as {path}"

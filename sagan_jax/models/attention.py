@@ -11,33 +11,33 @@ released code instead max-pools keys and values 2×2 and gives h C/2 channels:
 ``ResidualControl`` is Table 1's control: a residual block with exactly the attention
 block's parameter count, put where attention would be.
 """
+import functools
 from typing import Any, Optional
 
 from absl import logging
 import jax
-import jax.extend.backend
 import jax.numpy as jnp
 import flax
 import flax.linen as nn
 
+from sagan_jax.models.kernels import PLAIN, QUERY_SUM_MAX_CHANNELS, Kernels
 from sagan_jax.models.layers import SNConv
 
 ATTENTION_IMPLS = ("xla", "dot_product_attention", "chunked")
 ATTENTION_BLOCKS = ("self_attention", "residual")
 
 
-def flash_kernel(dtype, head_dim: int, platform_version: Optional[str] = None) -> tuple:
-  """(implementation, why) for ``jax.nn.dot_product_attention`` on this backend.
+def flash_kernel(dtype, head_dim: int, platform: str) -> tuple:
+  """(implementation, why) for ``jax.nn.dot_product_attention`` on ``platform`` (a
+  ``Kernels.platform``: the chip the program is built for, not the host tracing it).
 
-  jax's ``implementation=None`` always takes the XLA form (jax 0.10), which materialises
-  the N×N scores like the explicit einsum, so the fused cuDNN flash kernel must be asked
-  for by name — and only where it runs: a CUDA GPU, bf16/fp16 inputs, a head dim that is
-  a multiple of 8 and at most 128 (the pre-Hopper limit; Hopper allows 256).
+  jax's ``implementation=None`` always takes the XLA form, which materialises the N×N
+  scores like the explicit einsum, so the fused cuDNN flash kernel must be asked for by
+  name — and only where it runs: a CUDA GPU, bf16/fp16 inputs, a head dim that is a
+  multiple of 8 and at most 128 (the pre-Hopper limit; Hopper allows 256).
   ``why`` says what ruled cuDNN out ('' when it is chosen).
   """
-  if platform_version is None:
-    platform_version = jax.extend.backend.get_backend().platform_version
-  if "cuda" not in platform_version.lower():
+  if platform != "cuda":
     return "xla", "not a CUDA GPU"
   if jnp.dtype(dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
     return "xla", f"cuDNN flash attention takes bf16/fp16, got {jnp.dtype(dtype)} (set config.dtype='bfloat16')"
@@ -49,10 +49,10 @@ def flash_kernel(dtype, head_dim: int, platform_version: Optional[str] = None) -
 _warned = set()
 
 
-def _fused_attention(queries, keys, values):
+def _fused_attention(queries, keys, values, platform: str):
   """jax.nn.dot_product_attention with SAGAN's scale 1, on cuDNN's flash kernel where it can run."""
-  implementation, why = flash_kernel(queries.dtype, queries.shape[-1])
-  if why and jax.default_backend() == "gpu" and why not in _warned:
+  implementation, why = flash_kernel(queries.dtype, queries.shape[-1], platform)
+  if why and platform in ("cuda", "rocm") and why not in _warned:
     _warned.add(why)  # once per reason: this runs at trace time, once per layer shape
     logging.warning("attention_impl='dot_product_attention' falls back to XLA's form, which "
                     "materialises the N×N scores: %s; attention_impl='chunked' keeps only "
@@ -86,55 +86,58 @@ def _scores_softmax(queries, keys):
   return jax.nn.softmax(jnp.einsum("bjc,bic->bji", queries, keys).astype(jnp.float32), axis=-1)
 
 
-@jax.custom_vjp
-def softmax_attention(queries, keys, values):
-  """o_j = Σ_i β_j,i h(x_i), the explicit form, with a hand-written backward.
-
-  Autodiff of the softmax gives dlogits = β ⊙ (dβ − Σ_i dβ_j,i β_j,i), one more pass over the
-  B×N×N scores to reduce; the same row sum is dO_j · o_j (Σ_i β_j,i (dO_j · h_i)), which costs
-  B×N×C. The backward keeps autodiff's dtypes: the weighted sums in the values' dtype, the
-  softmax in float32. tests/test_attention.py checks it against the chain rule in float64 numpy.
-  """
-  return _attention_fwd(queries, keys, values)[0]
-
-
-def _attention_fwd(queries, keys, values):
+def _attention_fwd(query_sums, queries, keys, values):
+  del query_sums
   beta = _scores_softmax(queries, keys)
   o = jnp.einsum("bji,bic->bjc", beta.astype(values.dtype), values)
   return o, (queries, keys, values, beta, o)
 
 
-# Channels up to which, on CPU, a sum over the query axis is a multiply-and-sum per channel.
-CPU_QUERY_SUM_MAX_CHANNELS = 8
-
-
-def _sum_over_queries(weights, x):
+def _sum_over_queries(weights, x, query_sums: str):
   """Σ_j weights[b, j, i] x[b, j, c] -> [b, i, c], a sum over the major axis of the B×N×N matrix.
 
-  XLA:CPU's dot runs such a contraction ~10× slower than one over the minor axis; with few
-  channels (the paper's C/8: 2–8 in the 32×32 models) one column reduction per channel made
-  the attention's forward and backward alone 1.2–2.5× faster at N=256 (and 1.2× at N=1024 with
-  4 channels; the dot was as fast with 16: experiments/attention_backward_benchmark.py). In the
-  whole train step the difference is within the timing noise (experiments/step_ab.py).
+  'per_channel' (up to QUERY_SUM_MAX_CHANNELS channels): one multiply-and-column-sum per
+  channel. XLA:CPU's dot runs such a contraction ~10× slower than one over the minor axis;
+  with few channels (the paper's C/8: 2–8 in the 32×32 models) that made the attention's
+  forward and backward alone 1.2–2.5× faster at N=256 (benchmarks/attention_backward.py).
   """
-  if jax.default_backend() == "cpu" and x.shape[-1] <= CPU_QUERY_SUM_MAX_CHANNELS:
+  if query_sums == "per_channel" and x.shape[-1] <= QUERY_SUM_MAX_CHANNELS:
     return jnp.stack([jnp.sum(weights * x[:, :, None, c], axis=1, dtype=jnp.float32)
                       for c in range(x.shape[-1])], axis=-1).astype(x.dtype)
   return jnp.einsum("bji,bjc->bic", weights, x)
 
 
-def _attention_bwd(residuals, d_o):
+def _attention_bwd(query_sums, residuals, d_o):
   queries, keys, values, beta, o = residuals
-  d_values = _sum_over_queries(beta.astype(values.dtype), d_o)
+  d_values = _sum_over_queries(beta.astype(values.dtype), d_o, query_sums)
   d_beta = jnp.einsum("bjc,bic->bji", d_o, values).astype(jnp.float32)
   row_sum = jnp.sum(d_o.astype(jnp.float32) * o.astype(jnp.float32), axis=-1, keepdims=True)
   d_logits = (beta * (d_beta - row_sum)).astype(queries.dtype)
   d_queries = jnp.einsum("bji,bic->bjc", d_logits, keys)
-  d_keys = _sum_over_queries(d_logits, queries)
+  d_keys = _sum_over_queries(d_logits, queries, query_sums)
   return d_queries.astype(queries.dtype), d_keys.astype(keys.dtype), d_values.astype(values.dtype)
 
 
-softmax_attention.defvjp(_attention_fwd, _attention_bwd)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _hand_written_attention(query_sums, queries, keys, values):
+  return _attention_fwd(query_sums, queries, keys, values)[0]
+
+
+_hand_written_attention.defvjp(_attention_fwd, _attention_bwd)
+
+
+def softmax_attention(queries, keys, values, kernels: Kernels = PLAIN):
+  """o_j = Σ_i β_j,i h(x_i), the explicit form; its backward as ``kernels`` says.
+
+  'hand_written': autodiff of the softmax gives dlogits = β ⊙ (dβ − Σ_i dβ_j,i β_j,i), one
+  more pass over the B×N×N scores to reduce; the same row sum is dO_j · o_j
+  (Σ_i β_j,i (dO_j · h_i)), which costs B×N×C. It keeps autodiff's dtypes: the weighted sums
+  in the values' dtype, the softmax in float32. tests/test_attention.py checks it against the
+  chain rule in float64 numpy. 'autodiff': jax's own derivative of the same forward.
+  """
+  if kernels.attention_backward == "autodiff":
+    return _attention_fwd(None, queries, keys, values)[0]
+  return _hand_written_attention(kernels.attention_query_sums, queries, keys, values)
 
 
 def _max_pool_2x2(x):
@@ -150,6 +153,7 @@ class SelfAttention(nn.Module):
                                  # attention on CUDA GPUs, see flash_kernel), or 'chunked'.
   query_chunk: int = 256         # 'chunked': queries per chunk.
   dtype: Optional[Any] = None
+  kernels: Kernels = PLAIN       # formulations (models/kernels.py)
 
   @nn.compact
   def __call__(self, x, update_stats: bool = False):
@@ -157,7 +161,7 @@ class SelfAttention(nn.Module):
     # At least one channel, so tiny smoke-test widths still build.
     ck, cv = max(1, c // self.key_channel_ratio), max(1, c // self.value_channel_ratio)
     conv = lambda feats, name: SNConv(feats, (1, 1), use_bias=False, use_sn=self.use_sn,
-                                      dtype=self.dtype, name=name)
+                                      dtype=self.dtype, kernels=self.kernels, name=name)
     f = conv(ck, "f")(x, update_stats)  # keys
     g = conv(ck, "g")(x, update_stats)  # queries
     h = conv(cv, "h")(x, update_stats)  # values
@@ -167,7 +171,7 @@ class SelfAttention(nn.Module):
     keys = f.reshape(b, -1, ck)
     values = h.reshape(b, -1, cv)
     if self.impl == "xla":
-      o = softmax_attention(queries, keys, values)
+      o = softmax_attention(queries, keys, values, self.kernels)
       if self.is_mutable_collection("intermediates"):  # the maps, for figures: computed again
         self.sow("intermediates", "attention", _scores_softmax(queries, keys))
     elif self.impl == "dot_product_attention":
@@ -175,7 +179,7 @@ class SelfAttention(nn.Module):
         raise ValueError(
             "attention_impl='dot_product_attention' needs equal key and value channels "
             f"(got {ck} and {cv}); use value_channel_ratio == key_channel_ratio or impl 'xla'")
-      o = _fused_attention(queries, keys, values)
+      o = _fused_attention(queries, keys, values, self.kernels.platform)
     elif self.impl == "chunked":
       o = _chunked_attention(queries, keys, values, self.query_chunk)
     else:
@@ -199,13 +203,14 @@ class ResidualControl(nn.Module):
   impl: str = "xla"              # accepted for a uniform signature.
   query_chunk: int = 256         # accepted for a uniform signature.
   dtype: Optional[Any] = None
+  kernels: Kernels = PLAIN
 
   @nn.compact
   def __call__(self, x, update_stats: bool = False):
     c = x.shape[-1]
     hidden = max(1, c // self.key_channel_ratio) + max(1, c // self.value_channel_ratio)
     conv = lambda feats, name: SNConv(feats, (1, 1), use_bias=False, use_sn=self.use_sn,
-                                      dtype=self.dtype, name=name)
+                                      dtype=self.dtype, kernels=self.kernels, name=name)
     h = conv(c, "b")(nn.relu(conv(hidden, "a")(x, update_stats)), update_stats)
     gamma = self.param("gamma", nn.initializers.zeros, (), jnp.float32)
     return (x + gamma.astype(h.dtype) * h).astype(x.dtype)

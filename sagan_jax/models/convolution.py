@@ -1,21 +1,22 @@
-"""Stride-1 SAME NHWC convolutions, and the formulation each backend computes them in.
+"""Stride-1 SAME NHWC convolutions, and the formulations they are computed in.
 
 Every conv of G and D goes through ``conv2d`` or ``resampling_conv2d``. The math is always
-the conv the model defines; what differs is how it is computed:
-- the kernel gradient of ``conv2d`` as one GEMM per kernel tap on CPU where that measured
-  faster than XLA's own (``taps_kernel_grad_on_cpu``);
-- a 3×3 conv after a nearest 2× upsample (G's blocks) or before a 2×2 mean pool (D's blocks)
-  as a conv at the low resolution (``resampling_conv2d``): 4 kernel taps per output pixel
+the conv the model defines; what differs is how it is computed, as ``Kernels`` says
+(models/kernels.py; sagan_jax.kernels resolves the config's choice for the target):
+- ``conv_kernel_grad``: the kernel gradient of ``conv2d`` as one GEMM per kernel tap
+  (``kernel_grad_by_taps``) for 1×1 kernels, or for large 3×3 ones too (``use_taps``);
+- ``resampling_conv``: a 3×3 conv after a nearest 2× upsample (G's blocks) or before a 2×2
+  mean pool (D's blocks) as a conv at the low resolution: 4 kernel taps per output pixel
   instead of 9, with each direction's gradient taken in whichever of the two resampled forms
-  is the cheaper on XLA:CPU. The 3×3 kernel stays the parameter: checkpoints and spectral
+  was the cheaper on XLA:CPU. The 3×3 kernel stays the parameter: checkpoints and spectral
   norm are unchanged.
+A 1×1 conv commutes with both resamplings, so it always convolves the low-resolution map.
 """
-import functools
-import platform
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from sagan_jax.models.kernels import PLAIN, Kernels
 
 _CONV_DIMS = ("NHWC", "HWIO", "NHWC")
 
@@ -62,51 +63,39 @@ def _tap_bwd(residuals, grad_out):
 conv2d_tap_kernel_grad.defvjp(_tap_fwd, _tap_bwd)
 
 
-@functools.cache
-def x86_without_avx512(cpuinfo: str = "/proc/cpuinfo") -> bool:
-  """Whether this host is an x86 CPU whose flags (Linux's cpuinfo) lack AVX-512 Foundation;
-  False where that cannot be read (not Linux, not x86)."""
-  if platform.machine().lower() not in ("x86_64", "amd64"):
-    return False
-  try:
-    with open(cpuinfo) as f:
-      flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
-  except OSError:
-    return False
-  return flags is not None and "avx512f" not in flags
+# The 'taps' rule for 3×3 kernels, measured on an AVX2 x86 CPU (XLA:CPU's own kernel gradient
+# fell off a cliff there once a device's share of the input reached 2^20 values with ≥ 32
+# input channels; with fewer than 8 output channels the taps' GEMMs were too thin).
+TAPS_3X3_MIN_VALUES_PER_DEVICE = 2 ** 20
+TAPS_3X3_MIN_IN_CHANNELS, TAPS_3X3_MIN_OUT_CHANNELS = 32, 8
 
 
-def taps_kernel_grad_on_cpu(x_shape, kernel_shape, num_devices: int, x86_without_avx512: bool) -> bool:
-  """Whether conv2d takes kernel_grad_by_taps on CPU: where it measured faster than XLA's own.
+def use_taps(x_shape, kernel_shape, kernels: Kernels) -> bool:
+  """Whether conv2d takes kernel_grad_by_taps for this conv under ``kernels``.
 
-  XLA:CPU computes the kernel gradient as a convolution whose window is the whole feature map.
-  Timed on one core against the taps (experiments/conv_grad_benchmark.py) on two x86 CPUs:
-  - 1×1 kernels (one matmul): XLA's own was 1.2–2.3× slower on an AVX-512 EPYC and 1.2–44×
-    on an AVX2 EPYC, so every CPU takes the taps.
-  - 3×3 kernels: on the AVX-512 CPU XLA's own was faster on every model shape (the taps ran
-    0.12–0.9× its speed), so it is kept there and on CPUs never measured (ARM). On the AVX2
-    CPU it fell off a cliff for ≥ 32 input channels once a device's share of the input
-    reached 2^20 values (1.1–5.2× slower than the taps; below that, or with 16 channels,
-    0.6–1.5×); with fewer than 8 output channels (G's image conv) the taps' GEMMs are too
-    thin there (0.1–0.7×).
-  The batch is global under jit, so a device's share is the batch over ``num_devices``.
+  'taps_1x1': 1×1 kernels (one matmul; XLA's own window-sized convolution was 1.2–2.3×
+  slower on an AVX-512 CPU, up to 44× on an AVX2 one). 'taps': also 3×3 kernels with enough
+  channels once a device's share of the input (the batch is global under jit) is large.
   """
   kh, kw, cin, cout = kernel_shape
+  if kernels.conv_kernel_grad == "xla":
+    return False
   if (kh, kw) == (1, 1):
     return True
+  if kernels.conv_kernel_grad != "taps":
+    return False
   b, h, w, _ = x_shape
-  per_device = max(b // num_devices, 1) * h * w * cin
-  return x86_without_avx512 and cin >= 32 and cout >= 8 and per_device >= 2 ** 20
+  per_device = max(b // kernels.num_devices, 1) * h * w * cin
+  return (cin >= TAPS_3X3_MIN_IN_CHANNELS and cout >= TAPS_3X3_MIN_OUT_CHANNELS
+          and per_device >= TAPS_3X3_MIN_VALUES_PER_DEVICE)
 
 
-def conv2d(x, kernel):
-  """Stride-1 SAME NHWC conv: XLA's own forward and input gradient everywhere; on CPU the
-  kernel gradient as per-tap GEMMs where XLA:CPU's own was measured slower."""
-  if jax.default_backend() == "cpu" and taps_kernel_grad_on_cpu(
-      x.shape, kernel.shape, jax.device_count(), x86_without_avx512()):
+def conv2d(x, kernel, kernels: Kernels = PLAIN):
+  """Stride-1 SAME NHWC conv: XLA's own forward and input gradient; the kernel gradient as
+  per-tap GEMMs where ``kernels`` chooses them."""
+  if use_taps(x.shape, kernel.shape, kernels):
     return conv2d_tap_kernel_grad(x, kernel)
   return _native_conv(x, kernel)
-
 
 
 def upsample_2x(x):
@@ -157,7 +146,7 @@ def _adjoint_kernel(kernel):
 
 # The two resampled forms are each other's transposes: the input gradient of one is the other
 # with the adjoint kernel (upsample's transpose is a 2×2 sum, the mean's is upsample / 4). Each
-# direction takes the form that measured faster (experiments/resampling_conv_benchmark.py).
+# direction takes the form that measured faster (benchmarks/resampling_conv.py).
 @jax.custom_vjp
 def upsample_conv3x3(x, kernel):
   """conv(upsample_2x(x), kernel), 3×3 kernel: phase conv forward, strided conv input gradient."""
@@ -198,35 +187,27 @@ def _conv3x3_avg_pool_bwd(residuals, grad_out):
 conv3x3_avg_pool.defvjp(_conv3x3_avg_pool_fwd, _conv3x3_avg_pool_bwd)
 
 RESAMPLE = ("none", "up", "down")
-# Backends whose 3×3 resampling convs run at the low resolution: measured on CPU only. A GPU
-# benchmark can add its own (experiments/benchmark.py --low_resolution_resampling).
-LOW_RESOLUTION_BACKENDS = ("cpu",)
 
 
-def composed_resampling_conv2d(x, kernel, resample: str):
-  """conv2d after a nearest 2× upsample ('up') or before a 2×2 mean ('down'), as written."""
-  if resample == "up":
-    return conv2d(upsample_2x(x), kernel)
-  if resample == "down":
-    return avg_pool_2x2(conv2d(x, kernel))
-  return conv2d(x, kernel)
-
-
-def resampling_conv2d(x, kernel, resample: str = "none"):
+def resampling_conv2d(x, kernel, resample: str = "none", kernels: Kernels = PLAIN):
   """conv2d after a nearest 2× upsample ('up'), before a 2×2 mean ('down') or alone ('none').
 
-  A 1×1 kernel commutes with both, so it convolves the low-resolution map on every backend.
-  On the LOW_RESOLUTION_BACKENDS (CPU) a 3×3 kernel takes upsample_conv3x3 / conv3x3_avg_pool
-  (2.25× fewer multiplies); GPU and TPU keep the composition as written (not measured there yet).
+  A 1×1 kernel commutes with both, so it always convolves the low-resolution map. A 3×3
+  kernel takes upsample_conv3x3 / conv3x3_avg_pool (2.25× fewer multiplies) where
+  ``kernels.resampling_conv`` is 'low_resolution', the composition as written otherwise.
   """
   if resample not in RESAMPLE:
     raise ValueError(f"resample {resample!r} is not one of {RESAMPLE}")
   if resample == "down" and (x.shape[1] % 2 or x.shape[2] % 2):
     raise ValueError(f"a 2×2 mean needs even sides, got {x.shape[1]}×{x.shape[2]}")
   if resample == "none":
-    return conv2d(x, kernel)
+    return conv2d(x, kernel, kernels)
   if kernel.shape[:2] == (1, 1):
-    return upsample_2x(conv2d(x, kernel)) if resample == "up" else conv2d(avg_pool_2x2(x), kernel)
-  if kernel.shape[:2] == (3, 3) and jax.default_backend() in LOW_RESOLUTION_BACKENDS:
+    if resample == "up":
+      return upsample_2x(conv2d(x, kernel, kernels))
+    return conv2d(avg_pool_2x2(x), kernel, kernels)
+  if kernel.shape[:2] == (3, 3) and kernels.resampling_conv == "low_resolution":
     return upsample_conv3x3(x, kernel) if resample == "up" else conv3x3_avg_pool(x, kernel)
-  return composed_resampling_conv2d(x, kernel, resample)
+  if resample == "up":
+    return conv2d(upsample_2x(x), kernel, kernels)
+  return avg_pool_2x2(conv2d(x, kernel, kernels))

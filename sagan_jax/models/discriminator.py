@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from sagan_jax.models.attention import attention_block
+from sagan_jax.models.kernels import PLAIN, Kernels
 from sagan_jax.models.layers import SNConv, SNDense, SNEmbed
 
 # resolution -> (output width multipliers, downsample flags) of the blocks.
@@ -36,11 +37,13 @@ class DBlock(nn.Module):
   preactivation: bool
   use_sn: bool
   dtype: Optional[Any] = None
+  kernels: Kernels = PLAIN
 
   @nn.compact
   def __call__(self, x, update_stats: bool):
     conv = lambda feats, k, name, resample="none": SNConv(feats, k, resample, use_sn=self.use_sn,
-                                                          dtype=self.dtype, name=name)
+                                                          dtype=self.dtype, kernels=self.kernels,
+                                                          name=name)
     pool = "down" if self.downsample else "none"  # 2×2 mean after the conv
     h = nn.relu(x) if self.preactivation else x
     h = conv(self.features, (3, 3), "conv1")(h, update_stats)
@@ -61,6 +64,7 @@ class Discriminator(nn.Module):
   use_sn: bool = True
   attention_kwargs: Any = None
   dtype: Optional[Any] = None
+  kernels: Kernels = PLAIN           # how convs and attention are computed (models/kernels.py)
 
   @nn.compact
   def __call__(self, x, y, *, update_stats: bool = False):
@@ -74,12 +78,13 @@ class Discriminator(nn.Module):
     out_mult, downs = D_ARCH[self.resolution]
     h, side, attended = x, self.resolution, set()
     for i, (mult, down) in enumerate(zip(out_mult, downs)):
-      h = DBlock(mult * self.ch, down, i > 0, self.use_sn, self.dtype, name=f"block{i}")(h, update_stats)
+      h = DBlock(mult * self.ch, down, i > 0, self.use_sn, self.dtype, self.kernels,
+                 name=f"block{i}")(h, update_stats)
       side = side // 2 if down else side
       if side in self.attention_sides and side not in attended:
         attended.add(side)
-        h = attention_block(use_sn=self.use_sn, dtype=self.dtype, **(self.attention_kwargs or {}),
-                            name=f"attention{side}")(h, update_stats)
+        h = attention_block(use_sn=self.use_sn, dtype=self.dtype, kernels=self.kernels,
+                            **(self.attention_kwargs or {}), name=f"attention{side}")(h, update_stats)
     h = jnp.sum(nn.relu(h).astype(jnp.float32), axis=(1, 2))
     out = SNDense(1, use_sn=self.use_sn, name="linear")(h, update_stats)[:, 0]
     embed = SNEmbed(self.num_classes, h.shape[-1], use_sn=self.use_sn, name="embed")(y, update_stats)

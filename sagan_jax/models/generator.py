@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from sagan_jax.models.attention import attention_block
+from sagan_jax.models.kernels import PLAIN, Kernels
 from sagan_jax.models.layers import BatchNorm, SNConv, SNDense
 
 # resolution -> (input width multipliers, output width multipliers) of the up-blocks.
@@ -33,11 +34,13 @@ class GBlock(nn.Module):
   use_sn: bool
   sn_gains: bool
   dtype: Optional[Any] = None
+  kernels: Kernels = PLAIN
 
   @nn.compact
   def __call__(self, x, y, train: bool, update_stats: bool):
     conv = lambda feats, k, name, resample="none": SNConv(feats, k, resample, use_sn=self.use_sn,
-                                                          dtype=self.dtype, name=name)
+                                                          dtype=self.dtype, kernels=self.kernels,
+                                                          name=name)
     bn = lambda name: BatchNorm(self.num_classes, sn_gains=self.sn_gains, dtype=self.dtype, name=name)
     h = nn.relu(bn("bn1")(x, y, train=train, update_stats=update_stats))
     h = conv(self.features, (3, 3), "conv1", resample="up")(h, update_stats)  # upsample, then conv
@@ -58,6 +61,7 @@ class Generator(nn.Module):
   sn_gains: bool = False             # SN on the conditional-BN class gains/biases.
   attention_kwargs: Any = None       # SelfAttention fields (pool_kv, value_channel_ratio, impl…).
   dtype: Optional[Any] = None
+  kernels: Kernels = PLAIN           # how convs and attention are computed (models/kernels.py)
 
   @nn.compact
   def __call__(self, z, y, *, train: bool, update_stats: bool = False):
@@ -75,11 +79,11 @@ class Generator(nn.Module):
     h = h.reshape(z.shape[0], BOTTOM_SIDE, BOTTOM_SIDE, c0)
     for i, (mult, side) in enumerate(zip(out_mult, sides)):
       h = GBlock(mult * self.ch, self.num_classes, self.use_sn, self.sn_gains, self.dtype,
-                 name=f"block{i}")(h, y, train, update_stats)
+                 self.kernels, name=f"block{i}")(h, y, train, update_stats)
       if side in self.attention_sides:
-        h = attention_block(use_sn=self.use_sn, dtype=self.dtype, **(self.attention_kwargs or {}),
-                            name=f"attention{side}")(h, update_stats)
+        h = attention_block(use_sn=self.use_sn, dtype=self.dtype, kernels=self.kernels,
+                            **(self.attention_kwargs or {}), name=f"attention{side}")(h, update_stats)
     h = nn.relu(BatchNorm(dtype=self.dtype, name="bn_out")(h, train=train, update_stats=update_stats))
     h = SNConv(self.image_channels, (3, 3), use_sn=self.use_sn, dtype=self.dtype,
-               name="conv_out")(h, update_stats)
+               kernels=self.kernels, name="conv_out")(h, update_stats)
     return jnp.tanh(h.astype(jnp.float32))

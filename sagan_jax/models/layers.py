@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from sagan_jax.models.convolution import resampling_conv2d
+from sagan_jax.models.kernels import PLAIN, Kernels
 
 SPECTRAL = "spectral"
 Dtype = Any
@@ -65,6 +66,7 @@ class SNConv(nn.Module):
   use_sn: bool = True
   dtype: Optional[Dtype] = None
   kernel_init: Any = nn.initializers.xavier_uniform()
+  kernels: Kernels = PLAIN  # how the conv is computed (models/kernels.py)
 
   @nn.compact
   def __call__(self, x, update_stats: bool = False):
@@ -73,7 +75,7 @@ class SNConv(nn.Module):
     if self.use_sn:
       kernel = SpectralWeight(name="sn")(kernel, update_stats)
     dtype = self.dtype or jnp.float32
-    y = resampling_conv2d(x.astype(dtype), kernel.astype(dtype), self.resample)
+    y = resampling_conv2d(x.astype(dtype), kernel.astype(dtype), self.resample, self.kernels)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(dtype)
     return y

@@ -1,6 +1,6 @@
 """The attention explorer's data: the β maps of every attention layer of G (EMA samples from
 the sample grid's fixed seeds, one row per class) and of D (real images, one per class),
-quantised and packed for the report page (sagan_jax/report_page.js draws them).
+quantised and packed for the report page (sagan_jax/report/page.js draws them).
 
 β (B, queries, keys) is what each layer's forward pass computes and sows (query j over key
 positions i, models/attention.py); with ``pool_kv`` the keys lie on the pooled (side/2)² grid.
@@ -170,8 +170,8 @@ def _discriminator_maps(run, images, labels, strides, shapes):
 def real_images(run, classes, n: int, max_batches: int = 16):
   """Up to n real training images, one per class of ``classes`` where the first batches have
   it (then any), with their labels."""
-  from sagan_jax import input_pipeline  # tf.data: only D's part reads data
-  iterator = input_pipeline.create_train_iterator(run.config, workdir=run.workdir)
+  from sagan_jax.data import pipeline  # tf.data: only D's part reads data
+  iterator = pipeline.create_train_iterator(run.config, workdir=run.workdir)
   found, spare = {}, []
   for _ in range(max_batches):
     batch = next(iterator)

@@ -1,7 +1,8 @@
-// The run report's page script (sagan_jax/report.py inlines it): the attention explorer, the
-// sample slider and the plots, drawn from the JSON in <script id="report-data">. No network:
-// everything it needs is in the page. window.explorer exposes the explorer's state (the tests
-// read it; so can a curious user in the console).
+// The run report's page script (sagan_jax/report/__init__.py inlines it in page.html): fills the
+// page's text, tables and figures, and draws the attention explorer, the sample slider and the
+// plots, all from the JSON in <script id="report-data">. No network: everything it needs is in
+// the page. window.explorer exposes the explorer's state (the tests read it; so can a curious
+// user in the console).
 "use strict";
 (function () {
   const DATA = JSON.parse(document.getElementById("report-data").textContent);
@@ -34,6 +35,53 @@
                       : v.toPrecision(3).replace(/\.?0+$/, ""));
   const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                    "#7f7f7f", "#bcbd22", "#17becf"];
+
+  // ---------------------------------------------------------------- the run's text, tables, figures
+  const show = (node) => { node.hidden = false; };
+  const row = (cells, tag = "td") => el("tr", {}, ...cells.map((c) => el(tag, { text: c })));
+
+  function setUpSections() {
+    if (DATA.last) {
+      $("last-step").textContent = DATA.last.step;
+      $("last-values").textContent = DATA.last.values.map(([tag, v]) => `${tag} = ${v}`).join(", ");
+      show($("last-logged"));
+    }
+    const E = DATA.explorer;
+    if (E) $("explorer-step").textContent = ` (checkpoint of step ${E.step})`;
+    if (E && E.layers.length) {
+      $("explorer-mib").textContent = (E.raw_bytes / 2 ** 20).toFixed(1);
+      const strided = E.layers.filter((l) => l.stride > 1);
+      if (strided.length) {
+        $("explorer-strides").textContent = strided.map((l) => `${l.id} (s = ${l.stride})`).join(", ");
+        show($("explorer-strided"));
+      }
+      show($("explorer-note"));
+    }
+    if (DATA.gammas.length) {
+      $("gamma-table").append(...DATA.gammas.map((r) => row(r)));
+      show($("gamma-table"));
+    } else {
+      show($("gamma-absent"));
+    }
+    $("samples-count").textContent = DATA.samples.length ? `; ${DATA.samples.length} of them`
+                                                         : ": none written yet";
+    if (DATA.evaluations) {
+      $("evaluations-table").append(row(DATA.evaluations.columns, "th"),
+                                    ...DATA.evaluations.rows.map((r) => row(r)));
+      if (DATA.protocol) {
+        $("protocol-text").textContent = DATA.protocol;
+        show($("protocol"));
+      }
+      show($("evaluations"));
+    }
+    if (DATA.figures.length) {
+      $("figures-count").textContent = DATA.figures.length;
+      $("figures-list").append(...DATA.figures.flatMap((f) =>
+        [el("h3", { text: f.name }), el("img", { alt: f.name, src: f.src })]));
+      show($("figures"));
+    }
+    $("config-text").textContent = DATA.config;
+  }
 
   // ---------------------------------------------------------------- the attention explorer
   const explorer = { ready: false, error: null, state: null };
@@ -330,6 +378,7 @@
     show();
   }
 
+  setUpSections();
   setUpPlots();
   setUpSamples();
   setUpExplorer().catch((e) => { explorer.error = String(e); $("explorer").append(el("p", { class: "absent", text: "explorer: " + e })); });
