@@ -1,6 +1,6 @@
 """Memory of one attention layer's forward + backward, by implementation (issue 6).
 
-  python experiments/attention_memory.py [--batch=16] [--sides=32,64] [--channels=128]
+  python benchmarks/attention_memory.py [--batch=16] [--sides=32,64] [--channels=128]
       [--chunk=256] [--dtype=float32] [--json_out=…]
 
 Compiles (never runs) d/dparams of sum(SelfAttention(x)) for x of shape (B, side, side, C)

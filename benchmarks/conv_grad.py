@@ -1,8 +1,8 @@
 """Where convolution.conv2d takes the per-tap kernel gradient on CPU: times XLA's own kernel (filter)
 gradient against convolution.kernel_grad_by_taps on the shapes of the 32×32 models, one device's
-share of the batch each, and prints what convolution.taps_kernel_grad_on_cpu chooses for it.
+share of the batch each, and prints what this CPU's 'auto' choice (sagan_jax.kernels) takes.
 
-  python experiments/conv_grad_benchmark.py [--batches 16 32] [--sides 32 16 8] [--channels 16 32 64]
+  python benchmarks/conv_grad.py [--batches 16 32] [--sides 32 16 8] [--channels 16 32 64]
 
 Run it pinned to one core (``taskset -c 0``) to see one device's view of a 2-device CPU split.
 Inputs and cotangents are arguments of the jitted function (not closed over) and random, so XLA
@@ -15,6 +15,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from sagan_jax import kernels
 from sagan_jax.models import convolution
 
 
@@ -47,9 +48,9 @@ def main():
             for b in args.batches for c in args.channels]
   shapes += [((16, 32, 32, 64), (3, 3, 64, 1)), ((32, 16, 16, 32), (1, 1, 32, 4)),
              ((32, 32, 32, 1), (3, 3, 1, 32))]
-  cliff = convolution.x86_without_avx512()
-  print(f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}; "
-        f"{'x86 without AVX-512' if cliff else 'AVX-512 or not x86'}); one device's share")
+  auto = kernels.resolve({"platform": "cpu"}, jax.devices()[:1])
+  print(f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}; CPU "
+        f"{kernels.host_cpu()}: 'auto' is {auto.conv_kernel_grad!r}); one device's share")
   print(f"{'input':>18} {'kernel':>14} {'native ms':>10} {'taps ms':>9} {'native/taps':>12}  chosen")
   for x_shape, k_shape in shapes:
     keys = jax.random.split(jax.random.key(0), 3)
@@ -57,7 +58,7 @@ def main():
     k = jax.random.normal(keys[1], k_shape)
     g = jax.random.normal(keys[2], x_shape[:3] + k_shape[3:])
     native, taps = (_time(f, x, g, k, repeats=args.repeats) for f in (native_kernel_grad, taps_kernel_grad))
-    chosen = "taps" if convolution.taps_kernel_grad_on_cpu(x_shape, k_shape, 1, cliff) else "native"
+    chosen = "taps" if convolution.use_taps(x_shape, k_shape, auto) else "native"
     print(f"{str(x_shape):>18} {str(k_shape):>14} {native * 1e3:10.2f} {taps * 1e3:9.2f} "
           f"{native / taps:12.2f}  {chosen}", flush=True)
 

@@ -1,7 +1,7 @@
 """The JAX train step on CPU under XLA flag settings, each in its own process, interleaved.
 
-  python experiments/cpu_flags_benchmark.py [--ch 8] [--batch 32] [--rounds 4] [--steps 10]
-      [--setting NAME=FLAGS ...] [--json_out=experiments/results/x.json]
+  python benchmarks/cpu_flags.py [--ch 8] [--batch 32] [--rounds 4] [--steps 10]
+      [--setting NAME=FLAGS ...] [--json_out=benchmarks/results/x.json]
 
 XLA flags are read once, when JAX starts, so every setting is a separate process. Each
 round starts one process per setting (the order alternating from round to round); each
@@ -34,7 +34,7 @@ DEFAULT_SETTINGS = [
 WORKER = r"""
 import sys, time, jax, numpy as np
 from sagan_jax import programs, sharding
-sys.path.insert(0, {here!r})
+sys.path.insert(0, {here!r} + "/pytorch")
 import torch_sagan
 ch, batch, steps = {ch}, {batch}, {steps}
 config = torch_sagan.make_config(ch, batch)
@@ -50,11 +50,11 @@ state = built.init()
 batch_arrays = sharding.global_batch(data, mesh)
 step = built.train_step.lower(state, batch_arrays).compile()
 for _ in range(3):
-  state, metrics = step(state, batch_arrays)
+  state, metrics = step(state, batch_arrays, built.train_step.key_data)
 jax.block_until_ready((state, metrics))
 t0 = time.perf_counter()
 for _ in range(steps):
-  state, metrics = step(state, batch_arrays)
+  state, metrics = step(state, batch_arrays, built.train_step.key_data)
 jax.block_until_ready((state, metrics))
 print("SECONDS_PER_STEP", (time.perf_counter() - t0) / steps, len(jax.devices()))
 """

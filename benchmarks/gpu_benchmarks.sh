@@ -5,9 +5,9 @@
 # Each JSON names the attention kernel XLA compiled ("attention_kernel": cudnn_flash | xla).
 # Needs jax (with CUDA), flax, optax, orbax-checkpoint, pillow, absl-py and ml_collections; the
 # benchmark imports no TensorFlow or clu, so a GPU image with JAX needs at most ml_collections added.
-# `python experiments/benchmark.py --lower_only …` gives each run's FLOPs beforehand on any CPU.
+# `python benchmarks/step.py --lower_only …` gives each run's FLOPs beforehand on any CPU.
 #
-# Usage: experiments/gpu_benchmarks.sh OUT_DIR [RUN ...]
+# Usage: benchmarks/gpu_benchmarks.sh OUT_DIR [RUN ...]
 #   RUN: any of bf16_feat64_dpa bf16_feat64_xla bf16_g128_d64_dpa bf16_g128_d64_chunked
 #        attention_memory bf16_feat64_dpa_lowres (default: all, in that order; the last is
 #        bf16_feat64_dpa with the resampling convs at the low resolution, which only CPUs use
@@ -34,11 +34,11 @@ for name in "${runs[@]}"; do
     bf16_g128_d64_dpa) args=("${common[@]}" "${g128[@]}" --config.model.attention_impl=dot_product_attention) ;;
     bf16_g128_d64_chunked) args=("${common[@]}" "${g128[@]}" --config.model.attention_impl=chunked) ;;
     attention_memory)  # compile only: one layer's forward + backward
-      timeout "$limit" python3 experiments/attention_memory.py --batch=256 --sides=64,128 \
+      timeout "$limit" python3 benchmarks/attention_memory.py --batch=256 --sides=64,128 \
           --dtype=bfloat16 --json_out="$out/attention_memory.json" 2>&1 | grep -v -i "warning" | tail -12
       continue ;;
     *) echo "unknown run $name"; exit 2 ;;
   esac
-  timeout "$limit" python3 experiments/benchmark.py "${args[@]}" --json_out="$out/$name.json" 2>&1 \
+  timeout "$limit" python3 benchmarks/step.py "${args[@]}" --json_out="$out/$name.json" 2>&1 \
       | grep -v -i "warning" | tail -25
 done

@@ -4,7 +4,7 @@ Runs with random weights (speed does not depend on them), on whatever backend JA
 picks. Images are generated at --image_size and resized to 299x299 inside the network,
 as for generator samples. Example:
 
-  python experiments/inception_benchmark.py --batch_sizes=8,32 --iterations=3
+  python benchmarks/inception.py --batch_sizes=8,32 --iterations=3
 """
 import time
 

@@ -1,13 +1,13 @@
 """Input benchmark: images/s of the 128×128 ImageNet pipeline, and of sagan128's train step.
 
-  python experiments/input_benchmark.py [--images_per_synset=64] [--batches=10]
+  python benchmarks/input.py [--images_per_synset=64] [--batches=10]
       [--batch_size=256] [--train_batch=8] [--train_steps=2] [--skip_train_step]
 
 The pipeline figure: the tests' ImageNet archive writer makes ILSVRC2012_img_train.tar in
 the official format with photo-sized JPEGs (about 500×375, ImageNet's typical size), the real
 TFDS imagenet2012 builder prepares it, and configs/sagan128.py's training pipeline (random
 access, decode, central crop, antialiased resize to 128, flip) reads it epoch after epoch.
-The train-step figure: experiments/benchmark.py on configs/sagan128.py at a small batch,
+The train-step figure: benchmarks/step.py on configs/sagan128.py at a small batch,
 since a step at the paper's batch of 256 takes tens of minutes on a 2-core CPU.
 """
 import argparse
@@ -24,12 +24,12 @@ SYNSETS = ("n01440764", "n01530575", "n02085620", "n02123045")
 
 def pipeline_images_per_s(args, tmp: str) -> float:
   from tests.test_input_pipeline import imagenet_config, write_imagenet_archives
-  from sagan_jax import input_pipeline
+  from sagan_jax.data import pipeline
   manual_dir = write_imagenet_archives(os.path.join(tmp, "manual"), synsets=SYNSETS,
                                        images_per_synset=args.images_per_synset, size=(375, 500))
   config = imagenet_config(os.path.join(tmp, "tfds"), manual_dir)
   config.batch_size = args.batch_size
-  batches = input_pipeline.create_train_iterator(config)  # prepares the dataset on first use
+  batches = pipeline.create_train_iterator(config)  # prepares the dataset on first use
   next(batches)  # warm-up: tracing, thread pools, autotuning
   start = time.perf_counter()
   for _ in range(args.batches):
@@ -39,7 +39,7 @@ def pipeline_images_per_s(args, tmp: str) -> float:
 
 def train_step_images_per_s(args) -> float:
   proc = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "experiments", "benchmark.py"), "--config=configs/sagan128.py",
+      [sys.executable, os.path.join(ROOT, "benchmarks", "step.py"), "--config=configs/sagan128.py",
        f"--config.batch_size={args.train_batch}", f"--steps={args.train_steps}"],
       cwd=ROOT, capture_output=True, text=True, check=True)
   return float(re.search(r"images_per_s: ([\d.,]+)", proc.stdout).group(1).replace(",", ""))

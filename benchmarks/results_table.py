@@ -1,6 +1,6 @@
 """Markdown table of the benchmark JSONs in experiments/results/ (for README.md).
 
-  python experiments/results_table.py [experiments/results]
+  python benchmarks/results_table.py [experiments/results]
 """
 import glob
 import json

@@ -1,7 +1,7 @@
 """Train-step benchmark: compile time, images/s, FLOPs and parameter counts of a config.
 
-  python experiments/benchmark.py --config=configs/fashion_mnist.py [--steps=20] [--devices=N]
-      [--config.batch_size=…] [--json_out=experiments/results/x.json]
+  python benchmarks/step.py --config=configs/fashion_mnist.py [--steps=20] [--devices=N]
+      [--config.batch_size=…] [--json_out=benchmarks/results/x.json]
 
 An "image" is one real example through one train iteration (d_steps_per_g_step D
 updates + one G update). FLOPs are model FLOPs: XLA's cost analysis of the step lowered
@@ -22,8 +22,6 @@ flags.DEFINE_integer("devices", 0, "simulate this many CPU devices (0: use the r
 flags.DEFINE_string("json_out", "", "also write the figures to this JSON file")
 flags.DEFINE_bool("lower_only", False, "only trace and lower the step: its FLOPs and parameter "
                   "counts, no compile or run (plans a GPU run from a CPU)")
-flags.DEFINE_bool("low_resolution_resampling", False, "compute the 3×3 resampling convs at the low "
-                  "resolution on this backend too (models.convolution; the default only on CPU)")
 config_flags.DEFINE_config_file("config", "configs/fashion_mnist.py", "config to benchmark",
                                 lock_config=False)
 FLAGS = flags.FLAGS
@@ -50,10 +48,7 @@ def main(_):
   import numpy as np
   from sagan_jax import config as config_lib
   from sagan_jax import programs, sharding
-  from sagan_jax.models import convolution
 
-  if FLAGS.low_resolution_resampling and jax.default_backend() not in convolution.LOW_RESOLUTION_BACKENDS:
-    convolution.LOW_RESOLUTION_BACKENDS += (jax.default_backend(),)
   config = FLAGS.config
   mesh = sharding.create_mesh()
   config_lib.validate_config(config, mesh.size)
@@ -65,7 +60,7 @@ def main(_):
       "resolution": m.resolution, "ch": m.ch, "batch_size": config.batch_size,
       "d_steps_per_g_step": config.d_steps_per_g_step, "dtype": config.dtype,
       "attention_impl": m.attention_impl,
-      "low_resolution_resampling": jax.default_backend() in convolution.LOW_RESOLUTION_BACKENDS,
+      "kernels": programs.resolve_kernels(config, mesh).choices(),
       "g_attention": list(config_lib.attention_sides(m, "g")),
       "d_attention": list(config_lib.attention_sides(m, "d")),
       "g_params": count(abstract_state.g_params), "d_params": count(abstract_state.d_params),
@@ -92,11 +87,11 @@ def main(_):
   # Which attention kernel XLA got: cuDNN's fused flash attention is a custom call.
   attention_kernel = "cudnn_flash" if "__cudnn$fmha" in compiled.as_text() else "xla"
 
-  state, metrics = compiled(state, batch)
+  state, metrics = compiled(state, batch, built.train_step.key_data)
   jax.block_until_ready(metrics)
   t0 = time.perf_counter()
   for _ in range(FLAGS.steps):
-    state, metrics = compiled(state, batch)
+    state, metrics = compiled(state, batch, built.train_step.key_data)
   jax.block_until_ready(metrics)
   seconds = (time.perf_counter() - t0) / FLAGS.steps
 
@@ -123,31 +118,22 @@ def model_flops(config, mesh, shape):
   model writes them, without compiling or running it.
 
   The composition because the low-resolution forms (CPU) compute the same model with fewer
-  FLOPs: the model's FLOPs are the same on every backend. The explicit form because XLA cannot count inside cuDNN's attention (a custom call) and
-  counts a loop body once ('chunked' maps over chunks): every impl is credited with the
-  same model FLOPs, and recomputation in the backward pass is not counted (the usual MFU
-  convention).
+  FLOPs: the model's FLOPs are the same on every backend. The explicit form because XLA cannot
+  count inside cuDNN's attention (a custom call) and counts a loop body once ('chunked' maps
+  over chunks): every impl is credited with the same model FLOPs, and recomputation in the
+  backward pass is not counted (the usual MFU convention).
   """
   import jax
   import numpy as np
   from sagan_jax import programs, sharding
-  from sagan_jax.models import convolution, layers
-  explicit = config.copy_and_resolve_references()
-  explicit.model.attention_impl = "xla"
-  shipped = layers.resampling_conv2d
-  try:
-    layers.resampling_conv2d = convolution.composed_resampling_conv2d
-    jax.clear_caches()  # jit's trace cache and the programs cache key on the config, not on this
-    programs._PROGRAMS.clear()
-    built = programs.programs(explicit, mesh)
-    state = jax.eval_shape(built.init)
-    put = lambda s, dtype: jax.ShapeDtypeStruct(s, dtype, sharding=sharding.batch_sharding(mesh, batch_axis=1))
-    batch = {"image": put(shape, np.float32), "label": put(shape[:2], np.int32)}
-    cost = built.train_step.lower(state, batch).cost_analysis() or {}
-  finally:
-    layers.resampling_conv2d = shipped
-    jax.clear_caches()
-    programs._PROGRAMS.clear()
+  as_written = config.copy_and_resolve_references()
+  as_written.model.attention_impl = "xla"
+  as_written.model.kernels.resampling_conv = "composed"
+  built = programs.programs(as_written, mesh)
+  state = built.init.eval_shape()
+  put = lambda s, dtype: jax.ShapeDtypeStruct(s, dtype, sharding=sharding.batch_sharding(mesh, batch_axis=1))
+  batch = {"image": put(shape, np.float32), "label": put(shape[:2], np.int32)}
+  cost = built.train_step.lower(state, batch).cost_analysis() or {}
   return float(cost.get("flops", float("nan"))), state
 
 

@@ -1,4 +1,4 @@
-"""experiments/benchmark.py --lower_only: the FLOP count a GPU run is planned with."""
+"""benchmarks/step.py --lower_only: the FLOP count a GPU run is planned with."""
 import json
 import os
 import subprocess
@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def lowered(tmp_path, batch_size, impl="xla"):
   out = tmp_path / f"b{batch_size}_{impl}.json"
   proc = subprocess.run(
-      [sys.executable, "experiments/benchmark.py", "--lower_only",
+      [sys.executable, "benchmarks/step.py", "--lower_only",
        "--config=configs/fashion_mnist.py:smoke", f"--config.batch_size={batch_size}",
        f"--config.model.attention_impl={impl}", "--config.model.attention_query_chunk=32",
        f"--json_out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -28,7 +28,7 @@ def test_lowered_flops_are_per_image_and_count_the_whole_model(tmp_path):
   # Convolutions dominate and scale with the batch; spectral norm and Adam do not.
   assert large["gflop_per_step"] == pytest.approx(2 * small["gflop_per_step"], rel=0.05)
   assert large["gflop_per_image"] == pytest.approx(small["gflop_per_image"], rel=0.05)
-  state = jax.eval_shape(programs.programs(fashion_mnist.get_config("smoke"), sharding.create_mesh()).init)
+  state = programs.programs(fashion_mnist.get_config("smoke"), sharding.create_mesh()).init.eval_shape()
   count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
   assert (small["g_params"], small["d_params"]) == (count(state.g_params), count(state.d_params))
   # Model FLOPs: XLA would count the chunked loop's body once; every impl gets the explicit count.

@@ -1,6 +1,6 @@
-"""experiments/torch_sagan.py, the PyTorch baseline of the CPU benchmark, is the JAX model:
+"""benchmarks/pytorch/torch_sagan.py, the PyTorch baseline of the CPU benchmark, is the JAX model:
 equal parameter counts and architecture tables, outputs of the right shapes; its weights
-in the JAX model give the same G and D outputs. (Its timing is experiments/cpu_step_vs_torch.py's.)"""
+in the JAX model give the same G and D outputs. (Its timing is benchmarks/pytorch/cpu_step_vs_torch.py's.)"""
 import importlib.util
 import os
 
@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def torch_sagan():
   spec = importlib.util.spec_from_file_location(
-      "torch_sagan", os.path.join(ROOT, "experiments", "torch_sagan.py"))
+      "torch_sagan", os.path.join(ROOT, "benchmarks", "pytorch", "torch_sagan.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module

@@ -1,13 +1,13 @@
-"""The JAX train step against the PyTorch baseline (experiments/torch_sagan.py), side by side.
+"""The JAX train step against the PyTorch baseline (benchmarks/pytorch/torch_sagan.py), side by side.
 
-  python experiments/cpu_step_vs_torch.py [--ch 4 16] [--batch 32] [--rounds 5] [--steps 10]
-      [--threads 2] [--torch_layouts channels_last contiguous] [--json_out=experiments/results/x.json]
+  python benchmarks/pytorch/cpu_step_vs_torch.py [--ch 4 16] [--batch 32] [--rounds 5] [--steps 10]
+      [--threads 2] [--torch_layouts channels_last contiguous] [--json_out=benchmarks/results/x.json]
 
 Per width: configs/fashion_mnist.py at that ``ch`` and batch, one D update per G update
 (d_steps_per_g_step = 1, real and fake in one D pass on both sides), both models built in
 this process. JAX: ``programs.programs(config, mesh).train_step`` compiled ahead, the state
 from ``.init()``, the batch {'image': (1, B, 32, 32, 1) float32, 'label': (1, B) int32} put
-on the mesh with sharding.global_batch (as experiments/benchmark.py does). PyTorch: the
+on the mesh with sharding.global_batch (as benchmarks/step.py does). PyTorch: the
 baseline's ``Trainer.step`` (eager, no torch.compile), once per layout in --torch_layouts.
 Both warm up, then ``--rounds`` rounds each time a block of ``--steps`` steps per side, the
 sides' order alternating from round to round.
@@ -83,7 +83,7 @@ def pin_threads(threads):
 def _source_state():
   """The commit and whether sagan_jax/ or configs/ differ from it: which JAX step was timed."""
   import subprocess
-  root = os.path.dirname(HERE)
+  root = os.path.dirname(os.path.dirname(HERE))
   try:
     git = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, timeout=30).stdout.strip()
     return {"commit": git("rev-parse", "HEAD"),
@@ -105,19 +105,10 @@ def _flops(lowered):
 def model_flops(config, mesh, state, batch):
   """XLA's FLOP count of the step as the model writes it (the resampling convs composed, as
   PyTorch runs them): the work both sides do, whatever formulation the JAX step computes in."""
-  import jax
   from sagan_jax import programs
-  from sagan_jax.models import convolution, layers
-  shipped = layers.resampling_conv2d
-  try:
-    layers.resampling_conv2d = convolution.composed_resampling_conv2d
-    jax.clear_caches()  # jit's trace cache keys on the function, not on what it calls
-    programs._PROGRAMS.clear()
-    return _flops(programs.programs(config, mesh).train_step.lower(state, batch))
-  finally:
-    layers.resampling_conv2d = shipped
-    jax.clear_caches()
-    programs._PROGRAMS.clear()
+  as_written = config.copy_and_resolve_references()
+  as_written.model.kernels.resampling_conv = "composed"
+  return _flops(programs.programs(as_written, mesh).train_step.lower(state, batch))
 
 
 def main(argv=None):
@@ -184,7 +175,7 @@ def main(argv=None):
       nonlocal state
       t0 = time.perf_counter()
       for _ in range(n_steps):
-        state, metrics = compiled(state, batch)
+        state, metrics = compiled(state, batch, built.train_step.key_data)
       jax.block_until_ready((state, metrics))
       return (time.perf_counter() - t0) / n_steps
 

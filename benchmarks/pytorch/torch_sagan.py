@@ -1,6 +1,6 @@
 """PyTorch baseline: the JAX model and train step of configs/fashion_mnist.py, in eager PyTorch.
 
-  python experiments/torch_sagan.py [--ch=4] [--verify] [--layouts [--threads=2]]
+  python benchmarks/pytorch/torch_sagan.py [--ch=4] [--verify] [--layouts [--threads=2]]
 
 The same network as sagan_jax.models (ResNet G with conditional BN, projection D,
 self-attention at the config's sides in both, SN on every conv / linear / projection
