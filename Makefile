@@ -10,7 +10,7 @@ WORKDIR ?= runs/fashion_mnist
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 FMNIST_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/sagan_jax/fashion-mnist
 
-.PHONY: train test data venv browser
+.PHONY: train test test-fast lint data venv browser
 
 # cpu, cuda12, cuda13 or tpu: tools/bootstrap.py detects it (nvidia-smi and the driver's CUDA
 # version, a TPU chip); ACCELERATOR=... overrides (cuda: the driver's CUDA major). The stamp names
@@ -49,3 +49,12 @@ browser:
 
 test: venv data browser
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
+
+# The unit tier alone: no training, no compiled train step, no tool started as a process.
+test-fast: venv data
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not integration" tests
+
+# The formatter and the linter, with the settings in pyproject.toml.
+lint: venv
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .

@@ -9,12 +9,13 @@ shapes of the 32×32 models' attention at 16×16 (N=256; C/8 = 2, 4, 8 channels 
 one device's 16 or 32 images) and at 32×32 (N=1024). Prints ms per forward + backward (median)
 and the largest difference between the two, relative to the gradients' size.
 """
+
 import argparse
 
 import jax
 import jax.numpy as jnp
-
 from microbench import median_ms
+
 from sagan_jax.models import attention
 from sagan_jax.models.kernels import QUERY_SUM_MAX_CHANNELS, Kernels
 
@@ -29,17 +30,29 @@ def main():
   args = p.parse_args()
   per_channel, dot = (Kernels(attention_query_sums=sums) for sums in ("per_channel", "dot"))
   print(f"backend: {jax.default_backend()}; ms per forward + backward (median)")
-  for b, n, c in ((16, 256, 2), (32, 256, 2), (16, 256, 4), (32, 256, 4), (16, 256, 8), (32, 256, 8),
-                  (8, 1024, 4), (8, 1024, 16)):
+  for b, n, c in (
+    (16, 256, 2),
+    (32, 256, 2),
+    (16, 256, 4),
+    (32, 256, 4),
+    (16, 256, 8),
+    (32, 256, 8),
+    (8, 1024, 4),
+    (8, 1024, 16),
+  ):
     q, k, v, g = (jax.random.normal(key, (b, n, c)) for key in jax.random.split(jax.random.key(0), 4))
     sums = forward_backward(lambda *a: attention.softmax_attention(*a, per_channel))
     sums_ms, sums_grads = median_ms(sums, q, k, v, g, repeats=args.repeats), sums(q, k, v, g)
     dots = forward_backward(lambda *a: attention.softmax_attention(*a, dot))
     dot_ms, dot_grads = median_ms(dots, q, k, v, g, repeats=args.repeats), dots(q, k, v, g)
-    diff = max(float(jnp.abs(a - d).max() / jnp.abs(d).max()) for a, d in zip(sums_grads, dot_grads))
+    pairs = zip(sums_grads, dot_grads, strict=True)
+    diff = max(float(jnp.abs(a - d).max() / jnp.abs(d).max()) for a, d in pairs)
     form = "per channel" if c <= QUERY_SUM_MAX_CHANNELS else "dot (over 8 channels)"
-    print(f"B={b:>2} N={n:>4} C={c:>2}: 'per_channel' ({form}) {sums_ms:7.2f}  dot {dot_ms:7.2f}  "
-          f"dot/per_channel {dot_ms / sums_ms:5.2f}  max rel. diff {diff:.1e}", flush=True)
+    print(
+      f"B={b:>2} N={n:>4} C={c:>2}: 'per_channel' ({form}) {sums_ms:7.2f}  dot {dot_ms:7.2f}  "
+      f"dot/per_channel {dot_ms / sums_ms:5.2f}  max rel. diff {diff:.1e}",
+      flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ size of the B×N×N float32 scores. On a CPU this is XLA's CPU plan — the N² 
 on every backend, so it shows what each implementation keeps alive; on a GPU it is the plan
 the GPU would run. 'dot_product_attention' is XLA's form except on CUDA with bf16/fp16.
 """
+
 import argparse
 import json
 
@@ -16,11 +17,14 @@ import json
 def layer_memory(impl, batch, side, channels, chunk, dtype):
   import jax
   import jax.numpy as jnp
+
   from sagan_jax.models.attention import SelfAttention
+
   module = SelfAttention(impl=impl, query_chunk=chunk, dtype=jnp.dtype(dtype))
   x = jax.ShapeDtypeStruct((batch, side, side, channels), jnp.dtype(dtype))
-  variables = jax.eval_shape(lambda: SelfAttention().init({"params": jax.random.key(0)},
-                                                          jnp.zeros(x.shape, x.dtype)))
+  variables = jax.eval_shape(
+    lambda: SelfAttention().init({"params": jax.random.key(0)}, jnp.zeros(x.shape, x.dtype))
+  )
 
   def grad(params, rest, x):
     loss = lambda p: jnp.sum(module.apply({**rest, "params": p}, x).astype(jnp.float32))
@@ -41,6 +45,7 @@ def main():
   p.add_argument("--json_out", default="")
   args = p.parse_args()
   import jax
+
   rows = []
   print(f"device: {jax.devices()[0].device_kind}, batch {args.batch}, C={args.channels}, {args.dtype}")
   print("| side | N | B×N×N f32 scores MiB | impl | temporaries MiB |")
@@ -55,8 +60,17 @@ def main():
       print(f"| {side} | {n} | {scores:,.0f} | {name} | {temp:,.1f} |", flush=True)
   if args.json_out:
     with open(args.json_out, "w") as f:
-      json.dump({"device": jax.devices()[0].device_kind, "batch": args.batch, "channels": args.channels,
-                 "dtype": args.dtype, "rows": rows}, f, indent=1)
+      json.dump(
+        {
+          "device": jax.devices()[0].device_kind,
+          "batch": args.batch,
+          "channels": args.channels,
+          "dtype": args.dtype,
+          "rows": rows,
+        },
+        f,
+        indent=1,
+      )
 
 
 if __name__ == "__main__":

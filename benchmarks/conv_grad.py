@@ -9,11 +9,11 @@ Inputs and cotangents are arguments of the jitted function (not closed over) and
 cannot constant-fold either gradient away. Extra rows: the odd shapes of the models (G's image
 conv with one output channel, attention's thin 1×1 projections, D's first conv on one channel).
 """
+
 import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 
 from sagan_jax import kernels
 from sagan_jax.models import convolution
@@ -44,13 +44,23 @@ def main():
   p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64])
   p.add_argument("--repeats", type=int, default=10)
   args = p.parse_args()
-  shapes = [((b, s, s, c), (k, k, c, c)) for k in (3, 1) for s in args.sides
-            for b in args.batches for c in args.channels]
-  shapes += [((16, 32, 32, 64), (3, 3, 64, 1)), ((32, 16, 16, 32), (1, 1, 32, 4)),
-             ((32, 32, 32, 1), (3, 3, 1, 32))]
+  shapes = [
+    ((b, s, s, c), (k, k, c, c))
+    for k in (3, 1)
+    for s in args.sides
+    for b in args.batches
+    for c in args.channels
+  ]
+  shapes += [
+    ((16, 32, 32, 64), (3, 3, 64, 1)),
+    ((32, 16, 16, 32), (1, 1, 32, 4)),
+    ((32, 32, 32, 1), (3, 3, 1, 32)),
+  ]
   auto = kernels.resolve({"platform": "cpu"}, jax.devices()[:1])
-  print(f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}; CPU "
-        f"{kernels.host_cpu()}: 'auto' is {auto.conv_kernel_grad!r}); one device's share")
+  print(
+    f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}; CPU "
+    f"{kernels.host_cpu()}: 'auto' is {auto.conv_kernel_grad!r}); one device's share"
+  )
   print(f"{'input':>18} {'kernel':>14} {'native ms':>10} {'taps ms':>9} {'native/taps':>12}  chosen")
   for x_shape, k_shape in shapes:
     keys = jax.random.split(jax.random.key(0), 3)
@@ -59,8 +69,11 @@ def main():
     g = jax.random.normal(keys[2], x_shape[:3] + k_shape[3:])
     native, taps = (_time(f, x, g, k, repeats=args.repeats) for f in (native_kernel_grad, taps_kernel_grad))
     chosen = "taps" if convolution.use_taps(x_shape, k_shape, auto) else "native"
-    print(f"{str(x_shape):>18} {str(k_shape):>14} {native * 1e3:10.2f} {taps * 1e3:9.2f} "
-          f"{native / taps:12.2f}  {chosen}", flush=True)
+    print(
+      f"{str(x_shape):>18} {str(k_shape):>14} {native * 1e3:10.2f} {taps * 1e3:9.2f} "
+      f"{native / taps:12.2f}  {chosen}",
+      flush=True,
+    )
 
 
 if __name__ == "__main__":

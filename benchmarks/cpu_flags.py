@@ -16,6 +16,7 @@ The default settings: XLA's defaults; the host platform split into 2 devices
 mesh, so each device's share of every convolution runs on its own thread; BN statistics
 stay those of the whole batch); XNNPACK kernels (``--xla_cpu_use_xnnpack``); both.
 """
+
 import argparse
 import json
 import os
@@ -25,10 +26,10 @@ import sys
 import time
 
 DEFAULT_SETTINGS = [
-    "default=",
-    "devices2=--xla_force_host_platform_device_count=2",
-    "xnnpack=--xla_cpu_use_xnnpack=true",
-    "devices2_xnnpack=--xla_force_host_platform_device_count=2 --xla_cpu_use_xnnpack=true",
+  "default=",
+  "devices2=--xla_force_host_platform_device_count=2",
+  "xnnpack=--xla_cpu_use_xnnpack=true",
+  "devices2_xnnpack=--xla_force_host_platform_device_count=2 --xla_cpu_use_xnnpack=true",
 ]
 
 WORKER = r"""
@@ -99,16 +100,31 @@ def main(argv=None):
   summary = {}
   for n in names:
     ratios = [times[base][r] / times[n][r] for r in range(args.rounds)]
-    summary[n] = {"flags": settings[n], "s_per_step_median": statistics.median(times[n]),
-                  "s_per_step_rounds": times[n], "speedup_vs_first_per_round_median": statistics.median(ratios)}
-    print(f"  {n:>18}: {summary[n]['s_per_step_median']:.4f} s/step median; "
-          f"{summary[n]['speedup_vs_first_per_round_median']:.3f}x {base}  [{settings[n]}]")
+    summary[n] = {
+      "flags": settings[n],
+      "s_per_step_median": statistics.median(times[n]),
+      "s_per_step_rounds": times[n],
+      "speedup_vs_first_per_round_median": statistics.median(ratios),
+    }
+    print(
+      f"  {n:>18}: {summary[n]['s_per_step_median']:.4f} s/step median; "
+      f"{summary[n]['speedup_vs_first_per_round_median']:.3f}x {base}  [{settings[n]}]"
+    )
   load_after = os.getloadavg()
   print(f"load average after: {load_after[0]:.2f} (2-core machine: above ~2 other work shared the cores)")
   if args.json_out:
     with open(args.json_out, "w") as f:
-      json.dump({"args": vars(args), "loadavg_before": load_before, "loadavg_after": load_after,
-                 "time": time.strftime("%Y-%m-%d %H:%M"), "results": summary}, f, indent=1)
+      json.dump(
+        {
+          "args": vars(args),
+          "loadavg_before": load_before,
+          "loadavg_after": load_after,
+          "time": time.strftime("%Y-%m-%d %H:%M"),
+          "results": summary,
+        },
+        f,
+        indent=1,
+      )
 
 
 if __name__ == "__main__":

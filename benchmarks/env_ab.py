@@ -13,6 +13,7 @@ write one JSON object of figures there (benchmarks/step.py does). Printed per fi
 of the per-round ratios of each side to the first. Environment variables pass through, but
 JAX_DISABLE_MOST_OPTIMIZATIONS (the test suite's -O0) is removed.
 """
+
 import argparse
 import json
 import os
@@ -37,15 +38,23 @@ def run_side(python, tree, command, json_path, failures):
   env = {k: v for k, v in os.environ.items() if k != "JAX_DISABLE_MOST_OPTIMIZATIONS"}
   env["PYTHONPATH"] = tree  # the tree's package, before any installed (editable) copy
   for attempt in range(ATTEMPTS):
-    proc = subprocess.run([python, *command, f"--json_out={json_path}"], cwd=tree, env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(
+      [python, *command, f"--json_out={json_path}"],
+      cwd=tree,
+      env=env,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
     if proc.returncode == 0:
       with open(json_path) as f:
         return json.load(f)
     last = [line for line in proc.stderr.splitlines() if line.strip()][-3:]
     failures.append({"python": python, "returncode": proc.returncode, "stderr_tail": last})
-    print(f"  run failed (exit {proc.returncode}; attempt {attempt + 1} of {ATTEMPTS}): "
-          f"{' | '.join(last)[:300]}", flush=True)
+    print(
+      f"  run failed (exit {proc.returncode}; attempt {attempt + 1} of {ATTEMPTS}): {' | '.join(last)[:300]}",
+      flush=True,
+    )
   raise SystemExit(f"error: {python} failed {ATTEMPTS} times in a row")
 
 
@@ -60,7 +69,7 @@ def main(argv=None):
   p.add_argument("--figures", nargs="+", default=["compile_s", "step_s"])
   p.add_argument("--json_out", default="")
   args = p.parse_args(argv[:split])
-  command = argv[split + 1:]
+  command = argv[split + 1 :]
   results = {name: [] for name, _, _ in args.side}
   failures = []
   with tempfile.TemporaryDirectory() as tmp:
@@ -69,26 +78,44 @@ def main(argv=None):
       for name, python, tree in order:
         result = run_side(python, tree, command, os.path.join(tmp, f"{name}.json"), failures)
         results[name].append(result)
-        print(f"round {r + 1}/{args.rounds} {name}: "
-              + ", ".join(f"{k} {result.get(k, float('nan')):.4g}" for k in args.figures), flush=True)
+        print(
+          f"round {r + 1}/{args.rounds} {name}: "
+          + ", ".join(f"{k} {result.get(k, float('nan')):.4g}" for k in args.figures),
+          flush=True,
+        )
   first = args.side[0][0]
   summary = {}
   for figure in args.figures:
     for name in results:
       values = [r[figure] for r in results[name]]
-      ratios = [v / b[figure] for v, b in zip(values, results[first])]
-      summary[f"{name}/{figure}"] = {"values": values, "median": statistics.median(values),
-                                     f"ratio_to_{first}_per_round": ratios,
-                                     f"ratio_to_{first}_median": statistics.median(ratios)}
-      print(f"{figure:>12} {name:>8}: median {statistics.median(values):.4g} "
-            f"({', '.join(f'{v:.4g}' for v in values)}); / {first} per round: "
-            f"median {statistics.median(ratios):.3f} ({', '.join(f'{x:.3f}' for x in ratios)})")
+      ratios = [v / b[figure] for v, b in zip(values, results[first], strict=True)]
+      summary[f"{name}/{figure}"] = {
+        "values": values,
+        "median": statistics.median(values),
+        f"ratio_to_{first}_per_round": ratios,
+        f"ratio_to_{first}_median": statistics.median(ratios),
+      }
+      print(
+        f"{figure:>12} {name:>8}: median {statistics.median(values):.4g} "
+        f"({', '.join(f'{v:.4g}' for v in values)}); / {first} per round: "
+        f"median {statistics.median(ratios):.3f} ({', '.join(f'{x:.3f}' for x in ratios)})"
+      )
   if args.json_out:
     os.makedirs(os.path.dirname(args.json_out) or ".", exist_ok=True)
     with open(args.json_out, "w") as f:
-      json.dump({"command": command, "sides": [list(s) for s in args.side], "rounds": args.rounds,
-                 "loadavg_after": os.getloadavg(), "results": results, "summary": summary,
-                 "failed_runs": failures}, f, indent=1)
+      json.dump(
+        {
+          "command": command,
+          "sides": [list(s) for s in args.side],
+          "rounds": args.rounds,
+          "loadavg_after": os.getloadavg(),
+          "results": results,
+          "summary": summary,
+          "failed_runs": failures,
+        },
+        f,
+        indent=1,
+      )
 
 
 if __name__ == "__main__":

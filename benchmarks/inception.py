@@ -6,12 +6,12 @@ as for generator samples. Example:
 
   python benchmarks/inception.py --batch_sizes=8,32 --iterations=3
 """
+
 import time
 
-from absl import app
-from absl import flags
 import jax
 import numpy as np
+from absl import app, flags
 
 from sagan_jax.evaluation import inception  # noqa: E402
 
@@ -24,9 +24,11 @@ _PRECISION = flags.DEFINE_string("precision", "highest", "Matmul/conv precision 
 def main(argv):
   del argv
   variables = inception.random_variables()
-  print(f"backend: {jax.default_backend()} ({jax.device_count()} device(s)); RANDOM weights "
-        f"(throughput only); inputs {_IMAGE_SIZE.value}x{_IMAGE_SIZE.value}x3 -> 299x299; "
-        f"precision {_PRECISION.value}")
+  print(
+    f"backend: {jax.default_backend()} ({jax.device_count()} device(s)); RANDOM weights "
+    f"(throughput only); inputs {_IMAGE_SIZE.value}x{_IMAGE_SIZE.value}x3 -> 299x299; "
+    f"precision {_PRECISION.value}"
+  )
   rng = np.random.default_rng(0)
   for batch_size in map(int, _BATCH_SIZES.value):
     images = rng.uniform(-1, 1, (batch_size, _IMAGE_SIZE.value, _IMAGE_SIZE.value, 3))
@@ -36,11 +38,12 @@ def main(argv):
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(_ITERATIONS.value):
-      jax.block_until_ready(
-          inception.inception_apply(variables, images, precision=_PRECISION.value))
+      jax.block_until_ready(inception.inception_apply(variables, images, precision=_PRECISION.value))
     seconds = (time.perf_counter() - start) / _ITERATIONS.value
-    print(f"batch {batch_size:4d}: {batch_size / seconds:8.1f} images/s "
-          f"({seconds:.2f} s/batch; first call incl. compile {compile_s:.1f} s)")
+    print(
+      f"batch {batch_size:4d}: {batch_size / seconds:8.1f} images/s "
+      f"({seconds:.2f} s/batch; first call incl. compile {compile_s:.1f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ access, decode, central crop, antialiased resize to 128, flip) reads it epoch af
 The train-step figure: benchmarks/step.py on configs/sagan128.py at a small batch,
 since a step at the paper's batch of 256 takes tens of minutes on a 2-core CPU.
 """
+
 import argparse
 import os
 import re
@@ -23,10 +24,12 @@ SYNSETS = ("n01440764", "n01530575", "n02085620", "n02123045")
 
 
 def pipeline_images_per_s(args, tmp: str) -> float:
-  from tests.test_input_pipeline import imagenet_config, write_imagenet_archives
   from sagan_jax.data import pipeline
-  manual_dir = write_imagenet_archives(os.path.join(tmp, "manual"), synsets=SYNSETS,
-                                       images_per_synset=args.images_per_synset, size=(375, 500))
+  from tests.test_input_pipeline import imagenet_config, write_imagenet_archives
+
+  manual_dir = write_imagenet_archives(
+    os.path.join(tmp, "manual"), synsets=SYNSETS, images_per_synset=args.images_per_synset, size=(375, 500)
+  )
   config = imagenet_config(os.path.join(tmp, "tfds"), manual_dir)
   config.batch_size = args.batch_size
   batches = pipeline.create_train_iterator(config)  # prepares the dataset on first use
@@ -39,9 +42,18 @@ def pipeline_images_per_s(args, tmp: str) -> float:
 
 def train_step_images_per_s(args) -> float:
   proc = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "benchmarks", "step.py"), "--config=configs/sagan128.py",
-       f"--config.batch_size={args.train_batch}", f"--steps={args.train_steps}"],
-      cwd=ROOT, capture_output=True, text=True, check=True)
+    [
+      sys.executable,
+      os.path.join(ROOT, "benchmarks", "step.py"),
+      "--config=configs/sagan128.py",
+      f"--config.batch_size={args.train_batch}",
+      f"--steps={args.train_steps}",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    check=True,
+  )
   return float(re.search(r"images_per_s: ([\d.,]+)", proc.stdout).group(1).replace(",", ""))
 
 
@@ -59,13 +71,17 @@ def main():
 
   with tempfile.TemporaryDirectory() as tmp:
     rate = pipeline_images_per_s(args, tmp)
-  print(f"input pipeline (sagan128, 128×128 ImageNet archive format via TFDS array_record, "
-        f"{len(SYNSETS) * args.images_per_synset} JPEGs ~500×375 repeated, batch {args.batch_size}, "
-        f"{cores} cores): {rate:.1f} images/s")
+  print(
+    f"input pipeline (sagan128, 128×128 ImageNet archive format via TFDS array_record, "
+    f"{len(SYNSETS) * args.images_per_synset} JPEGs ~500×375 repeated, batch {args.batch_size}, "
+    f"{cores} cores): {rate:.1f} images/s"
+  )
   if not args.skip_train_step:
     rate = train_step_images_per_s(args)
-    print(f"train step (sagan128, ch=64, CPU, {cores} cores) at batch {args.train_batch}, not the "
-          f"paper's 256 (about {256 / rate / 60:.0f} min per step here): {rate:.2f} images/s")
+    print(
+      f"train step (sagan128, ch=64, CPU, {cores} cores) at batch {args.train_batch}, not the "
+      f"paper's 256 (about {256 / rate / 60:.0f} min per step here): {rate:.2f} images/s"
+    )
 
 
 if __name__ == "__main__":

@@ -1,19 +1,32 @@
 """Markdown table of the benchmark JSONs in experiments/results/ (for README.md).
 
-  python benchmarks/results_table.py [experiments/results]
+python benchmarks/results_table.py [experiments/results]
 """
+
 import glob
 import json
 import os
 import sys
 
-COLUMNS = (("file", None), ("device", None), ("res", "resolution"), ("ch", "ch"), ("batch", "batch_size"),
-           ("dtype", "dtype"), ("attention G/D", None), ("impl", "attention_impl"),
-           ("kernel", "attention_kernel"),
-           ("conv grad", "conv_kernel_grad"), ("compile s", "compile_s"), ("step s", "step_s"),
-           ("images/s", "images_per_s"), ("GFLOP/step", "gflop_per_step"), ("TFLOP/s", "tflops_per_s"),
-           ("of bf16 peak", "bf16_peak_fraction"),
-           ("peak GiB", "peak_memory_gib"))
+COLUMNS = (
+  ("file", None),
+  ("device", None),
+  ("res", "resolution"),
+  ("ch", "ch"),
+  ("batch", "batch_size"),
+  ("dtype", "dtype"),
+  ("attention G/D", None),
+  ("impl", "attention_impl"),
+  ("kernel", "attention_kernel"),
+  ("conv grad", "conv_kernel_grad"),
+  ("compile s", "compile_s"),
+  ("step s", "step_s"),
+  ("images/s", "images_per_s"),
+  ("GFLOP/step", "gflop_per_step"),
+  ("TFLOP/s", "tflops_per_s"),
+  ("of bf16 peak", "bf16_peak_fraction"),
+  ("peak GiB", "peak_memory_gib"),
+)
 
 
 def cell(result, name, key):

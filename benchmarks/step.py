@@ -8,6 +8,7 @@ updates + one G update). FLOPs are model FLOPs: XLA's cost analysis of the step 
 with the explicit attention form (see model_flops); TFLOP/s = those / step time.
 --devices N simulates N CPU devices (must be given before JAX starts).
 """
+
 import json
 import math
 import os
@@ -16,14 +17,18 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
-
 flags.DEFINE_integer("steps", 20, "timed steps after the warm-up step")
 flags.DEFINE_integer("devices", 0, "simulate this many CPU devices (0: use the real ones)")
 flags.DEFINE_string("json_out", "", "also write the figures to this JSON file")
-flags.DEFINE_bool("lower_only", False, "only trace and lower the step: its FLOPs and parameter "
-                  "counts, no compile or run (plans a GPU run from a CPU)")
-config_flags.DEFINE_config_file("config", "configs/fashion_mnist.py", "config to benchmark",
-                                lock_config=False)
+flags.DEFINE_bool(
+  "lower_only",
+  False,
+  "only trace and lower the step: its FLOPs and parameter "
+  "counts, no compile or run (plans a GPU run from a CPU)",
+)
+config_flags.DEFINE_config_file(
+  "config", "configs/fashion_mnist.py", "config to benchmark", lock_config=False
+)
 FLAGS = flags.FLAGS
 
 
@@ -37,15 +42,18 @@ def bf16_peak_tflops(device_kind: str):
 
 def count(tree):
   import jax
+
   return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
 
 
 def main(_):
   if FLAGS.devices:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={FLAGS.devices}")
+    os.environ["XLA_FLAGS"] = (
+      os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={FLAGS.devices}"
+    )
   import jax
   import numpy as np
+
   from sagan_jax import config as config_lib
   from sagan_jax import programs, sharding
 
@@ -57,30 +65,43 @@ def main(_):
   t0 = time.perf_counter()
   flops, abstract_state = model_flops(config, mesh, shape)
   common = {
-      "resolution": m.resolution, "ch": m.ch, "batch_size": config.batch_size,
-      "d_steps_per_g_step": config.d_steps_per_g_step, "dtype": config.dtype,
-      "attention_impl": m.attention_impl,
-      "kernels": programs.resolve_kernels(config, mesh).choices(),
-      "g_attention": list(config_lib.attention_sides(m, "g")),
-      "d_attention": list(config_lib.attention_sides(m, "d")),
-      "g_params": count(abstract_state.g_params), "d_params": count(abstract_state.d_params),
-      "gflop_per_step": flops / 1e9, "gflop_per_image": flops / 1e9 / config.batch_size,
+    "resolution": m.resolution,
+    "ch": m.ch,
+    "batch_size": config.batch_size,
+    "d_steps_per_g_step": config.d_steps_per_g_step,
+    "dtype": config.dtype,
+    "attention_impl": m.attention_impl,
+    "kernels": programs.resolve_kernels(config, mesh).choices(),
+    "g_attention": list(config_lib.attention_sides(m, "g")),
+    "d_attention": list(config_lib.attention_sides(m, "d")),
+    "g_params": count(abstract_state.g_params),
+    "d_params": count(abstract_state.d_params),
+    "gflop_per_step": flops / 1e9,
+    "gflop_per_image": flops / 1e9 / config.batch_size,
   }
   if FLAGS.lower_only:
-    result = {"lowered_on": jax.devices()[0].device_kind, **common,
-              "lower_s": round(time.perf_counter() - t0, 2)}
+    result = {
+      "lowered_on": jax.devices()[0].device_kind,
+      **common,
+      "lower_s": round(time.perf_counter() - t0, 2),
+    }
     for name, peak in BF16_PEAK_TFLOPS:
       # images/s that 40% of this GPU's dense bf16 peak would give at this FLOP count
       result[f"images_per_s_at_40pct_{name.replace(' ', '_')}"] = (
-          0.4 * peak * 1e12 / flops * config.batch_size)
+        0.4 * peak * 1e12 / flops * config.batch_size
+      )
     return report(result)
 
   built = programs.programs(config, mesh)
   state = built.init()
   rng = np.random.default_rng(0)
-  batch = sharding.global_batch({
+  batch = sharding.global_batch(
+    {
       "image": rng.uniform(-1, 1, shape).astype(np.float32),
-      "label": rng.integers(0, m.num_classes, shape[:2]).astype(np.int32)}, mesh)
+      "label": rng.integers(0, m.num_classes, shape[:2]).astype(np.int32),
+    },
+    mesh,
+  )
   t0 = time.perf_counter()
   compiled = built.train_step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
@@ -100,11 +121,14 @@ def main(_):
   if "peak_bytes_in_use" in stats:
     memory = stats["peak_bytes_in_use"] / 2**30
   result = {
-      "device": f"{jax.devices()[0].device_kind} x{mesh.size}", **common,
-      "attention_kernel": attention_kernel,
-      "compile_s": round(compile_s, 2), "step_s": seconds,
-      "images_per_s": config.batch_size / seconds, "tflops_per_s": flops / seconds / 1e12,
-      "peak_memory_gib": memory,
+    "device": f"{jax.devices()[0].device_kind} x{mesh.size}",
+    **common,
+    "attention_kernel": attention_kernel,
+    "compile_s": round(compile_s, 2),
+    "step_s": seconds,
+    "images_per_s": config.batch_size / seconds,
+    "tflops_per_s": flops / seconds / 1e12,
+    "peak_memory_gib": memory,
   }
   peak = bf16_peak_tflops(jax.devices()[0].device_kind)
   if peak:
@@ -125,7 +149,9 @@ def model_flops(config, mesh, shape):
   """
   import jax
   import numpy as np
+
   from sagan_jax import programs, sharding
+
   as_written = config.copy_and_resolve_references()
   as_written.model.attention_impl = "xla"
   as_written.model.kernels.resampling_conv = "composed"

@@ -11,6 +11,7 @@ first, B: the second). Each side's programs come from ``programs.programs`` like
 each step, then per round each side's seconds per step over --steps steps, the sides' order
 alternating, and the median of the per-round ratios B / A (> 1: A is faster).
 """
+
 import ast
 import os
 import statistics
@@ -20,13 +21,14 @@ from absl import app, flags
 from ml_collections import config_flags
 
 COMPARISONS = {  # model.kernels field -> the two choices timed (A, B)
-    "resampling_conv": ("low_resolution", "composed"),
-    "conv_kernel_grad": ("taps_1x1", "xla"),
-    "attention_backward": ("hand_written", "autodiff"),
-    "attention_query_sums": ("per_channel", "dot"),
+  "resampling_conv": ("low_resolution", "composed"),
+  "conv_kernel_grad": ("taps_1x1", "xla"),
+  "attention_backward": ("hand_written", "autodiff"),
+  "attention_query_sums": ("per_channel", "dot"),
 }
-config_flags.DEFINE_config_file("config", "configs/fashion_mnist.py", "the config both sides start from",
-                                lock_config=False)
+config_flags.DEFINE_config_file(
+  "config", "configs/fashion_mnist.py", "the config both sides start from", lock_config=False
+)
 flags.DEFINE_enum("compare", None, list(COMPARISONS), "a model.kernels field: its two choices as A and B")
 flags.DEFINE_multi_string("a", [], "FIELD=VALUE override of side A (repeatable)")
 flags.DEFINE_multi_string("b", [], "FIELD=VALUE override of side B (repeatable)")
@@ -56,7 +58,9 @@ def main(argv):
   del argv
   import jax
   import numpy as np
+
   from sagan_jax import programs, sharding
+
   a, b = FLAGS.a, FLAGS.b
   if FLAGS.compare:
     first, second = COMPARISONS[FLAGS.compare]
@@ -70,14 +74,22 @@ def main(argv):
     m = config.model
     rng = np.random.default_rng(0)
     shape = (config.d_steps_per_g_step, config.batch_size, m.resolution, m.resolution, m.image_channels)
-    batch = sharding.global_batch({"image": rng.uniform(-1, 1, shape).astype(np.float32),
-                                   "label": rng.integers(0, m.num_classes, shape[:2]).astype(np.int32)}, mesh)
+    batch = sharding.global_batch(
+      {
+        "image": rng.uniform(-1, 1, shape).astype(np.float32),
+        "label": rng.integers(0, m.num_classes, shape[:2]).astype(np.int32),
+      },
+      mesh,
+    )
     built = programs.programs(config, mesh)
     state = built.init()
     compiled = built.train_step.lower(state, batch).compile()
-    temporaries = compiled.memory_analysis().temp_size_in_bytes / 2 ** 20
-    print(f"{name}: {' '.join(overrides)}; kernels {built.kernels.choices()}; step temporaries "
-          f"{temporaries:.1f} MiB", flush=True)
+    temporaries = compiled.memory_analysis().temp_size_in_bytes / 2**20
+    print(
+      f"{name}: {' '.join(overrides)}; kernels {built.kernels.choices()}; step temporaries "
+      f"{temporaries:.1f} MiB",
+      flush=True,
+    )
     sides[name] = {"step": compiled, "state": state, "batch": batch, "key": built.train_step.key_data}
 
   def block(side):
@@ -98,8 +110,10 @@ def main(argv):
     t = {side: block(side) for side in (("A", "B") if r % 2 == 0 else ("B", "A"))}
     ratios.append(t["B"] / t["A"])
     print(f"  round {r + 1}: A {t['A']:.4f}, B {t['B']:.4f} s/step, B / A {ratios[-1]:.3f}", flush=True)
-  print(f"B / A, median of per-round ratios {statistics.median(ratios):.3f} (range "
-        f"{min(ratios):.3f}–{max(ratios):.3f}; load average {os.getloadavg()[0]:.2f})")
+  print(
+    f"B / A, median of per-round ratios {statistics.median(ratios):.3f} (range "
+    f"{min(ratios):.3f}–{max(ratios):.3f}; load average {os.getloadavg()[0]:.2f})"
+  )
 
 
 if __name__ == "__main__":

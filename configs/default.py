@@ -23,11 +23,14 @@ def get_config(variant: str = ""):
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = "folder"       # 'fashion_mnist' (IDX files), 'folder' (data_dir/<class>/*.jpg|png)
                                        # or a TFDS name ('imagenet2012', 'cifar10', …).
-  config.dataset.data_dir = ""         # fashion_mnist: folder of the four IDX .gz files ('' = Debian's, then
-                                       # the cache); folder: the image folder; TFDS: data_dir ('' = TFDS default, gs:// works).
+  config.dataset.data_dir = ""         # fashion_mnist: folder of the four IDX .gz files ('' = Debian's,
+                                       # then the cache); folder: the image folder; TFDS: data_dir
+                                       # ('' = TFDS default; gs:// works).
   config.dataset.version = ""          # TFDS version, e.g. '5.1.0' ('' = the builder's default).
-  config.dataset.manual_dir = ""       # TFDS manual_dir, hand-downloaded archives ('' = <data_dir>/downloads/manual).
-  config.dataset.split = "train"       # fashion_mnist: 'train' (60k) or 'test' (10k); TFDS: e.g. 'train', 'train[:90%]'; folder: unused.
+  config.dataset.manual_dir = ""       # TFDS manual_dir, hand-downloaded archives
+                                       # ('' = <data_dir>/downloads/manual).
+  config.dataset.split = "train"       # fashion_mnist: 'train' (60k) or 'test' (10k); TFDS: e.g. 'train',
+                                       # 'train[:90%]'; folder: unused.
   config.dataset.random_flip = True    # random horizontal flip of training images (BigGAN's and SAGAN's).
   config.augment = ()                  # DiffAugment policies on every image D sees, real and generated:
                                        # of 'color', 'translation', 'cutout'; () = none.
@@ -53,14 +56,14 @@ def get_config(variant: str = ""):
   # How convs and attention are computed (the same math; sagan_jax/models/kernels.py): 'auto'
   # picks what was measured faster on the platform the program is built for (sagan_jax/kernels.py).
   config.model.kernels = ml_collections.ConfigDict(dict(
-      platform="auto",              # 'cpu', 'cuda', 'rocm', 'tpu': whose 'auto' choices (default: the devices').
+      platform="auto",              # 'cpu', 'cuda', 'rocm', 'tpu' ('auto': the devices').
       conv_kernel_grad="auto",      # 'xla', 'taps_1x1', 'taps'.
       resampling_conv="auto",       # 'composed', 'low_resolution'.
       attention_backward="auto",    # 'autodiff', 'hand_written'.
       attention_query_sums="auto",  # 'dot', 'per_channel'.
   ))
-  config.model.attention_block = "self_attention"  # at those sides: 'self_attention', or 'residual' (Table 1's
-                                       # control: a residual block with the same parameter count).
+  config.model.attention_block = "self_attention"  # at those sides: 'self_attention', or 'residual'
+                                       # (Table 1's control: a residual block with the same parameter count).
   config.model.g_spectral_norm = True  # SN on every G conv/linear (paper §4.1).
   config.model.d_spectral_norm = True  # SN on every D conv/linear and the projection embedding.
   config.model.sn_cbn_gains = False    # SN on G's class-conditional BN gains (released code: no).
@@ -96,7 +99,8 @@ def get_config(variant: str = ""):
   config.async_checkpoints = False     # False: a save completes before training goes on, so a hard kill
                                        # loses at most checkpoint_every_steps; True: training continues
                                        # while it is written (a kill meanwhile loses that save too).
-  config.max_nonfinite_steps = 10      # consecutive skipped (never applied) non-finite updates before the run stops.
+  config.max_nonfinite_steps = 10      # consecutive skipped (never applied) non-finite updates before
+                                       # the run stops.
   config.num_sample_columns = 8        # samples per class row in the grid.
   config.profile_steps = 0             # > 0: a jax.profiler trace of that many steps (from the 4th step of
                                        # a session on) in workdir/profile/ (TensorBoard, Perfetto).
@@ -112,11 +116,12 @@ def get_config(variant: str = ""):
   config.eval.num_samples = 50_000     # default of `python -m sagan_jax.evaluate` (final numbers; paper §5).
   config.eval.batch_size = 256         # samples per sharded batch; a multiple of the device count.
   config.eval.reference_split = "train"  # real data of the reference statistics (never flipped).
-  config.eval.reference_samples = 50_000  # real images in them (a fixed random subset if the split is larger).
+  config.eval.reference_samples = 50_000  # real images in them (a fixed random subset of a larger split).
   config.eval.is_splits = 10           # IS splits (10 as most papers; the released SAGAN code: 1).
   config.eval.cache_dir = ""           # reference stats, classifier, Inception weights ('' = the cache root,
                                        # $XDG_CACHE_HOME/sagan_jax or ~/.cache/sagan_jax).
-  config.eval.inception_weights = ""   # path of pt_inception-2015-12-05-6726825d.pth ('' = cache, else download).
+  config.eval.inception_weights = ""   # path of pt_inception-2015-12-05-6726825d.pth ('' = the cache,
+                                       # else a download).
   config.eval.fmnist_classifier_epochs = 4   # training budget of the fid_fmnist classifier (cached by it) …
   config.eval.fmnist_classifier_num_train = 0  # … and its training images (0 = all 60k).
   # When a training evaluates: named entries, each with its own schedule, sample count and
@@ -144,7 +149,8 @@ def apply_variant(config, variant: str, smoke_fields: dict | None = None):
   config.checkpoint_every_steps = 2
   config.standing_stats_batches = 2
   config.num_sample_columns = 2
-  config.evals.periodic.every_steps = 0  # off: it would train the fid_fmnist classifier or need the Inception weights.
+  config.evals.periodic.every_steps = 0  # off: it would train the fid_fmnist classifier or need the
+                                         # Inception weights.
   for name, value in (smoke_fields or {}).items():
     *parents, leaf = name.split(".")
     node = config

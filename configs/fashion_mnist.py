@@ -26,10 +26,10 @@ def get_config(variant: str = ""):
   config.model.attention_resolutions = (16,)
 
   config.optimizer.g_lr = 2e-4         # the paper's lr_G doubled so the CPU run converges in minutes …
-  config.optimizer.d_lr = 1.6e-3       # … and lr_D 8× lr_G (paper 4×): a faster D keeps more modes (coverage);
-                                       # 3300 steps make its samples class-correct (README Results).
+  config.optimizer.d_lr = 1.6e-3       # … and lr_D 8× lr_G (paper 4×): a faster D keeps more modes
+                                       # (coverage); 3300 steps make its samples class-correct (README).
   config.batch_size = 32
-  config.num_train_steps = 3300        # sized to `make train`'s time on 2 cores, with margin (README, Results).
+  config.num_train_steps = 3300        # sized to `make train`'s time on 2 cores, with margin (README).
 
   # A constant 0.999 lagged behind a G still improving fast (class accuracy 0.76 vs 0.90, README).
   config.ema_schedule = "power"
@@ -47,6 +47,7 @@ def get_config(variant: str = ""):
   config.eval.batch_size = 512
   config.eval.reference_split = "test"
   config.eval.reference_samples = 10000
-  config.evals.periodic.every_steps = 0  # keeps `make train` short: python -m sagan_jax.evaluate scores the run.
+  config.evals.periodic.every_steps = 0  # keeps `make train` short (python -m sagan_jax.evaluate scores
+                                         # the run).
   config.evals.periodic.num_samples = 5000
   return default.apply_variant(config, variant)

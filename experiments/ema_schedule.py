@@ -14,6 +14,7 @@ it with evaluation_noise.py). Schedules:
   raw         G itself
 The CPU host is split as `python -m sagan_jax.main` does. Nothing is written but --json_out.
 """
+
 import argparse
 import json
 import os
@@ -23,7 +24,9 @@ import time
 def parse_schedule(spec: str, config):
   """'const:0.999@800' / 'power:6.94' / 'raw' -> decay(step), sagan_jax.step.ema_decay's."""
   import jax.numpy as jnp
+
   from sagan_jax import step
+
   kind, _, arg = spec.partition(":")
   if kind == "raw":
     return lambda t: jnp.float32(0.0)
@@ -42,8 +45,11 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--base_config", default="configs/fashion_mnist.py")
   p.add_argument("--set", action="append", default=[], help="config override F=V (repeatable)")
-  p.add_argument("--ema", nargs="+", default=["const:0.999@800", "const:0.998@800",
-                                              "const:0.995@800", "power:6.94", "power:16.97", "raw"])
+  p.add_argument(
+    "--ema",
+    nargs="+",
+    default=["const:0.999@800", "const:0.998@800", "const:0.995@800", "power:6.94", "power:16.97", "raw"],
+  )
   p.add_argument("--eval_steps", type=int, nargs="+", default=[2000, 3000])
   p.add_argument("--eval_samples", type=int, default=5000)
   p.add_argument("--json_out", default="")
@@ -51,11 +57,14 @@ def main(argv=None):
 
   from sagan_jax import runtime
   from sagan_jax.ablations.records import load_base_config
+
   config = load_base_config(args.base_config, args.set)
   config.num_train_steps = max(args.eval_steps)
   runtime.split_cpu_host([config.batch_size, config.eval.batch_size], config.cpu_devices)
-  import jax
   import tempfile
+
+  import jax
+
   from sagan_jax import programs, sharding
   from sagan_jax.data import pipeline
   from sagan_jax.evaluation.evaluator import Evaluator
@@ -68,18 +77,25 @@ def main(argv=None):
 
   @jax.jit
   def update(emas, params, step):  # step: the number of G updates made so far
-    return {spec: jax.tree.map(lambda e, q, d=schedules[spec](step): d * e + (1.0 - d) * q, ema, params)
-            for spec, ema in emas.items()}
+    decays = {spec: schedules[spec](step) for spec in emas}
+    return {
+      spec: jax.tree.map(lambda e, q, d=decays[spec]: d * e + (1.0 - d) * q, ema, params)
+      for spec, ema in emas.items()
+    }
 
   workdir = tempfile.mkdtemp(prefix="ema_schedule_")  # the evaluator's label map etc., nothing kept
   evaluator = Evaluator(config, mesh, built.sampler, workdir, built.kernels)
   host = pipeline.create_train_iterator(config)
-  results = {"config_overrides": args.set, "eval_samples": args.eval_samples,
-             "time": time.strftime("%Y-%m-%d %H:%M"), "devices": mesh.size, "by_step": {}}
+  results = {
+    "config_overrides": args.set,
+    "eval_samples": args.eval_samples,
+    "time": time.strftime("%Y-%m-%d %H:%M"),
+    "devices": mesh.size,
+    "by_step": {},
+  }
   start = time.time()
   for step in range(1, config.num_train_steps + 1):
-    batch = sharding.global_batch(pipeline.stack_d_step_batches(
-        host, config.d_steps_per_g_step), mesh)
+    batch = sharding.global_batch(pipeline.stack_d_step_batches(host, config.d_steps_per_g_step), mesh)
     state, _ = built.train_step(state, batch)
     emas = update(emas, state.g_params, step)
     if step in args.eval_steps:
@@ -89,9 +105,15 @@ def main(argv=None):
         s = evaluator.evaluate(state.replace(ema_params=ema), step, args.eval_samples, record=False)
         scores[spec] = {k: v for k, v in s.items() if isinstance(v, (int, float))}
         scores[spec]["class_accuracy_per_class"] = s.get("class_accuracy_per_class")
-        print(f"  {spec:>16}: " + ", ".join(f"{k} {scores[spec][k]:.4g}" for k in
-              ("fid_fmnist", "class_accuracy", "precision", "recall", "density", "coverage")
-              if k in scores[spec]), flush=True)
+        print(
+          f"  {spec:>16}: "
+          + ", ".join(
+            f"{k} {scores[spec][k]:.4g}"
+            for k in ("fid_fmnist", "class_accuracy", "precision", "recall", "density", "coverage")
+            if k in scores[spec]
+          ),
+          flush=True,
+        )
       results["by_step"][str(step)] = scores
   if args.json_out:
     os.makedirs(os.path.dirname(args.json_out) or ".", exist_ok=True)

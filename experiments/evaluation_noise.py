@@ -10,6 +10,7 @@ mean, the standard deviation over seeds and the range. Nothing is written to the
 metrics.jsonl. A sweep's differences between variants must be large against this spread
 (and against the spread between training seeds, which includes it).
 """
+
 import argparse
 import json
 import os
@@ -30,22 +31,38 @@ def main(argv=None):
 
   from sagan_jax.evaluation.evaluator import Evaluator
   from sagan_jax.run import open_run
+
   run = open_run(args.workdir, args.step)
   evaluator = Evaluator(run.config, run.mesh, run.programs.sampler, args.workdir, run.programs.kernels)
   base = evaluator.noise_seed()
-  results = {"workdir": args.workdir, "step": run.step, "seeds": args.seeds,
-             "time": time.strftime("%Y-%m-%d %H:%M"), "by_num_samples": {}}
+  results = {
+    "workdir": args.workdir,
+    "step": run.step,
+    "seeds": args.seeds,
+    "time": time.strftime("%Y-%m-%d %H:%M"),
+    "by_num_samples": {},
+  }
   for num in args.num_samples:
-    scores = [evaluator.evaluate(run.state, run.step, num, noise_seed=base + 1000 + i, record=False)
-              for i in range(args.seeds)]
+    scores = [
+      evaluator.evaluate(run.state, run.step, num, noise_seed=base + 1000 + i, record=False)
+      for i in range(args.seeds)
+    ]
     summary = {}
     for name in METRICS:
       values = [s[name] for s in scores if name in s]
       if len(values) > 1:
-        summary[name] = {"mean": statistics.fmean(values), "sd": statistics.stdev(values),
-                         "min": min(values), "max": max(values), "values": values}
-        print(f"{num:>6} samples, {name:>14}: mean {summary[name]['mean']:.4f}, sd {summary[name]['sd']:.4f} "
-              f"over {len(values)} noise seeds (range {min(values):.4f} … {max(values):.4f})", flush=True)
+        summary[name] = {
+          "mean": statistics.fmean(values),
+          "sd": statistics.stdev(values),
+          "min": min(values),
+          "max": max(values),
+          "values": values,
+        }
+        print(
+          f"{num:>6} samples, {name:>14}: mean {summary[name]['mean']:.4f}, sd {summary[name]['sd']:.4f} "
+          f"over {len(values)} noise seeds (range {min(values):.4f} … {max(values):.4f})",
+          flush=True,
+        )
     results["by_num_samples"][str(num)] = summary
   if args.json_out:
     os.makedirs(os.path.dirname(args.json_out) or ".", exist_ok=True)

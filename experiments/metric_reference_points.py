@@ -28,14 +28,14 @@ precision, recall and coverage depend on N (coverage of two samples of one distr
   python experiments/metric_reference_points.py [--num_samples=10000,5000,2000] \
       [--out=experiments/results/metric_reference_points.json] [--markdown=/tmp/table.md]
 """
+
 import json
 import pathlib
 import tempfile
 import time
 
-from absl import app
-from absl import flags
 import numpy as np
+from absl import app, flags
 from ml_collections import config_flags
 from scipy import ndimage
 
@@ -43,14 +43,17 @@ from sagan_jax import sharding
 from sagan_jax.evaluation import evaluator as evaluator_lib
 from sagan_jax.evaluation import fmnist_classifier, metrics
 
-config_flags.DEFINE_config_file("config", "configs/fashion_mnist.py",
-                                "config whose eval_* fields define the evaluation")
-_NUM_SAMPLES = flags.DEFINE_list("num_samples", ["10000", "5000", "2000"],
-                                 "sample counts to score each set at (at most --num_real)")
+config_flags.DEFINE_config_file(
+  "config", "configs/fashion_mnist.py", "config whose eval_* fields define the evaluation"
+)
+_NUM_SAMPLES = flags.DEFINE_list(
+  "num_samples", ["10000", "5000", "2000"], "sample counts to score each set at (at most --num_real)"
+)
 _NUM_REAL = flags.DEFINE_integer("num_real", 10000, "held-out real train images (the largest set)")
 _SEED = flags.DEFINE_integer("seed", 0, "seed of the train subset and of the noise")
-_OUT = flags.DEFINE_string("out", "experiments/results/metric_reference_points.json",
-                           "JSON file of the results ('' = none)")
+_OUT = flags.DEFINE_string(
+  "out", "experiments/results/metric_reference_points.json", "JSON file of the results ('' = none)"
+)
 _MARKDOWN = flags.DEFINE_string("markdown", "", "also write the tables to this Markdown file")
 
 METRIC_NAMES = ("fid_fmnist", "class_accuracy", "precision", "recall", "density", "coverage")
@@ -59,8 +62,9 @@ BLUR_SIGMAS = (1.0, 2.0)
 
 def blur(images: np.ndarray, sigma: float) -> np.ndarray:
   """Gaussian blur of (N, H, W, C) images in [-1, 1], the background (-1) beyond the border."""
-  return ndimage.gaussian_filter(images, sigma=(0, sigma, sigma, 0), mode="constant",
-                                 cval=-1.0).astype(np.float32)
+  return ndimage.gaussian_filter(images, sigma=(0, sigma, sigma, 0), mode="constant", cval=-1.0).astype(
+    np.float32
+  )
 
 
 def image_sets(config, num_real: int, seed: int) -> dict:
@@ -90,57 +94,71 @@ def main(argv):
     evaluation = evaluator_lib.Evaluator(config, mesh, sampler=None, workdir=workdir)
   space = evaluation.spaces["fmnist_classifier"]
   reference = evaluation.reference(space)
-  print(f"classifier {space.id} (test accuracy {space.info['test_accuracy']:.4f}); reference: "
-        f"{len(reference.labels)} images of the {config.eval.reference_split} split; k={metrics.PRDC_K}")
+  print(
+    f"classifier {space.id} (test accuracy {space.info['test_accuracy']:.4f}); reference: "
+    f"{len(reference.labels)} images of the {config.eval.reference_split} split; k={metrics.PRDC_K}"
+  )
 
   sets = image_sets(config, _NUM_REAL.value, _SEED.value)
-  test_x, test_y = fmnist_classifier.load_fashion_mnist(config.eval.reference_split,
-                                                        config.dataset.data_dir)
+  test_x, test_y = fmnist_classifier.load_fashion_mnist(config.eval.reference_split, config.dataset.data_dir)
   results = {n: {} for n in counts}
   for name, (images, labels) in sets.items():
     features, logits = evaluation.image_features(images)["fmnist_classifier"]
     for n in counts:
       start = time.time()
-      scalars, details = evaluation.score({"fmnist_classifier": (features[:n], logits[:n])},
-                                          labels[:n])
-      results[n][name] = {**scalars, "class_accuracy_per_class": details["class_accuracy_per_class"],
-                          "seconds": round(time.time() - start, 2)}
-      print(f"N={n:5d} {name:28s} " + " ".join(f"{k}={scalars[k]:.4f}" for k in METRIC_NAMES),
-            flush=True)
+      scalars, details = evaluation.score({"fmnist_classifier": (features[:n], logits[:n])}, labels[:n])
+      results[n][name] = {
+        **scalars,
+        "class_accuracy_per_class": details["class_accuracy_per_class"],
+        "seconds": round(time.time() - start, 2),
+      }
+      print(f"N={n:5d} {name:28s} " + " ".join(f"{k}={scalars[k]:.4f}" for k in METRIC_NAMES), flush=True)
   # The reference images themselves, as they are and blurred (only at the reference's size).
   paired = {}
   if len(test_y) == len(reference.labels):
     for name, images in [("real test (the reference itself)", test_x)] + [
-        (f"real test blurred σ={sigma:g} px (paired)", blur(test_x, sigma)) for sigma in BLUR_SIGMAS]:
+      (f"real test blurred σ={sigma:g} px (paired)", blur(test_x, sigma)) for sigma in BLUR_SIGMAS
+    ]:
       features, logits = evaluation.image_features(images)["fmnist_classifier"]
       scalars, details = evaluation.score({"fmnist_classifier": (features, logits)}, test_y)
       paired[name] = {**scalars, "class_accuracy_per_class": details["class_accuracy_per_class"]}
-      print(f"N={len(test_y):5d} {name:28s} " + " ".join(f"{k}={scalars[k]:.4f}" for k in METRIC_NAMES),
-            flush=True)
+      print(
+        f"N={len(test_y):5d} {name:28s} " + " ".join(f"{k}={scalars[k]:.4f}" for k in METRIC_NAMES),
+        flush=True,
+      )
 
   protocol = {
-      "classifier": space.id, "classifier_test_accuracy": space.info["test_accuracy"],
-      "classifier_epochs": config.eval.fmnist_classifier_epochs,
-      "reference": {"split": config.eval.reference_split, "num_samples": len(reference.labels),
-                    "cache_file": reference.path.name},
-      "k": metrics.PRDC_K,
-      "sets": {"real train": f"{_NUM_REAL.value} train images, a random subset (seed {_SEED.value}), "
-                             "their own labels; the classifier was trained on the train split",
-               "blurred": "those images, Gaussian blur (scipy.ndimage.gaussian_filter, truncate 4) "
-                          "on the 32x32 canvas in [-1, 1], cval -1",
-               "uniform noise": "pixels uniform in [-1, 1], labels cycling through the classes",
-               "paired": "the reference images themselves (blurred): not independent of the "
-                         "reference"},
-      "coverage_if_identical": {n: metrics.expected_coverage_of_identical(
-          len(reference.labels), n) for n in counts},
+    "classifier": space.id,
+    "classifier_test_accuracy": space.info["test_accuracy"],
+    "classifier_epochs": config.eval.fmnist_classifier_epochs,
+    "reference": {
+      "split": config.eval.reference_split,
+      "num_samples": len(reference.labels),
+      "cache_file": reference.path.name,
+    },
+    "k": metrics.PRDC_K,
+    "sets": {
+      "real train": f"{_NUM_REAL.value} train images, a random subset (seed {_SEED.value}), "
+      "their own labels; the classifier was trained on the train split",
+      "blurred": "those images, Gaussian blur (scipy.ndimage.gaussian_filter, truncate 4) "
+      "on the 32x32 canvas in [-1, 1], cval -1",
+      "uniform noise": "pixels uniform in [-1, 1], labels cycling through the classes",
+      "paired": "the reference images themselves (blurred): not independent of the reference",
+    },
+    "coverage_if_identical": {
+      n: metrics.expected_coverage_of_identical(len(reference.labels), n) for n in counts
+    },
   }
   tables = markdown_tables(results, paired, protocol)
   print(tables)
   if _MARKDOWN.value:
     pathlib.Path(_MARKDOWN.value).write_text(tables)
   if _OUT.value:
-    out = {"protocol": protocol, "results": {str(n): r for n, r in results.items()},
-           "reference images themselves (as they are, blurred)": paired}
+    out = {
+      "protocol": protocol,
+      "results": {str(n): r for n, r in results.items()},
+      "reference images themselves (as they are, blurred)": paired,
+    }
     pathlib.Path(_OUT.value).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(_OUT.value).write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {_OUT.value}")
@@ -158,9 +176,12 @@ def markdown_tables(results: dict, paired: dict, protocol: dict) -> str:
     cells = [f"{scalars[k]:.2f}" if k == "fid_fmnist" else f"{scalars[k]:.3f}" for k in METRIC_NAMES]
     lines.append(f"| {protocol['reference']['num_samples']} | {name} | " + " | ".join(cells) + " |")
   lines.append("")
-  lines.append("Coverage of two independent samples of one distribution (Naeem et al. 2020, "
-               "Lemma 2), reference of " f"{protocol['reference']['num_samples']}: " +
-               ", ".join(f"N={n}: {c:.3f}" for n, c in protocol["coverage_if_identical"].items()))
+  lines.append(
+    "Coverage of two independent samples of one distribution (Naeem et al. 2020, "
+    "Lemma 2), reference of "
+    f"{protocol['reference']['num_samples']}: "
+    + ", ".join(f"N={n}: {c:.3f}" for n, c in protocol["coverage_if_identical"].items())
+  )
   return "\n".join(lines) + "\n"
 
 

@@ -2,6 +2,7 @@
 JAX was installed with. Standard library only: tools/bootstrap.py uses it before the venv
 exists, to pick the JAX build; training uses it to warn when JAX is on the CPU although
 the host has a GPU or TPU."""
+
 import glob
 import logging
 import os
@@ -19,7 +20,6 @@ GOOGLE_PCI_VENDOR = "0x1ae0"
 TPU_PCI_DEVICES = {"0x0027", "0x0056", "0x005e", "0x0062", "0x0063", "0x006f", "0x0076"}
 # Set by GKE's TPU pods and multi-host launchers (libtpu reads them instead of the metadata server).
 TPU_ENV_VARS = ("TPU_ACCELERATOR_TYPE", "TPU_WORKER_HOSTNAMES")
-
 
 
 def nvidia_gpus():
@@ -87,8 +87,7 @@ def choose(requested, root="/"):
       chosen, why = cuda_major_for_driver()
       return chosen, f"ACCELERATOR override ({why})"
     if requested not in ACCELERATORS:
-      raise ValueError(f"ACCELERATOR={requested!r} is not one of "
-                       f"{', '.join((CUDA_ALIAS,) + ACCELERATORS)}")
+      raise ValueError(f"ACCELERATOR={requested!r} is not one of {', '.join((CUDA_ALIAS,) + ACCELERATORS)}")
     return requested, "ACCELERATOR override"
   gpus, why_not = nvidia_gpus()
   if gpus:
@@ -110,7 +109,9 @@ def warn_if_jax_misses_it(backend: str, root="/") -> str:
   if found == "cpu":
     return ""
   kind = "GPU" if found.startswith("cuda") else found.upper()
-  message = (f"JAX runs on the CPU, but this host has a {kind} ({why}); install JAX's "
-             f"{found} build with: ACCELERATOR={found} make venv")
+  message = (
+    f"JAX runs on the CPU, but this host has a {kind} ({why}); install JAX's "
+    f"{found} build with: ACCELERATOR={found} make venv"
+  )
   logging.warning(message)
   return message

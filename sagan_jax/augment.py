@@ -6,6 +6,7 @@ to generate augmented ones. Images are NHWC in [-1, 1]; each image draws its own
 Policies (DiffAugment's): 'color' (brightness, saturation, contrast), 'translation' (a
 shift by up to 1/8 of the side, zero-padded), 'cutout' (a square of half the side set to 0).
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -43,8 +44,12 @@ def _cutout(key, x, ratio: float = 0.5):
   cx = jax.random.randint(kx, (b, 1, 1, 1), 0, w + (1 - size_w % 2))
   rows = jnp.arange(h)[None, :, None, None]
   cols = jnp.arange(w)[None, None, :, None]
-  inside = ((rows >= cy - size_h // 2) & (rows < cy - size_h // 2 + size_h) &
-            (cols >= cx - size_w // 2) & (cols < cx - size_w // 2 + size_w))
+  inside = (
+    (rows >= cy - size_h // 2)
+    & (rows < cy - size_h // 2 + size_h)
+    & (cols >= cx - size_w // 2)
+    & (cols < cx - size_w // 2 + size_w)
+  )
   return jnp.where(inside, jnp.zeros((), x.dtype), x)
 
 

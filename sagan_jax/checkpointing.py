@@ -4,6 +4,7 @@ the newest readable one, keep N, set unreadable ones aside (workdir/unreadable_c
 Every path goes through ``etils.epath`` (orbax's own path layer, sagan_jax.workdir): a
 workdir may be a local folder or a ``gs://`` URL.
 """
+
 import logging
 import os
 import time
@@ -60,21 +61,26 @@ def refuse_if_all_set_aside(workdir) -> None:
   if aside and not checkpoint_steps(workdir):
     where = workdir_lib.path(workdir)
     raise UserError(
-        f"every checkpoint of {where} was unreadable and is set aside in {where / UNREADABLE} "
-        f"({', '.join(aside[:5])}{' …' if len(aside) > 5 else ''}); starting over here would "
-        f"overwrite the old run's config.json and samples: use a new --workdir, or delete "
-        f"{where / UNREADABLE} to start over in this one")
+      f"every checkpoint of {where} was unreadable and is set aside in {where / UNREADABLE} "
+      f"({', '.join(aside[:5])}{' …' if len(aside) > 5 else ''}); starting over here would "
+      f"overwrite the old run's config.json and samples: use a new --workdir, or delete "
+      f"{where / UNREADABLE} to start over in this one"
+    )
 
 
 def tree_shapes(tree) -> dict:
   """{'g_params/block1/conv1/kernel': shape} of a state, a template or orbax's metadata."""
+
   def name(key):
     for attr in ("key", "name", "idx"):
       if hasattr(key, attr):
         return str(getattr(key, attr))
     return str(key)
-  return {"/".join(name(k) for k in path): tuple(leaf.shape)
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+  return {
+    "/".join(name(k) for k in path): tuple(leaf.shape)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+  }
 
 
 def describe_mismatch(saved: dict, wanted: dict, limit: int = 3) -> str | None:
@@ -86,13 +92,18 @@ def describe_mismatch(saved: dict, wanted: dict, limit: int = 3) -> str | None:
   parts = []
   if differing:
     shown = ", ".join(f"{k} {saved[k]} saved, {wanted[k]} now" for k in differing[:limit])
-    parts.append(f"{len(differing)} array(s) of other shapes ({shown}{', …' if len(differing) > limit else ''})")
+    parts.append(
+      f"{len(differing)} array(s) of other shapes ({shown}{', …' if len(differing) > limit else ''})"
+    )
   if missing:
-    parts.append(f"{len(missing)} the checkpoint lacks ({', '.join(missing[:limit])}"
-                 f"{', …' if len(missing) > limit else ''})")
+    parts.append(
+      f"{len(missing)} the checkpoint lacks ({', '.join(missing[:limit])}"
+      f"{', …' if len(missing) > limit else ''})"
+    )
   if extra:
-    parts.append(f"{len(extra)} this model lacks ({', '.join(extra[:limit])}"
-                 f"{', …' if len(extra) > limit else ''})")
+    parts.append(
+      f"{len(extra)} this model lacks ({', '.join(extra[:limit])}{', …' if len(extra) > limit else ''})"
+    )
   return "; ".join(parts)
 
 
@@ -111,17 +122,20 @@ class Checkpointer:
     self.directory = checkpoint_dir(workdir)
     if os.fspath(self.workdir).startswith("gs://"):
       try:  # orbax lists a bucket's step folders with it
-        from google.cloud import storage  # pylint: disable=g-import-not-at-top,unused-import
+        from google.cloud import storage  # noqa: F401
       except ImportError:
-        raise UserError(f"a gs:// workdir ({self.workdir}) needs the google-cloud-storage package, "
-                        f"which orbax lists a bucket's checkpoints with: pip install "
-                        f"google-cloud-storage") from None
+        raise UserError(
+          f"a gs:// workdir ({self.workdir}) needs the google-cloud-storage package, "
+          f"which orbax lists a bucket's checkpoints with: pip install "
+          f"google-cloud-storage"
+        ) from None
     self._saving = None  # the step of the save in flight
     self._failed = None  # the error of a save that failed
     self._manager = ocp.CheckpointManager(
-        self.directory, item_handlers=ocp.StandardCheckpointHandler(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=owner,
-                                             cleanup_tmp_directories=owner))
+      self.directory,
+      item_handlers=ocp.StandardCheckpointHandler(),
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=owner, cleanup_tmp_directories=owner),
+    )
 
   def latest_step(self):
     return self._manager.latest_step()
@@ -161,12 +175,13 @@ class Checkpointer:
         logging.exception("could not delete the unfinished save")
     kept = checkpoint_steps(self.workdir)
     raise DiskFull(
-        f"no space left on the device of {self.directory} while saving the checkpoint of step "
-        f"{step} ({' '.join(str(full).split())[:160]}); "
-        + ("its half-written save is deleted; " if deleted else "")
-        + (f"the checkpoints of steps {kept} stay" if kept else "no checkpoint was finished before")
-        + "; free space there (other runs, or lower keep_checkpoints) and rerun the same "
-          "command to resume") from None
+      f"no space left on the device of {self.directory} while saving the checkpoint of step "
+      f"{step} ({' '.join(str(full).split())[:160]}); "
+      + ("its half-written save is deleted; " if deleted else "")
+      + (f"the checkpoints of steps {kept} stay" if kept else "no checkpoint was finished before")
+      + "; free space there (other runs, or lower keep_checkpoints) and rerun the same "
+      "command to resume"
+    ) from None
 
   # Restoring
 
@@ -193,9 +208,10 @@ class Checkpointer:
     mismatch = describe_mismatch(saved, tree_shapes(state_like))
     if mismatch:
       raise UserError(
-          f"checkpoint {step} in {self.directory} holds another model than the config describes: "
-          f"{mismatch}; pass the config the run was trained with (its config.json, if it has one) "
-          f"or use a new --workdir")
+        f"checkpoint {step} in {self.directory} holds another model than the config describes: "
+        f"{mismatch}; pass the config the run was trained with (its config.json, if it has one) "
+        f"or use a new --workdir"
+      )
     return True
 
   def check_resumable(self, template_fn) -> int | None:
@@ -226,19 +242,28 @@ class Checkpointer:
       except Exception as e:  # orbax raises many types for damaged files
         self.check_matches(step, state_like)  # another model: refused, nothing moved
         if isinstance(e, PermissionError):
-          raise UserError(f"checkpoint {step} in {self.directory} cannot be read ({e}); fix the "
-                          f"permissions and rerun") from None
+          raise UserError(
+            f"checkpoint {step} in {self.directory} cannot be read ({e}); fix the permissions and rerun"
+          ) from None
         aside = self.workdir / UNREADABLE / f"{step}-{int(time.time())}"
-        logging.warning("checkpoint %d in %s is unreadable (%s: %s); moved to %s, trying the "
-                        "previous one", step, self.directory, type(e).__name__, str(e)[:200], aside)
+        logging.warning(
+          "checkpoint %d in %s is unreadable (%s: %s); moved to %s, trying the previous one",
+          step,
+          self.directory,
+          type(e).__name__,
+          str(e)[:200],
+          aside,
+        )
         if jax.process_index() == 0:
           aside.parent.mkdir(parents=True, exist_ok=True)
           (self.directory / str(step)).rename(aside)
         self._manager.reload()
     if steps:
-      raise UserError(f"none of the checkpoints {steps} in {self.directory} is readable; they "
-                      f"are set aside in {self.workdir / UNREADABLE}; use a new --workdir, or "
-                      f"delete that folder to start over in this one")
+      raise UserError(
+        f"none of the checkpoints {steps} in {self.directory} is readable; they "
+        f"are set aside in {self.workdir / UNREADABLE}; use a new --workdir, or "
+        f"delete that folder to start over in this one"
+      )
     return 0, None
 
   def restore_newest_readable(self, state_like, step: int | None = None):
@@ -260,16 +285,25 @@ class Checkpointer:
         failures.append((candidate, f"{type(e).__name__}: {' '.join(str(e).split())[:160]}"))
         continue
       if failures:
-        logging.warning("checkpoint(s) %s in %s are unreadable (%s); using step %d, the newest "
-                        "readable one (pass --step to choose another)",
-                        [s for s, _ in failures], self.directory, failures[0][1], candidate)
+        logging.warning(
+          "checkpoint(s) %s in %s are unreadable (%s); using step %d, the newest "
+          "readable one (pass --step to choose another)",
+          [s for s, _ in failures],
+          self.directory,
+          failures[0][1],
+          candidate,
+        )
       return candidate, state
     readable_hint = [s for s in steps if s not in {f for f, _ in failures}]
     raise UserError(
-        f"checkpoint(s) {[s for s, _ in failures]} in {self.directory} are unreadable "
-        f"({failures[0][1]})"
-        + (f"; pass --step with one of {readable_hint}" if readable_hint else
-           "; none is readable: retrain, or restore the checkpoints from a copy"))
+      f"checkpoint(s) {[s for s, _ in failures]} in {self.directory} are unreadable "
+      f"({failures[0][1]})"
+      + (
+        f"; pass --step with one of {readable_hint}"
+        if readable_hint
+        else "; none is readable: retrain, or restore the checkpoints from a copy"
+      )
+    )
 
   def reached_preemption(self, step: int) -> bool:
     """True on every host once a preemption notice reached the JAX distributed runtime."""

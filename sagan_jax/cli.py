@@ -9,6 +9,7 @@
 
 Process start-up (devices, caches, logging) is sagan_jax.runtime's; signals sagan_jax.signals'.
 """
+
 import os
 import re
 import signal
@@ -17,7 +18,7 @@ import sys
 from sagan_jax import signals
 from sagan_jax.config import RENAMED_FIELDS
 
-USAGE_EXIT = 2          # a user's mistake
+USAGE_EXIT = 2  # a user's mistake
 
 
 def _fail(message: str, code: int = USAGE_EXIT):
@@ -34,6 +35,7 @@ def _tool_name() -> str:
 
 
 # Flags
+
 
 def _last_line(text: str) -> str:
   """The exception line of a traceback folded into a message, without its type."""
@@ -54,12 +56,14 @@ def _unknown_field(e: BaseException, argv) -> str | None:
     parts = override.group(2).split(".") if override else []
     if key.group(1) in parts:
       flag, at = override.group(1), parts.index(key.group(1))
-      unknown = ".".join(parts[:at + 1])
+      unknown = ".".join(parts[: at + 1])
       hint = ""
       if suggestion:
-        hint = f" (did you mean --{flag}.{'.'.join(parts[:at] + [suggestion.group(1)] + parts[at + 1:])}?)"
-      return (f"--{flag}.{override.group(2)}: the config has no field {unknown!r}{hint}; the "
-              f"config file lists every field with a comment")
+        hint = f" (did you mean --{flag}.{'.'.join(parts[:at] + [suggestion.group(1)] + parts[at + 1 :])}?)"
+      return (
+        f"--{flag}.{override.group(2)}: the config has no field {unknown!r}{hint}; the "
+        f"config file lists every field with a comment"
+      )
   return None
 
 
@@ -67,6 +71,7 @@ def flag_error(e: BaseException, argv) -> str:
   """One line for an exception raised while parsing the command line (all of it user input:
   flags, the config file they name, its variant, its overrides)."""
   from absl import flags
+
   text = str(e)
   if isinstance(e, (KeyError, AttributeError)) and (line := _unknown_field(e, argv)):
     return line
@@ -78,9 +83,11 @@ def flag_error(e: BaseException, argv) -> str:
     return f"{head}: {_last_line(text)}"
   config = next((a.split("=", 1)[1] for a in argv if re.match(r"^--?config=", a)), None)
   if config and config.split(":")[0].endswith(".json") and not isinstance(e, flags.Error):
-    return (f"--config={config}: a config file is Python (configs/<name>.py), not a run's "
-            f"config.json; evaluate reads the workdir's config.json itself (leave --config out); "
-            f"to change fields give the .py config the run came from, with --config.X=… overrides")
+    return (
+      f"--config={config}: a config file is Python (configs/<name>.py), not a run's "
+      f"config.json; evaluate reads the workdir's config.json itself (leave --config out); "
+      f"to change fields give the .py config the run came from, with --config.X=… overrides"
+    )
   if "Failed loading config file" in text or isinstance(e, (OSError, ImportError, SyntaxError)):
     where = f"--config={config}" if config else "--config"
     detail = _last_line(text).replace("[Errno 2] ", "")
@@ -88,8 +95,7 @@ def flag_error(e: BaseException, argv) -> str:
       detail = f"{e.msg} ({e.filename}, line {e.lineno})"
     return f"{where}: the config file does not load ({detail})"
   if config and not isinstance(e, flags.Error):
-    return (f"--config={config}: the config file does not load ({type(e).__name__}: "
-            f"{_last_line(text)})")
+    return f"--config={config}: the config file does not load ({type(e).__name__}: {_last_line(text)})"
   return " ".join(text.split()) or type(e).__name__
 
 
@@ -111,6 +117,7 @@ def parse_flags(argv):
   spellings of moved config fields are read at their new places."""
   from absl import flags
   from ml_collections.config_flags import config_flags
+
   signals.exit_on_second_signal()
   signals.handle_interrupts()
   flag_values = flags.FLAGS
@@ -127,17 +134,21 @@ def parse_flags(argv):
   except Exception as e:  # pylint: disable=broad-except  (only user input is parsed here)
     _fail(flag_error(e, argv))
   if len(rest) > 1:
-    _fail(f"unexpected arguments: {' '.join(rest[1:])}; every option is a --flag "
-          f"(python -m {_tool_name()} --helpshort lists them)")
+    _fail(
+      f"unexpected arguments: {' '.join(rest[1:])}; every option is a --flag "
+      f"(python -m {_tool_name()} --helpshort lists them)"
+    )
   return rest
 
 
 def disk_full_message(e: BaseException) -> str:
   where = getattr(e, "filename", None)
-  return (f"no space left on the device{f' writing {where}' if where else ''} "
-          f"({' '.join(str(e).split())[:200]}); free space there (old runs, older checkpoints: "
-          f"lower keep_checkpoints) and rerun the same command: what was saved before stays "
-          f"and a training resumes from its last checkpoint")
+  return (
+    f"no space left on the device{f' writing {where}' if where else ''} "
+    f"({' '.join(str(e).split())[:200]}); free space there (old runs, older checkpoints: "
+    f"lower keep_checkpoints) and rerun the same command: what was saved before stays "
+    f"and a training resumes from its last checkpoint"
+  )
 
 
 def run(fn, *args, **kwargs):
@@ -145,6 +156,7 @@ def run(fn, *args, **kwargs):
   a preemption with its own message and exit code, a full disk with one line saying what to
   free (exit 2), a SIGINT outside the training loop with one line (exit 130)."""
   from sagan_jax.errors import Preempted, UserError, disk_full
+
   try:
     return fn(*args, **kwargs)
   except UserError as e:

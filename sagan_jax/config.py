@@ -5,6 +5,7 @@ writes the file.
 ``validate_config`` is the one check of a config: every entry point calls it before
 anything is traced, so a bad value ends in one line that names the field.
 """
+
 import json
 
 import jax.numpy as jnp
@@ -23,35 +24,55 @@ EMA_SCHEDULES = ("constant", "power")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Fields only the loops (training, evaluation, data) read: the compiled programs do not
 # depend on them, so configs that differ only there share one set of programs.
-LOOP_FIELDS = ("num_train_steps", "log_every_steps", "sample_every_steps", "checkpoint_every_steps",
-               "keep_checkpoints", "async_checkpoints", "max_nonfinite_steps", "num_sample_columns",
-               "dataset", "eval", "evals", "profile_steps", "cpu_devices")
+LOOP_FIELDS = (
+  "num_train_steps",
+  "log_every_steps",
+  "sample_every_steps",
+  "checkpoint_every_steps",
+  "keep_checkpoints",
+  "async_checkpoints",
+  "max_nonfinite_steps",
+  "num_sample_columns",
+  "dataset",
+  "eval",
+  "evals",
+  "profile_steps",
+  "cpu_devices",
+)
 # Fields that moved, by their old flat name: runs saved before, and --config.<old name>=…
 # on a command line, are read at the new place.
 RENAMED_FIELDS = {
-    "eval_every_steps": "evals.periodic.every_steps",
-    "eval_num_samples": "evals.periodic.num_samples",
-    "eval_metrics": "eval.metrics",
-    "eval_final_num_samples": "eval.num_samples",
-    "eval_batch_size": "eval.batch_size",
-    "eval_reference_split": "eval.reference_split",
-    "eval_reference_samples": "eval.reference_samples",
-    "eval_is_splits": "eval.is_splits",
-    "eval_cache_dir": "eval.cache_dir",
-    "inception_weights": "eval.inception_weights",
-    "eval_fmnist_classifier_epochs": "eval.fmnist_classifier_epochs",
-    "eval_fmnist_classifier_num_train": "eval.fmnist_classifier_num_train",
+  "eval_every_steps": "evals.periodic.every_steps",
+  "eval_num_samples": "evals.periodic.num_samples",
+  "eval_metrics": "eval.metrics",
+  "eval_final_num_samples": "eval.num_samples",
+  "eval_batch_size": "eval.batch_size",
+  "eval_reference_split": "eval.reference_split",
+  "eval_reference_samples": "eval.reference_samples",
+  "eval_is_splits": "eval.is_splits",
+  "eval_cache_dir": "eval.cache_dir",
+  "inception_weights": "eval.inception_weights",
+  "eval_fmnist_classifier_epochs": "eval.fmnist_classifier_epochs",
+  "eval_fmnist_classifier_num_train": "eval.fmnist_classifier_num_train",
 }
 # Model fields that change no parameter shape: a run may resume with other values.
 RUNTIME_MODEL_FIELDS = ("attention_impl", "attention_query_chunk", "kernels")
 # Model fields added after runs were written, with the value that reproduces those runs
 # ('auto' kernels: the formulations the code picked by itself before they were fields).
-ADDED_MODEL_FIELDS = {"attention_block": "self_attention", "attention_query_chunk": 256, "d_ch": None,
-                      "kernels": {field: kernels_lib.AUTO for field in kernels_lib.FIELDS}}
+ADDED_MODEL_FIELDS = {
+  "attention_block": "self_attention",
+  "attention_query_chunk": 256,
+  "d_ch": None,
+  "kernels": {field: kernels_lib.AUTO for field in kernels_lib.FIELDS},
+}
 # Top-level fields added since, with the values that reproduce runs written before them.
-ADDED_FIELDS = {"ema_schedule": "constant", "ema_power_gamma": 6.94, "augment": (),
-                "profile_steps": 0, "cpu_devices": 0}
-
+ADDED_FIELDS = {
+  "ema_schedule": "constant",
+  "ema_power_gamma": 6.94,
+  "augment": (),
+  "profile_steps": 0,
+  "cpu_devices": 0,
+}
 
 
 def attention_sides(model_config, which: str) -> tuple:
@@ -74,20 +95,23 @@ def _check_model(m) -> None:
     if bad:
       net = "generator" if which == "g" else "discriminator"
       raise UserError(
-          f"attention side(s) {bad} do not exist in the {m.resolution}×{m.resolution} {net}, whose "
-          f"feature sides are {sides}; fix model.attention_resolutions "
-          f"(or model.{which}_attention_resolutions)")
+        f"attention side(s) {bad} do not exist in the {m.resolution}×{m.resolution} {net}, whose "
+        f"feature sides are {sides}; fix model.attention_resolutions "
+        f"(or model.{which}_attention_resolutions)"
+      )
   d_ch = m.get("d_ch")
   if d_ch is not None and (isinstance(d_ch, bool) or not isinstance(d_ch, int) or d_ch <= 0):
-    raise UserError(f"model.d_ch must be a positive whole number (or unset: D as wide as G, "
-                    f"model.ch), got {d_ch!r}")
+    raise UserError(
+      f"model.d_ch must be a positive whole number (or unset: D as wide as G, model.ch), got {d_ch!r}"
+    )
   if m.attention_impl not in ATTENTION_IMPLS:
     raise UserError(f"model.attention_impl {m.attention_impl!r} is not one of {ATTENTION_IMPLS}")
   if m.attention_impl == "dot_product_attention" and m.key_channel_ratio != m.value_channel_ratio:
     raise UserError(
-        f"model.attention_impl 'dot_product_attention' needs equal key and value widths, but "
-        f"key_channel_ratio is {m.key_channel_ratio} and value_channel_ratio {m.value_channel_ratio}; "
-        f"use attention_impl 'chunked' or 'xla' for the released code's C/2 values")
+      f"model.attention_impl 'dot_product_attention' needs equal key and value widths, but "
+      f"key_channel_ratio is {m.key_channel_ratio} and value_channel_ratio {m.value_channel_ratio}; "
+      f"use attention_impl 'chunked' or 'xla' for the released code's C/2 values"
+    )
   if m.attention_query_chunk <= 0:
     raise UserError(f"model.attention_query_chunk must be positive, got {m.attention_query_chunk}")
   if m.attention_block not in ATTENTION_BLOCKS:
@@ -99,8 +123,11 @@ def _check_model(m) -> None:
 
 def evaluations(config) -> dict:
   """{name: (every_steps, num_samples, metric names)} of the config.evals entries a training runs."""
-  return {name: (entry.every_steps, entry.num_samples, tuple(entry.metrics or config.eval.metrics))
-          for name, entry in config.evals.items() if entry.every_steps > 0}
+  return {
+    name: (entry.every_steps, entry.num_samples, tuple(entry.metrics or config.eval.metrics))
+    for name, entry in config.evals.items()
+    if entry.every_steps > 0
+  }
 
 
 def all_metric_names(config) -> tuple:
@@ -117,18 +144,23 @@ def check_evaluation(config, num_devices: int, metric_names=None) -> None:
   names = tuple(all_metric_names(config) if metric_names is None else metric_names)
   unknown = sorted(set(names) - set(registry.names()))
   if not names or unknown:
-    raise UserError(f"metrics {names} must be a non-empty tuple of {registry.names()} "
-                    f"(config.eval.metrics, config.evals.<name>.metrics)")
+    raise UserError(
+      f"metrics {names} must be a non-empty tuple of {registry.names()} "
+      f"(config.eval.metrics, config.evals.<name>.metrics)"
+    )
   if config.eval.batch_size <= 0 or config.eval.batch_size % num_devices:
-    raise UserError(f"eval.batch_size {config.eval.batch_size} must be a positive multiple of the "
-                    f"device count {num_devices}")
+    raise UserError(
+      f"eval.batch_size {config.eval.batch_size} must be a positive multiple of the "
+      f"device count {num_devices}"
+    )
   m = config.model
   offline = [n for n in names if registry.get(n).space == registry.FMNIST_CLASSIFIER]
-  if offline and (config.dataset.name != "fashion_mnist" or m.resolution != 32
-                  or m.image_channels != 1):
-    raise UserError(f"metrics {tuple(offline)} are scored by the project's Fashion-MNIST "
-                    f"classifier and need 32x32x1 Fashion-MNIST (dataset.name 'fashion_mnist'); "
-                    f"use 'fid' for other data")
+  if offline and (config.dataset.name != "fashion_mnist" or m.resolution != 32 or m.image_channels != 1):
+    raise UserError(
+      f"metrics {tuple(offline)} are scored by the project's Fashion-MNIST "
+      f"classifier and need 32x32x1 Fashion-MNIST (dataset.name 'fashion_mnist'); "
+      f"use 'fid' for other data"
+    )
 
 
 def _number(config, name: str, integer: bool = False):
@@ -144,14 +176,27 @@ def _number(config, name: str, integer: bool = False):
 
 def _check_numbers(config) -> None:
   """Counts, rates and coefficients in the ranges where training means something."""
-  for name in ("num_train_steps", "batch_size", "d_steps_per_g_step", "log_every_steps",
-               "sample_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-               "max_nonfinite_steps", "standing_stats_batches", "num_sample_columns",
-               "model.num_classes", "model.ch", "model.z_dim", "model.image_channels"):
-    if _number(config, name, integer=True) <= 0:
-      raise UserError(f"{name} must be positive, got {_number(config, name)}")
-  for name in ("eval.num_samples", "eval.batch_size", "eval.reference_samples", "eval.is_splits",
-               "eval.fmnist_classifier_epochs"):
+  for name in (
+    "num_train_steps",
+    "batch_size",
+    "d_steps_per_g_step",
+    "log_every_steps",
+    "sample_every_steps",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "max_nonfinite_steps",
+    "standing_stats_batches",
+    "num_sample_columns",
+    "model.num_classes",
+    "model.ch",
+    "model.z_dim",
+    "model.image_channels",
+    "eval.num_samples",
+    "eval.batch_size",
+    "eval.reference_samples",
+    "eval.is_splits",
+    "eval.fmnist_classifier_epochs",
+  ):
     if _number(config, name, integer=True) <= 0:
       raise UserError(f"{name} must be positive, got {_number(config, name)}")
   for name, entry in config.evals.items():
@@ -163,22 +208,30 @@ def _check_numbers(config) -> None:
       raise UserError(f"{name} must be 0 or more, got {_number(config, name)}")
   for name in ("optimizer.g_lr", "optimizer.d_lr"):
     if not 0 < _number(config, name) < float("inf"):
-      raise UserError(f"{name} must be a positive learning rate, got {_number(config, name)} "
-                      f"(the paper: g_lr 1e-4, d_lr 4e-4)")
+      raise UserError(
+        f"{name} must be a positive learning rate, got {_number(config, name)} "
+        f"(the paper: g_lr 1e-4, d_lr 4e-4)"
+      )
   for name in ("optimizer.b1", "optimizer.b2"):
     if not 0 <= _number(config, name) < 1:
-      raise UserError(f"{name} must lie in [0, 1) (Adam's decay of its moment estimates), got "
-                      f"{_number(config, name)} (the paper: b1 0, b2 0.9)")
+      raise UserError(
+        f"{name} must lie in [0, 1) (Adam's decay of its moment estimates), got "
+        f"{_number(config, name)} (the paper: b1 0, b2 0.9)"
+      )
   if not 0 < _number(config, "optimizer.eps") < float("inf"):
-    raise UserError(f"optimizer.eps must be positive (Adam divides by sqrt(v) + eps, and v is 0 "
-                    f"for parameters without gradient yet), got {config.optimizer.eps}; e.g. 1e-8")
+    raise UserError(
+      f"optimizer.eps must be positive (Adam divides by sqrt(v) + eps, and v is 0 "
+      f"for parameters without gradient yet), got {config.optimizer.eps}; e.g. 1e-8"
+    )
   if not 0 <= _number(config, "ema_decay") <= 1:
     raise UserError(f"ema_decay must lie in [0, 1], got {config.ema_decay}")
   if config.ema_schedule not in EMA_SCHEDULES:
     raise UserError(f"ema_schedule {config.ema_schedule!r} is not one of {EMA_SCHEDULES}")
   if not 0 <= _number(config, "ema_power_gamma") < float("inf"):
-    raise UserError(f"ema_power_gamma must be 0 or more, got {config.ema_power_gamma} (6.94 averages "
-                    f"over the last ~10% of training, 16.97 over ~5%)")
+    raise UserError(
+      f"ema_power_gamma must be 0 or more, got {config.ema_power_gamma} (6.94 averages "
+      f"over the last ~10% of training, 16.97 over ~5%)"
+    )
 
 
 def validate_config(config, num_devices: int | None = None) -> None:
@@ -193,19 +246,24 @@ def validate_config(config, num_devices: int | None = None) -> None:
   if config.loss not in losses.LOSSES:
     raise UserError(f"loss {config.loss!r} is not one of {sorted(losses.LOSSES)}")
   if isinstance(config.augment, str) or any(p not in augment.POLICIES for p in config.augment):
-    raise UserError(f"augment {config.augment!r} must be a tuple of policies among {augment.POLICIES}, "
-                    f"e.g. --config.augment=\"('translation', 'cutout')\", or () for none")
+    raise UserError(
+      f"augment {config.augment!r} must be a tuple of policies among {augment.POLICIES}, "
+      f"e.g. --config.augment=\"('translation', 'cutout')\", or () for none"
+    )
   if num_devices is not None:
     if config.batch_size % num_devices:
-      raise UserError(f"batch_size {config.batch_size} must be a positive multiple of the device "
-                      f"count {num_devices}; set --config.batch_size accordingly")
+      raise UserError(
+        f"batch_size {config.batch_size} must be a positive multiple of the device "
+        f"count {num_devices}; set --config.batch_size accordingly"
+      )
     if evaluations(config):
       check_evaluation(config, num_devices)
 
 
 def program_fingerprint(config) -> str:
-  """The fields the compiled programs depend on, as JSON: all but LOOP_FIELDS, the seed (the programs take the key as an argument) and model.kernels (they depend on its
-  resolved values, which the programs' cache keys hold instead)."""
+  """The fields the compiled programs depend on, as JSON: all but LOOP_FIELDS, the seed (the
+  programs take the key as an argument) and model.kernels (they depend on its resolved values,
+  which the programs' cache keys hold instead)."""
   fields = {k: v for k, v in config.to_dict().items() if k not in LOOP_FIELDS and k != "seed"}
   fields["model"] = {k: v for k, v in fields["model"].items() if k != "kernels"}
   return json.dumps(fields, sort_keys=True, default=str)
@@ -264,8 +322,7 @@ def differing_model_fields(saved: dict, config) -> str | None:
   differing = sorted(k for k in set(saved) & set(model) if saved[k] != model[k])
   if not differing:
     return None
-  return ", ".join(f"model.{k} ({saved.get(k)!r} in the workdir, {model.get(k)!r} now)"
-                   for k in differing)
+  return ", ".join(f"model.{k} ({saved.get(k)!r} in the workdir, {model.get(k)!r} now)" for k in differing)
 
 
 def to_json(config, resolved_kernels: dict | None = None) -> str:

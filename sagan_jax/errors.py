@@ -1,5 +1,6 @@
 """Errors a user can cause, and the clean stop on preemption. Every tool prints their
 message as one line and exits non-zero (sagan_jax.cli.run)."""
+
 import errno
 import os
 

@@ -1,5 +1,6 @@
 """Pure numpy/PIL drawing: sample grids, PNGs, query points and attention overlays
 (the paper's Fig. 1 / Fig. 5). No JAX program: callers hand in arrays."""
+
 import io
 import os
 
@@ -7,8 +8,16 @@ import numpy as np
 from etils import epath
 from PIL import Image, ImageDraw
 
-QUERY_COLORS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
-                (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230))
+QUERY_COLORS = (
+  (230, 25, 75),
+  (60, 180, 75),
+  (255, 225, 25),
+  (0, 130, 200),
+  (245, 130, 48),
+  (145, 30, 180),
+  (70, 240, 240),
+  (240, 50, 230),
+)
 MIN_PANEL = 128  # attention panels are drawn at least this many pixels wide
 
 
@@ -32,7 +41,7 @@ def tile(panels: np.ndarray, pad: int = 1) -> np.ndarray:
   for r in range(rows):
     for col in range(cols):
       top, left = pad + r * (h + pad), pad + col * (w + pad)
-      grid[top:top + h, left:left + w] = panels[r, col]
+      grid[top : top + h, left : left + w] = panels[r, col]
   return grid
 
 
@@ -89,14 +98,16 @@ def feature_side(n: int, what: str) -> int:
 def _colormap(values: np.ndarray) -> np.ndarray:
   """[0, 1] -> RGB uint8 (matplotlib's 'inferno' as a lookup table)."""
   from matplotlib import colormaps
+
   return (colormaps["inferno"](values)[..., :3] * 255).astype(np.uint8)
 
 
 HEAT_SCALES = ("query", "figure")
 
 
-def attention_figure(images: np.ndarray, beta: np.ndarray, queries: np.ndarray,
-                     heat_scale: str = "query") -> np.ndarray:
+def attention_figure(
+  images: np.ndarray, beta: np.ndarray, queries: np.ndarray, heat_scale: str = "query"
+) -> np.ndarray:
   """One row per image: the image with query dots, then one heat map per query.
 
   images (n, R, R, C) in [-1, 1]; beta (n, q², k²) softmax weights (query j, key i) of
@@ -119,8 +130,12 @@ def attention_figure(images: np.ndarray, beta: np.ndarray, queries: np.ndarray,
   rgb = to_uint8(images)
   rgb = np.repeat(rgb, 3, axis=-1) if rgb.shape[-1] == 1 else rgb[..., :3]
   dot = max(2, panel // 40)
-  cell = lambda rc, side: [rc[1] * panel / side, rc[0] * panel / side,
-                           (rc[1] + 1) * panel / side - 1, (rc[0] + 1) * panel / side - 1]
+  cell = lambda rc, side: [
+    rc[1] * panel / side,
+    rc[0] * panel / side,
+    (rc[1] + 1) * panel / side - 1,
+    (rc[0] + 1) * panel / side - 1,
+  ]
   centre = lambda rc: ((rc[1] + 0.5) * panel / q_side, (rc[0] + 0.5) * panel / q_side)
   panels = np.zeros((n, len(queries) + 1, panel, panel, 3), np.uint8)
   for i in range(n):
@@ -129,8 +144,11 @@ def attention_figure(images: np.ndarray, beta: np.ndarray, queries: np.ndarray,
     draw = ImageDraw.Draw(marked)
     for qi, rc in enumerate(queries):
       x, y = centre(rc)
-      draw.ellipse([x - dot, y - dot, x + dot, y + dot], fill=QUERY_COLORS[qi % len(QUERY_COLORS)],
-                   outline=(255, 255, 255))
+      draw.ellipse(
+        [x - dot, y - dot, x + dot, y + dot],
+        fill=QUERY_COLORS[qi % len(QUERY_COLORS)],
+        outline=(255, 255, 255),
+      )
     panels[i, 0] = np.asarray(marked)
     gray = np.asarray(base.convert("L").convert("RGB"), np.float32)
     for qi, rc in enumerate(queries):

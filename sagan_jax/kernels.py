@@ -11,6 +11,7 @@ a config's programs are built. The model then reads only the resolved ``Kernels`
 ``platform`` 'auto' is the platform of the mesh's devices (a topology's for a deviceless
 compile): a CPU host tracing for a TPU resolves for the TPU.
 """
+
 import functools
 import platform as platform_module
 
@@ -46,13 +47,20 @@ def platform_of(devices) -> str:
 def auto_choices(platform: str, cpu: tuple) -> dict:
   """What 'auto' means on ``platform``; ``cpu`` is host_cpu()'s answer (read only for 'cpu')."""
   if platform != "cpu":
-    return {"conv_kernel_grad": "xla", "resampling_conv": "composed",
-            "attention_backward": "hand_written", "attention_query_sums": "dot"}
+    return {
+      "conv_kernel_grad": "xla",
+      "resampling_conv": "composed",
+      "attention_backward": "hand_written",
+      "attention_query_sums": "dot",
+    }
   machine, avx512 = cpu
   x86_without_avx512 = machine in ("x86_64", "amd64") and avx512 is False
-  return {"conv_kernel_grad": "taps" if x86_without_avx512 else "taps_1x1",
-          "resampling_conv": "low_resolution", "attention_backward": "hand_written",
-          "attention_query_sums": "per_channel"}
+  return {
+    "conv_kernel_grad": "taps" if x86_without_avx512 else "taps_1x1",
+    "resampling_conv": "low_resolution",
+    "attention_backward": "hand_written",
+    "attention_query_sums": "per_channel",
+  }
 
 
 def resolve(requested, devices, cpu: tuple | None = None) -> Kernels:
@@ -64,8 +72,9 @@ def resolve(requested, devices, cpu: tuple | None = None) -> Kernels:
     platform = platform_of(devices)
   auto = {}
   if any(requested.get(k, AUTO) == AUTO for k in CHOICES):
-    auto = auto_choices(platform, cpu if cpu is not None else
-                        (host_cpu() if platform == "cpu" else ("", None)))
+    auto = auto_choices(
+      platform, cpu if cpu is not None else (host_cpu() if platform == "cpu" else ("", None))
+    )
   choices = {k: auto[k] if requested.get(k, AUTO) == AUTO else requested[k] for k in CHOICES}
   return check(Kernels(platform=platform, num_devices=len(list(devices)), **choices))
 

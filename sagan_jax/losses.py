@@ -1,4 +1,5 @@
 """GAN losses as pure functions of discriminator outputs (paper §3: hinge)."""
+
 import jax
 import jax.numpy as jnp
 
@@ -24,8 +25,8 @@ def nonsaturating_g_loss(d_fake):
 
 
 LOSSES = {
-    "hinge": (hinge_d_loss, hinge_g_loss),
-    "nonsaturating": (nonsaturating_d_loss, nonsaturating_g_loss),
+  "hinge": (hinge_d_loss, hinge_g_loss),
+  "nonsaturating": (nonsaturating_d_loss, nonsaturating_g_loss),
 }
 
 

@@ -4,6 +4,7 @@ Fields can be overridden as --config.<field>=<value>. Launched as several proces
 (Cloud TPU pod slice, SLURM), JAX's distributed runtime is initialised from the
 environment; a single process is left untouched.
 """
+
 from sagan_jax import signals
 
 if __name__ == "__main__":
@@ -15,8 +16,9 @@ from ml_collections import config_flags
 from sagan_jax import cli, runtime
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Path to a config file (optionally :variant).",
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+  "config", None, "Path to a config file (optionally :variant).", lock_config=True
+)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
 flags.mark_flags_as_required(["config", "workdir"])
 

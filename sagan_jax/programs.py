@@ -5,9 +5,10 @@ The compiled programs depend neither on the seed (it is an argument: runs of N s
 once) nor on the host (the formulation choices are resolved from the config for the mesh's
 devices, sagan_jax.kernels); ``programs`` binds a config's seed to them.
 """
+
 import collections
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -46,19 +47,38 @@ def build_models(config, kernels: Kernels = PLAIN):
   """(G, D) of ``config``, computing with the ``kernels`` formulations (the plain ones unless
   given; the math is the same, models/kernels.py)."""
   m = config.model
-  attention = dict(key_channel_ratio=m.key_channel_ratio, value_channel_ratio=m.value_channel_ratio,
-                   pool_kv=m.pool_kv, impl=m.attention_impl, query_chunk=m.attention_query_chunk,
-                   block=m.attention_block)
+  attention = dict(
+    key_channel_ratio=m.key_channel_ratio,
+    value_channel_ratio=m.value_channel_ratio,
+    pool_kv=m.pool_kv,
+    impl=m.attention_impl,
+    query_chunk=m.attention_query_chunk,
+    block=m.attention_block,
+  )
   dtype = config_lib.DTYPES[config.dtype]
   generator = Generator(
-      resolution=m.resolution, ch=m.ch, z_dim=m.z_dim, num_classes=m.num_classes,
-      image_channels=m.image_channels, attention_sides=config_lib.attention_sides(m, "g"),
-      use_sn=m.g_spectral_norm, sn_gains=m.sn_cbn_gains, attention_kwargs=attention, dtype=dtype,
-      kernels=kernels)
+    resolution=m.resolution,
+    ch=m.ch,
+    z_dim=m.z_dim,
+    num_classes=m.num_classes,
+    image_channels=m.image_channels,
+    attention_sides=config_lib.attention_sides(m, "g"),
+    use_sn=m.g_spectral_norm,
+    sn_gains=m.sn_cbn_gains,
+    attention_kwargs=attention,
+    dtype=dtype,
+    kernels=kernels,
+  )
   discriminator = Discriminator(
-      resolution=m.resolution, ch=config_lib.d_width(m), num_classes=m.num_classes,
-      attention_sides=config_lib.attention_sides(m, "d"), use_sn=m.d_spectral_norm,
-      attention_kwargs=attention, dtype=dtype, kernels=kernels)
+    resolution=m.resolution,
+    ch=config_lib.d_width(m),
+    num_classes=m.num_classes,
+    attention_sides=config_lib.attention_sides(m, "d"),
+    use_sn=m.d_spectral_norm,
+    attention_kwargs=attention,
+    dtype=dtype,
+    kernels=kernels,
+  )
   return generator, discriminator
 
 
@@ -84,20 +104,26 @@ def init_state(config, generator, discriminator, g_tx, d_tx, key_data) -> TrainS
   g_vars = generator.init({"params": key_g}, z, y, train=False)
   d_vars = discriminator.init({"params": key_d}, x, y)
   return TrainState(
-      step=jnp.zeros((), jnp.int32),
-      g_params=g_vars["params"], g_batch_stats=g_vars["batch_stats"],
-      g_spectral=g_vars.get(SPECTRAL, {}), g_opt_state=g_tx.init(g_vars["params"]),
-      d_params=d_vars["params"], d_spectral=d_vars.get(SPECTRAL, {}),
-      d_opt_state=d_tx.init(d_vars["params"]),
-      ema_params=g_vars["params"], nonfinite_streak=jnp.zeros((), jnp.int32))
+    step=jnp.zeros((), jnp.int32),
+    g_params=g_vars["params"],
+    g_batch_stats=g_vars["batch_stats"],
+    g_spectral=g_vars.get(SPECTRAL, {}),
+    g_opt_state=g_tx.init(g_vars["params"]),
+    d_params=d_vars["params"],
+    d_spectral=d_vars.get(SPECTRAL, {}),
+    d_opt_state=d_tx.init(d_vars["params"]),
+    ema_params=g_vars["params"],
+    nonfinite_streak=jnp.zeros((), jnp.int32),
+  )
 
 
 def abstract_state(config) -> TrainState:
   """The train state's shapes and dtypes, without computing (or compiling) it."""
   generator, discriminator = build_models(config)
   key_data = jax.eval_shape(seed_key_data, config.seed)  # abstract: no device is touched
-  return jax.eval_shape(functools.partial(init_state, config, generator, discriminator,
-                                          *build_optimizers(config)), key_data)
+  return jax.eval_shape(
+    functools.partial(init_state, config, generator, discriminator, *build_optimizers(config)), key_data
+  )
 
 
 def parameter_count(tree) -> int:
@@ -106,17 +132,19 @@ def parameter_count(tree) -> int:
 
 class Compiled(NamedTuple):
   """One config's models and jitted programs on one mesh, whatever its seed."""
+
   generator: Generator
   discriminator: Discriminator
-  kernels: Kernels        # the formulations they compute in (config.model.kernels, resolved)
-  init: Any               # jit: key_data -> the initial TrainState, replicated over the mesh
-  train_step: Any         # jit: (state, batch, key_data) -> (state, metrics); step.make_train_step's
+  kernels: Kernels  # the formulations they compute in (config.model.kernels, resolved)
+  init: Any  # jit: key_data -> the initial TrainState, replicated over the mesh
+  train_step: Any  # jit: (state, batch, key_data) -> (state, metrics); step.make_train_step's
   sampler: sampling.SamplerPrograms
 
 
 class Seeded(NamedTuple):
   """A program with the run's key bound as its last argument: ``fn(*args)``, ``fn.lower(*args)``
   and ``fn.eval_shape(*args)`` as the jitted function takes them without it."""
+
   jitted: Any
   key_data: Any
 
@@ -134,11 +162,12 @@ class Seeded(NamedTuple):
 
 class Programs(NamedTuple):
   """A config's programs with its seed bound: what a training or a tool runs."""
+
   generator: Generator
   discriminator: Discriminator
   kernels: Kernels
-  init: Seeded                    # () -> the initial TrainState of the config's seed
-  train_step: Seeded              # (state, batch) -> (state, metrics)
+  init: Seeded  # () -> the initial TrainState of the config's seed
+  train_step: Seeded  # (state, batch) -> (state, metrics)
   sampler: sampling.Sampler
   compiled: Compiled
 
@@ -169,11 +198,19 @@ def compiled_programs(config, mesh: Mesh) -> Compiled:
   generator, discriminator = build_models(config, kernels)
   g_tx, d_tx = build_optimizers(config)
   replicated = sharding.replicated(mesh)
-  init = jax.jit(functools.partial(init_state, config, generator, discriminator, g_tx, d_tx),
-                 in_shardings=(replicated,), out_shardings=replicated)
-  built = Compiled(generator, discriminator, kernels, init,
-                   make_train_step(config, generator, discriminator, g_tx, d_tx, mesh),
-                   sampling.SamplerPrograms(config, generator, mesh))
+  init = jax.jit(
+    functools.partial(init_state, config, generator, discriminator, g_tx, d_tx),
+    in_shardings=(replicated,),
+    out_shardings=replicated,
+  )
+  built = Compiled(
+    generator,
+    discriminator,
+    kernels,
+    init,
+    make_train_step(config, generator, discriminator, g_tx, d_tx, mesh),
+    sampling.SamplerPrograms(config, generator, mesh),
+  )
   _COMPILED[key] = built
   while len(_COMPILED) > _MAX_COMPILED:
     _COMPILED.popitem(last=False)
@@ -192,6 +229,12 @@ def programs(config, mesh: Mesh) -> Programs:
   built = compiled_programs(config, mesh)
   key_data = sharding.replicate(seed_key_data(config.seed), mesh)
   stats_key_data = sharding.replicate(seed_key_data(config.seed + STANDING_STATS_SEED_OFFSET), mesh)
-  return Programs(built.generator, built.discriminator, built.kernels,
-                  Seeded(built.init, key_data), Seeded(built.train_step, key_data),
-                  sampling.Sampler(built.sampler, stats_key_data), built)
+  return Programs(
+    built.generator,
+    built.discriminator,
+    built.kernels,
+    Seeded(built.init, key_data),
+    Seeded(built.train_step, key_data),
+    sampling.Sampler(built.sampler, stats_key_data),
+    built,
+  )

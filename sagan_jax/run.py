@@ -5,9 +5,9 @@ state and the programs to use it with, built once.
 The tools that read runs (evaluate, visualize, report) need only ``--workdir``: the
 config comes from the ``config.json`` training wrote there.
 """
+
 from typing import Any, NamedTuple
 
-import jax
 from jax.sharding import Mesh
 
 from sagan_jax import checkpointing, programs, sharding
@@ -29,8 +29,9 @@ def check_same_model(config, workdir: str, resuming: bool) -> None:
     return
   differing = config_lib.differing_model_fields(workdir_lib.read_config_dict(workdir), config)
   if differing:
-    raise UserError(f"{workdir} holds a run of another model: {differing}; use a new --workdir "
-                    f"or the workdir's config")
+    raise UserError(
+      f"{workdir} holds a run of another model: {differing}; use a new --workdir or the workdir's config"
+    )
 
 
 def record_config(config, workdir: str, kernels: Kernels) -> None:
@@ -40,15 +41,14 @@ def record_config(config, workdir: str, kernels: Kernels) -> None:
 
 class Run(NamedTuple):
   workdir: str
-  config: Any                 # the run's config (or the caller's, checked against it)
-  step: int                   # of the restored checkpoint
+  config: Any  # the run's config (or the caller's, checked against it)
+  step: int  # of the restored checkpoint
   state: programs.TrainState  # replicated over mesh
   programs: programs.Programs
   mesh: Mesh
 
 
-def open_run(workdir: str, step: int | None = None, mesh: Mesh | None = None,
-             config=None) -> Run:
+def open_run(workdir: str, step: int | None = None, mesh: Mesh | None = None, config=None) -> Run:
   """Checkpoint ``step`` (None: the newest that reads back, with a warning naming the
   unreadable newer ones) of the run in ``workdir``.
 
@@ -63,8 +63,10 @@ def open_run(workdir: str, step: int | None = None, mesh: Mesh | None = None,
   steps = checkpointing.checkpoint_steps(workdir)
   directory = checkpointing.checkpoint_dir(workdir)
   if not steps:
-    raise UserError(f"no checkpoint in {directory}; train first (python -m sagan_jax.main "
-                    f"--config=… --workdir={workdir}) or pass the run's --workdir")
+    raise UserError(
+      f"no checkpoint in {directory}; train first (python -m sagan_jax.main "
+      f"--config=… --workdir={workdir}) or pass the run's --workdir"
+    )
   if step is not None and step not in steps:
     raise UserError(f"no checkpoint of step {step} in {directory}; it holds steps {steps}")
   mesh = mesh or sharding.create_mesh()

@@ -4,6 +4,7 @@ log filter that keeps orbax's narration out.
 
 Every tool calls ``start`` once, after its flags are parsed and before JAX touches a device.
 """
+
 import logging
 import os
 import sys
@@ -15,16 +16,19 @@ from sagan_jax import signals, workdir
 # (config.cpu_devices 0) is capped because more than 2 was not measured.
 MAX_AUTO_CPU_DEVICES = 4
 CPU_DEVICE_FLAG = "--xla_force_host_platform_device_count"
-LAUNCH_MARKERS = ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES",
-                  "MEGASCALE_COORDINATOR_ADDRESS")
+LAUNCH_MARKERS = (
+  "JAX_COORDINATOR_ADDRESS",
+  "SLURM_NTASKS",
+  "TPU_WORKER_HOSTNAMES",
+  "MEGASCALE_COORDINATOR_ADDRESS",
+)
 
 
 def multi_process_launch(environ=os.environ) -> bool:
   return any(environ.get(m) for m in LAUNCH_MARKERS) and environ.get("SLURM_NTASKS", "2") != "1"
 
 
-def split_cpu_host(batch_sizes, requested: int = 0, environ=os.environ,
-                   cores: int | None = None) -> int:
+def split_cpu_host(batch_sizes, requested: int = 0, environ=os.environ, cores: int | None = None) -> int:
   """Gives JAX's CPU platform ``requested`` devices (config.cpu_devices; 0: one per usable core,
   at most MAX_AUTO_CPU_DEVICES, a count that divides every one of ``batch_sizes``), unless
   XLA_FLAGS already sets the count or this is a multi-process launch. Only the host (CPU)
@@ -38,8 +42,11 @@ def split_cpu_host(batch_sizes, requested: int = 0, environ=os.environ,
     count = requested
   else:
     cores = cores if cores is not None else len(os.sched_getaffinity(0))
-    count = max(n for n in range(1, max(1, min(cores, MAX_AUTO_CPU_DEVICES)) + 1)
-                if all(b % n == 0 for b in batch_sizes))
+    count = max(
+      n
+      for n in range(1, max(1, min(cores, MAX_AUTO_CPU_DEVICES)) + 1)
+      if all(b % n == 0 for b in batch_sizes)
+    )
   if count > 1:
     environ["XLA_FLAGS"] = f"{flags} {CPU_DEVICE_FLAG}={count}".strip()
   return count
@@ -53,11 +60,14 @@ def maybe_initialize_distributed():
   no variable for those two).
   """
   import jax
+
   if multi_process_launch():
     explicit = {}
     if os.environ.get("SAGAN_JAX_NUM_PROCESSES"):
-      explicit = dict(num_processes=int(os.environ["SAGAN_JAX_NUM_PROCESSES"]),
-                      process_id=int(os.environ["SAGAN_JAX_PROCESS_ID"]))
+      explicit = dict(
+        num_processes=int(os.environ["SAGAN_JAX_NUM_PROCESSES"]),
+        process_id=int(os.environ["SAGAN_JAX_PROCESS_ID"]),
+      )
     jax.distributed.initialize(**explicit)
 
 
@@ -69,6 +79,7 @@ def xla_cache_dir() -> str:
 def enable_compilation_cache():
   """Restarts (resume after preemption) load compiled programs instead of recompiling."""
   import jax
+
   jax.config.update("jax_compilation_cache_dir", xla_cache_dir())
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
@@ -120,8 +131,10 @@ def start(*, distributed: bool, log_level=logging.INFO):
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   with signals.interrupts_deferred():
     import tensorflow as tf
+
     tf.config.set_visible_devices([], "GPU")  # TF would otherwise take the GPUs' memory
-    import jax  # pylint: disable=unused-import  (its native libraries, while SIGINT waits)
+    import jax  # noqa: F401  (its native libraries load while SIGINT waits)
+
     if distributed:
       maybe_initialize_distributed()
       enable_compilation_cache()

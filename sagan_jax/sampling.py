@@ -5,6 +5,7 @@ on request, the attention maps β each G layer used); ``discriminator_attention`
 D's β on real images. The fixed noise of the sample grid, the attention probes, the
 class sheets and the evaluation is drawn by ``fixed_noise``, here only.
 """
+
 import functools
 
 import flax
@@ -40,8 +41,9 @@ def fixed_noise(labels, z_dim: int, seed: int, multiple: int):
 def grid_inputs(config, num_devices: int):
   """(z, y, rows, cols) of the sample grid: one row per shown class, fixed across steps."""
   classes, cols = grid_classes(config.model.num_classes), config.num_sample_columns
-  z, y, _ = fixed_noise(np.repeat(classes, cols), config.model.z_dim,
-                        config.seed + GRID_SEED_OFFSET, num_devices)
+  z, y, _ = fixed_noise(
+    np.repeat(classes, cols), config.model.z_dim, config.seed + GRID_SEED_OFFSET, num_devices
+  )
   return z, y, len(classes), cols
 
 
@@ -49,22 +51,20 @@ def probe_inputs(config, num_devices: int):
   """(z, y, n) of the training attention figure: the first sample of each grid row."""
   z, y, rows, cols = grid_inputs(config, num_devices)
   padded = sharding.round_up(rows, num_devices)
-  return (np.resize(z[::cols][:rows], (padded, z.shape[1])), np.resize(y[::cols][:rows], padded),
-          rows)
+  return (np.resize(z[::cols][:rows], (padded, z.shape[1])), np.resize(y[::cols][:rows], padded), rows)
 
 
 def class_sheet_inputs(config, classes, per_class: int, num_devices: int, seed: int):
   """(z, y, n): per_class samples of each class, untruncated z, padded to the devices."""
-  return fixed_noise(np.repeat(np.asarray(classes), per_class), config.model.z_dim, seed,
-                     num_devices)
+  return fixed_noise(np.repeat(np.asarray(classes), per_class), config.model.z_dim, seed, num_devices)
 
 
 def discriminator_attention(discriminator, state, images, labels) -> dict:
   """{layer: β} of every D attention layer on these images (D's own forward, eval mode,
   in the explicit form whatever ``attention_impl`` trains)."""
   _, inter = explicit_attention(discriminator).apply(
-      {"params": state.d_params, SPECTRAL: state.d_spectral}, images, labels,
-      mutable=["intermediates"])
+    {"params": state.d_params, SPECTRAL: state.d_spectral}, images, labels, mutable=["intermediates"]
+  )
   return sown_attention(inter)
 
 
@@ -80,8 +80,7 @@ class SamplerPrograms:
     self.sample_bn_stats = config.sample_bn_stats
 
     def standing_stats(state, key_data):
-      variables = {"params": state.ema_params, "batch_stats": state.g_batch_stats,
-                   SPECTRAL: state.g_spectral}
+      variables = {"params": state.ema_params, "batch_stats": state.g_batch_stats, SPECTRAL: state.g_spectral}
 
       def measure(key):
         kz, ky = jax.random.split(key)
@@ -90,16 +89,20 @@ class SamplerPrograms:
         _, inter = generator.apply(variables, z, y, train=True, mutable=["intermediates"])
         flat = flax.traverse_util.flatten_dict(inter["intermediates"])
         # sown values are 1-tuples; attention maps are dropped here, not carried through the map
-        return {path[:-1] + (stat_names[path[-1]],): v[0] for path, v in flat.items()
-                if path[-1] in stat_names}
+        return {
+          path[:-1] + (stat_names[path[-1]],): v[0] for path, v in flat.items() if path[-1] in stat_names
+        }
 
       keys = jax.random.split(jax.random.wrap_key_data(key_data), config.standing_stats_batches)
       stats = jax.lax.map(measure, keys)
       return flax.traverse_util.unflatten_dict({k: jnp.mean(v, axis=0) for k, v in stats.items()})
 
     def generate(model, collect, state, stats, z, y):
-      variables = {"params": state.ema_params, SPECTRAL: state.g_spectral,
-                   "batch_stats": state.g_batch_stats if stats is None else stats}
+      variables = {
+        "params": state.ema_params,
+        SPECTRAL: state.g_spectral,
+        "batch_stats": state.g_batch_stats if stats is None else stats,
+      }
       train_mode = config.sample_bn_stats == "batch"
       if not collect:
         return model.apply(variables, z, y, train=train_mode)
@@ -110,8 +113,9 @@ class SamplerPrograms:
     shardings = dict(in_shardings=(replicated, replicated, batch, batch), out_shardings=replicated)
     self.generate = jax.jit(functools.partial(generate, generator, False), **shardings)
     self.generate_attention = jax.jit(functools.partial(generate, explicit, True), **shardings)
-    self.standing_stats = jax.jit(standing_stats, in_shardings=(replicated, replicated),
-                                  out_shardings=replicated)
+    self.standing_stats = jax.jit(
+      standing_stats, in_shardings=(replicated, replicated), out_shardings=replicated
+    )
 
 
 class Sampler:
@@ -138,9 +142,15 @@ class Sampler:
       return None
     params = jax.tree.leaves(state.ema_params)
     cached = self._cache.get("params")
-    if cached is None or len(cached) != len(params) or any(a is not b for a, b in zip(cached, params)):
-      self._cache = {"params": params,  # holding them keeps their ids from being reused
-                     "stats": self._programs.standing_stats(state, self._stats_key_data)}
+    if (
+      cached is None
+      or len(cached) != len(params)
+      or any(a is not b for a, b in zip(cached, params, strict=True))
+    ):
+      self._cache = {
+        "params": params,  # holding them keeps their ids from being reused
+        "stats": self._programs.standing_stats(state, self._stats_key_data),
+      }
     return self._cache["stats"]
 
   def __call__(self, state, z, y):

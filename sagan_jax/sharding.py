@@ -3,9 +3,11 @@
 Parameters are replicated; batches are split on the ``data`` axis. Batches carry a
 leading D-step axis (one slice per discriminator update), so their batch axis is 1.
 """
+
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 
@@ -37,5 +39,4 @@ def global_batch(local_batch, mesh: Mesh, batch_axis: int = 1):
 def replicate(host_array, mesh: Mesh) -> jax.Array:
   """A host array, identical on every process, replicated over the mesh (multi-process too)."""
   host_array = np.asarray(host_array)
-  return jax.make_array_from_callback(host_array.shape, replicated(mesh),
-                                      lambda index: host_array[index])
+  return jax.make_array_from_callback(host_array.shape, replicated(mesh), lambda index: host_array[index])

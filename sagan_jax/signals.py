@@ -10,6 +10,7 @@
 - A second stop signal ends the process at once, whatever it is doing
   (``exit_on_second_signal``).
 """
+
 import contextlib
 import os
 import signal
@@ -91,9 +92,12 @@ def exit_on_second_signal() -> None:
           seen += 1
           if seen >= 2:
             name = signal.Signals(signum).name
-            os.write(2, f"stopped at once by a second {name}: nothing more is saved; checkpoints "
-                        f"written before stay, and rerunning the same command resumes from the "
-                        f"last one\n".encode())
+            os.write(
+              2,
+              f"stopped at once by a second {name}: nothing more is saved; checkpoints "
+              f"written before stay, and rerunning the same command resumes from the "
+              f"last one\n".encode(),
+            )
             os._exit(128 + signum)
 
   thread = threading.Thread(target=watch, name="second-signal-exit", daemon=True)
@@ -132,8 +136,7 @@ def handle_interrupts() -> None:
 def interrupts_deferred():
   """A SIGINT is only noted inside the block and raised when it ends (inside the import of a
   native extension a KeyboardInterrupt aborts the interpreter)."""
-  if not _main_thread() or signal.getsignal(signal.SIGINT) not in (_interrupt,
-                                                                    signal.default_int_handler):
+  if not _main_thread() or signal.getsignal(signal.SIGINT) not in (_interrupt, signal.default_int_handler):
     yield
     return
   previous = signal.signal(signal.SIGINT, _note)
@@ -148,7 +151,10 @@ def stopped_outside_the_loop(signum: int = signal.SIGINT):
   """The one line (and exit) of a SIGINT that arrived outside the training loop, whose own
   handler finishes the step and saves: during imports, flag parsing, set-up, or a tool's work."""
   name = signal.Signals(signum).name
-  print(f"stopped by {name} outside the training loop (start-up, shut-down or a tool's work), "
-        f"with no training step running; what was written before stays; rerun the same command "
-        f"to resume", file=sys.stderr)
+  print(
+    f"stopped by {name} outside the training loop (start-up, shut-down or a tool's work), "
+    f"with no training step running; what was written before stays; rerun the same command "
+    f"to resume",
+    file=sys.stderr,
+  )
   sys.exit(128 + signum)

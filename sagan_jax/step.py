@@ -5,6 +5,7 @@ one G update, then the EMA. It is one ``jax.jit`` over a ``Mesh``: parameters re
 batches split on the data axis, so BN statistics span the global batch. An update whose
 loss, gradients or new state is not finite is not applied.
 """
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -84,8 +85,13 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
 
   def generate(state, z, y):
     """G in train mode (batch statistics) without touching its running stats or SN vectors."""
-    return generator.apply({"params": state.g_params, "batch_stats": state.g_batch_stats,
-                            SPECTRAL: state.g_spectral}, z, y, train=True, update_stats=False)
+    return generator.apply(
+      {"params": state.g_params, "batch_stats": state.g_batch_stats, SPECTRAL: state.g_spectral},
+      z,
+      y,
+      train=True,
+      update_stats=False,
+    )
 
   def seen_by_d(key, images):
     """What D sees: the images, DiffAugment'ed where config.augment names policies."""
@@ -102,9 +108,12 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
     def loss_fn(d_params):
       # Real and fake in one pass, so SN's power iteration advances once per D step.
       logits, new_vars = discriminator.apply(
-          {"params": d_params, SPECTRAL: state.d_spectral}, both,
-          constrain(concat_by_shard(labels, y_fake, num_shards)),
-          update_stats=True, mutable=[SPECTRAL])
+        {"params": d_params, SPECTRAL: state.d_spectral},
+        both,
+        constrain(concat_by_shard(labels, y_fake, num_shards)),
+        update_stats=True,
+        mutable=[SPECTRAL],
+      )
       d_real, d_fake = split_by_shard(logits, num_shards)
       return d_loss_fn(d_real, d_fake), (new_vars.get(SPECTRAL, {}), d_real, d_fake)
 
@@ -116,8 +125,13 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
     ok = _all_finite(loss, grads, new)
     d_params, d_spectral, d_opt_state = _keep_if(ok, new, old)
     state = state.replace(d_params=d_params, d_spectral=d_spectral, d_opt_state=d_opt_state)
-    metrics = {"d_loss": loss, "d_real": jnp.mean(d_real), "d_fake": jnp.mean(d_fake),
-               "d_grad_norm": optax.global_norm(grads), "d_finite": ok}
+    metrics = {
+      "d_loss": loss,
+      "d_real": jnp.mean(d_real),
+      "d_fake": jnp.mean(d_fake),
+      "d_grad_norm": optax.global_norm(grads),
+      "d_finite": ok,
+    }
     return state, metrics
 
   def g_update(state, key):
@@ -125,21 +139,32 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
 
     def loss_fn(g_params):
       fake, new_vars = generator.apply(
-          {"params": g_params, "batch_stats": state.g_batch_stats, SPECTRAL: state.g_spectral},
-          z, y, train=True, update_stats=True, mutable=["batch_stats", SPECTRAL])
-      d_fake = discriminator.apply({"params": state.d_params, SPECTRAL: state.d_spectral},
-                                   seen_by_d(key, fake), y)
+        {"params": g_params, "batch_stats": state.g_batch_stats, SPECTRAL: state.g_spectral},
+        z,
+        y,
+        train=True,
+        update_stats=True,
+        mutable=["batch_stats", SPECTRAL],
+      )
+      d_fake = discriminator.apply(
+        {"params": state.d_params, SPECTRAL: state.d_spectral}, seen_by_d(key, fake), y
+      )
       return g_loss_fn(d_fake), new_vars
 
     (loss, new_vars), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
     updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
     old = (state.g_params, state.g_opt_state, state.g_batch_stats, state.g_spectral)
-    new = (optax.apply_updates(state.g_params, updates), g_opt_state, new_vars["batch_stats"],
-           new_vars.get(SPECTRAL, {}))  # {} when the net has no SN (ablations)
+    new = (
+      optax.apply_updates(state.g_params, updates),
+      g_opt_state,
+      new_vars["batch_stats"],
+      new_vars.get(SPECTRAL, {}),
+    )  # {} when the net has no SN (ablations)
     ok = _all_finite(loss, grads, new)
     g_params, g_opt_state, g_batch_stats, g_spectral = _keep_if(ok, new, old)
-    state = state.replace(g_params=g_params, g_opt_state=g_opt_state, g_batch_stats=g_batch_stats,
-                          g_spectral=g_spectral)
+    state = state.replace(
+      g_params=g_params, g_opt_state=g_opt_state, g_batch_stats=g_batch_stats, g_spectral=g_spectral
+    )
     return state, {"g_loss": loss, "g_grad_norm": optax.global_norm(grads), "g_finite": ok}
 
   def update_ema(state):
@@ -168,5 +193,9 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
     return state, metrics
 
   replicated = sharding.replicated(mesh)
-  return jax.jit(train_step, in_shardings=(replicated, sharding.batch_sharding(mesh, 1), replicated),
-                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+  return jax.jit(
+    train_step,
+    in_shardings=(replicated, sharding.batch_sharding(mesh, 1), replicated),
+    out_shardings=(replicated, replicated),
+    donate_argnums=(0,),
+  )

@@ -5,19 +5,19 @@ the guards against divergence and preemption.
 The step itself is ``step.make_train_step``; the programs of a config come from
 ``programs.programs``; this module only schedules them.
 """
+
 import collections
 import logging
 import os
 import signal
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax
 import jax
 import numpy as np
 
-from sagan_jax import accelerator, checkpointing, figures, kernels, run, sampling, sharding
+from sagan_jax import accelerator, checkpointing, figures, kernels, run, sampling, sharding, signals
 from sagan_jax import config as config_lib
-from sagan_jax import signals
 from sagan_jax import workdir as workdir_lib
 from sagan_jax.errors import Preempted, TrainingDiverged, UserError
 from sagan_jax.programs import TrainState, programs
@@ -35,7 +35,9 @@ class _Training:
 
   def __init__(self, config, workdir, mesh, writer, ckpt, source, hooks: Sequence[Hook] = ()):
     from clu import periodic_actions
+
     from sagan_jax.data import pipeline  # tf.data: the step and models import without TF
+
     self.config, self.workdir, self.mesh, self.writer, self.ckpt = config, workdir, mesh, writer, ckpt
     self.pipeline, self.source, self.hooks = pipeline, source, tuple(hooks)
     self.is_chief = jax.process_index() == 0
@@ -44,13 +46,22 @@ class _Training:
     self.evaluator = None
     if self.evaluations:
       from sagan_jax.evaluation.evaluator import Evaluator
-      self.evaluator = Evaluator(config, mesh, self.built.sampler, workdir, self.built.kernels,
-                                 tuple(dict.fromkeys(m for _, _, ms in self.evaluations.values()
-                                                     for m in ms)))
+
+      self.evaluator = Evaluator(
+        config,
+        mesh,
+        self.built.sampler,
+        workdir,
+        self.built.kernels,
+        tuple(dict.fromkeys(m for _, _, ms in self.evaluations.values() for m in ms)),
+      )
     # steps/s and the share of time each timed action took, written at every log step
     self.report = periodic_actions.ReportProgress(
-        num_train_steps=config.num_train_steps, writer=writer, every_steps=config.log_every_steps,
-        every_secs=None)
+      num_train_steps=config.num_train_steps,
+      writer=writer,
+      every_steps=config.log_every_steps,
+      every_secs=None,
+    )
     self.seen_labels = []
     self.profiling = None  # the step a running profile stops after
     self._set_up_figures()
@@ -72,8 +83,12 @@ class _Training:
     so that host-side stacking and the transfer overlap the running step."""
     c = self.config
     host = self.pipeline.create_train_iterator(
-        c, source=self.source, start_index=step * c.batch_size * c.d_steps_per_g_step,
-        process_index=jax.process_index(), process_count=jax.process_count())
+      c,
+      source=self.source,
+      start_index=step * c.batch_size * c.d_steps_per_g_step,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )
     queue = collections.deque()
     while True:
       while len(queue) < PREFETCH:
@@ -91,26 +106,24 @@ class _Training:
     if len(self.seen_labels) < HISTOGRAM_BATCHES:
       self.seen_labels.append(batch["label"])
       if len(self.seen_labels) == HISTOGRAM_BATCHES:
-        self.pipeline.log_class_histogram(np.concatenate(self.seen_labels),
-                                          self.config.model.num_classes)
+        self.pipeline.log_class_histogram(np.concatenate(self.seen_labels), self.config.model.num_classes)
 
   def log_metrics(self, step, metrics):
     self.writer.write_scalars(step, jax.device_get(metrics))
 
   def write_samples(self, step, state):
     rows, cols = self.grid_rows, self.grid_cols
-    images = np.asarray(self.built.sampler(state, self.grid_z, self.grid_y))[:rows * cols]
+    images = np.asarray(self.built.sampler(state, self.grid_z, self.grid_y))[: rows * cols]
     grid = figures.image_grid(images, rows, cols)
     if self.is_chief:
-      figures.save_png(grid, workdir_lib.path(self.workdir, workdir_lib.SAMPLES,
-                                              workdir_lib.step_png(step)))
+      figures.save_png(grid, workdir_lib.path(self.workdir, workdir_lib.SAMPLES, workdir_lib.step_png(step)))
     images = {"samples": grid[None]}
     if self.probe_queries is not None:  # G's last attention layer, as the visualize tool draws it
-      probes, maps = jax.device_get(
-          self.built.sampler.with_attention(state, self.probe_z, self.probe_y))
+      probes, maps = jax.device_get(self.built.sampler.with_attention(state, self.probe_z, self.probe_y))
       layer = figures.last_attention_layer(maps)
       images["attention/generator"] = figures.attention_figure(
-          probes[:rows], maps[layer][:rows], self.probe_queries)[None]
+        probes[:rows], maps[layer][:rows], self.probe_queries
+      )[None]
     self.writer.write_images(step, images)
 
   def save_checkpoint(self, step, state):
@@ -120,8 +133,9 @@ class _Training:
 
   def evaluate(self, step, state, name):
     _, num_samples, metric_names = self.evaluations[name]
-    self.writer.write_scalars(step, self.evaluator.evaluate(state, step, num_samples, metric_names,
-                                                            name=name))
+    self.writer.write_scalars(
+      step, self.evaluator.evaluate(state, step, num_samples, metric_names, name=name)
+    )
 
   def check_divergence(self, step, metrics) -> int:
     """The current streak of skipped non-finite updates; stops the run once it persists.
@@ -134,18 +148,25 @@ class _Training:
     if streak:
       losses = {k: float(metrics[k]) for k in ("d_loss", "g_loss")}
       bad = [k for k, v in losses.items() if not np.isfinite(v)]
-      what = (f"non-finite {' and '.join(bad)}" if bad else
-              "a non-finite gradient or updated state (the losses are finite)")
+      what = (
+        f"non-finite {' and '.join(bad)}"
+        if bad
+        else "a non-finite gradient or updated state (the losses are finite)"
+      )
       logging.warning("step %d: %s %s; update skipped (%d in a row)", step, what, losses, streak)
       if streak >= self.config.max_nonfinite_steps:
         last = self.ckpt.latest_step()
         raise TrainingDiverged(
-            f"training diverged: {streak} consecutive non-finite updates up to step {step} "
-            f"(d_loss={losses['d_loss']}, g_loss={losses['g_loss']}); none was applied or "
-            + (f"saved, and the last checkpoint (step {last}) is healthy" if last is not None
-               else "saved (no checkpoint yet)")
-            + "; lower optimizer.d_lr / optimizer.g_lr, raise optimizer.eps or check the data, "
-              "then rerun (a rerun resumes from the last checkpoint)")
+          f"training diverged: {streak} consecutive non-finite updates up to step {step} "
+          f"(d_loss={losses['d_loss']}, g_loss={losses['g_loss']}); none was applied or "
+          + (
+            f"saved, and the last checkpoint (step {last}) is healthy"
+            if last is not None
+            else "saved (no checkpoint yet)"
+          )
+          + "; lower optimizer.d_lr / optimizer.g_lr, raise optimizer.eps or check the data, "
+          "then rerun (a rerun resumes from the last checkpoint)"
+        )
     return streak
 
   def profile(self, step: int, state) -> None:
@@ -168,9 +189,13 @@ class _Training:
     """The periodic actions due after ``step``, each a named, timed function."""
     c = self.config
     stopping = bool(stop.signal_name) or self.ckpt.reached_preemption(step)
-    periods = {"log": c.log_every_steps, "samples": c.sample_every_steps,
-               "checkpoint": c.checkpoint_every_steps, "divergence": c.max_nonfinite_steps,
-               **{f"evaluation/{name}": every for name, (every, _, _) in self.evaluations.items()}}
+    periods = {
+      "log": c.log_every_steps,
+      "samples": c.sample_every_steps,
+      "checkpoint": c.checkpoint_every_steps,
+      "divergence": c.max_nonfinite_steps,
+      **{f"evaluation/{name}": every for name, (every, _, _) in self.evaluations.items()},
+    }
     due = {name: every > 0 and self.due(step, every) for name, every in periods.items()}
     if not (stopping or any(due.values())):
       return  # no device-to-host transfer: the host queues the next step at once
@@ -182,12 +207,16 @@ class _Training:
           self.save_checkpoint(step, state)
         reason = stop.signal_name or "a preemption notice"
         raise Preempted(
-            f"stopped by {reason} after step {step}; "
-            + (f"checkpoint saved in {self.ckpt.directory}" if healthy else
-               f"no checkpoint written during a non-finite streak (the last is step "
-               f"{self.ckpt.latest_step()})")
-            + "; rerun the same command to resume",
-            exit_code=128 + (stop.signal_number or signal.SIGTERM))
+          f"stopped by {reason} after step {step}; "
+          + (
+            f"checkpoint saved in {self.ckpt.directory}"
+            if healthy
+            else f"no checkpoint written during a non-finite streak (the last is step "
+            f"{self.ckpt.latest_step()})"
+          )
+          + "; rerun the same command to resume",
+          exit_code=128 + (stop.signal_number or signal.SIGTERM),
+        )
       if due["log"]:
         with self.report.timed("log", wait_jax_async_dispatch=False):
           self.log_metrics(step, metrics)
@@ -220,12 +249,19 @@ class _Training:
       logging.info("already trained %d of %d steps; nothing to do", step, c.num_train_steps)
       return state
     if step == 0:
-      self.writer.write_hparams({k: str(v) for k, v in flax.traverse_util.flatten_dict(
-          c.to_dict(), sep=".").items()})
-    logging.info("Adam β1=%s β2=%s, lr_G=%s lr_D=%s, %d D step(s) per G step, sampling BN "
-                 "stats: %s; kernels %s", c.optimizer.b1, c.optimizer.b2, c.optimizer.g_lr,
-                 c.optimizer.d_lr, c.d_steps_per_g_step, c.sample_bn_stats,
-                 self.built.kernels.choices())
+      self.writer.write_hparams(
+        {k: str(v) for k, v in flax.traverse_util.flatten_dict(c.to_dict(), sep=".").items()}
+      )
+    logging.info(
+      "Adam β1=%s β2=%s, lr_G=%s lr_D=%s, %d D step(s) per G step, sampling BN stats: %s; kernels %s",
+      c.optimizer.b1,
+      c.optimizer.b2,
+      c.optimizer.g_lr,
+      c.optimizer.d_lr,
+      c.d_steps_per_g_step,
+      c.sample_bn_stats,
+      self.built.kernels.choices(),
+    )
     self.first_step = step
     with signals.StopSignals() as stop:
       for batch in self.device_batches(step):
@@ -253,15 +289,19 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Hook] = ()) -> T
   newest checkpoint's shapes. Only then are config.json, the event file and checkpoints
   written."""
   from clu import metric_writers  # with TF: the step and models import without it
+
   from sagan_jax.data import pipeline
+
   mesh = sharding.create_mesh()
-  logging.info("JAX on %s: %d device(s), %s", jax.default_backend(), mesh.size,
-               mesh.devices.flat[0].device_kind)
+  logging.info(
+    "JAX on %s: %d device(s), %s", jax.default_backend(), mesh.size, mesh.devices.flat[0].device_kind
+  )
   accelerator.warn_if_jax_misses_it(jax.default_backend())
   config_lib.validate_config(config, mesh.size)
   workdir = check_workdir_name(workdir)
-  source = pipeline.load_source(config, process_index=jax.process_index(),
-                                process_count=jax.process_count(), workdir=workdir, write=False)
+  source = pipeline.load_source(
+    config, process_index=jax.process_index(), process_count=jax.process_count(), workdir=workdir, write=False
+  )
   signals.stop_if_interrupted()  # a SIGINT whose KeyboardInterrupt CPython dropped on the way here
   lock = open_workdir(workdir)
   try:
@@ -274,9 +314,9 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Hook] = ()) -> T
         run.record_config(config, workdir, kernels.resolve(config.model.kernels, mesh.devices.flat))
       if source.class_names and jax.process_index() == 0:
         from sagan_jax.data import folder
+
         folder.write_label_map(workdir, list(source.class_names))
-      writer = metric_writers.create_default_writer(workdir,
-                                                    just_logging=jax.process_index() != 0)
+      writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() != 0)
       with metric_writers.ensure_flushes(writer):
         training = _Training(config, workdir, mesh, writer, ckpt, source, hooks)
         signals.stop_if_interrupted()
@@ -332,9 +372,12 @@ def _lock_workdir(workdir: str) -> workdir_lib.WorkdirLock:
       refused = e if isinstance(e, UserError) else workdir_lib.unusable(workdir, e)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
+
     if int(multihost_utils.broadcast_one_to_all(np.int32(refused is not None))) and not refused:
-      refused = UserError(f"another training is running in {workdir} (process 0 found its lock); "
-                          f"wait for it, stop it, or use another --workdir")
+      refused = UserError(
+        f"another training is running in {workdir} (process 0 found its lock); "
+        f"wait for it, stop it, or use another --workdir"
+      )
   if refused:
     raise refused
   return lock

@@ -12,6 +12,7 @@ softmax weights over key positions, upsampled to the image and overlaid, the mos
 attended key cell boxed in the query's colour. Each map spans the colour scale unless
 --heat_scale=figure gives all maps of a figure one scale.
 """
+
 import os
 
 from sagan_jax import signals
@@ -35,9 +36,20 @@ def _sample(run, z, y, attention=False):
   return jax.device_get(fn(run.state, put(z), put(y)))
 
 
-def write_run_figures(workdir, *, step=None, classes=None, queries=4, num_images=None,
-                      network="both", sheets=False, sheet_size=8, seed=0,
-                      heat_scale="query", run=None) -> list:
+def write_run_figures(
+  workdir,
+  *,
+  step=None,
+  classes=None,
+  queries=4,
+  num_images=None,
+  network="both",
+  sheets=False,
+  sheet_size=8,
+  seed=0,
+  heat_scale="query",
+  run=None,
+) -> list:
   """Writes the figures of a checkpoint of the run in workdir; returns their paths.
 
   ``run``: an already opened run (``run.open_run``) to draw from instead of restoring.
@@ -71,8 +83,7 @@ def write_run_figures(workdir, *, step=None, classes=None, queries=4, num_images
       print(f"the {net} has no self-attention layer; no {net} attention figure")
       return
     side = figures.feature_side(maps[layer].shape[1], layer)
-    save(figures.attention_figure(images, maps[layer], points(side), heat_scale),
-         workdir_lib.ATTENTION, net)
+    save(figures.attention_figure(images, maps[layer], points(side), heat_scale), workdir_lib.ATTENTION, net)
 
   if network in ("generator", "both"):
     shown = np.resize(np.asarray(classes), num_images)
@@ -81,49 +92,67 @@ def write_run_figures(workdir, *, step=None, classes=None, queries=4, num_images
     attention(images[:n], {k: v[:n] for k, v in maps.items()}, "generator")
   if network in ("discriminator", "both"):
     from sagan_jax.data import pipeline  # tf.data: only the discriminator's figure reads data
+
     real = next(pipeline.create_train_iterator(config, workdir=workdir))
     images, labels = real["image"][:num_images], real["label"][:num_images]
-    attention(images, sampling.discriminator_attention(run.programs.discriminator, state, images,
-                                                       labels), "discriminator")
+    attention(
+      images,
+      sampling.discriminator_attention(run.programs.discriminator, state, images, labels),
+      "discriminator",
+    )
   if sheets:
     per_class = sheet_size * sheet_size
     for c in classes:
       z, y, n = sampling.class_sheet_inputs(config, [c], per_class, run.mesh.size, seed)
-      save(figures.image_grid(_sample(run, z, y)[:n], sheet_size, sheet_size), workdir_lib.SHEETS,
-           f"class_{c}")
+      save(
+        figures.image_grid(_sample(run, z, y)[:n], sheet_size, sheet_size), workdir_lib.SHEETS, f"class_{c}"
+      )
     z, y, n = sampling.class_sheet_inputs(config, classes, sheet_size, run.mesh.size, seed)
-    save(figures.image_grid(_sample(run, z, y)[:n], len(classes), sheet_size), workdir_lib.SHEETS,
-         "classes")
+    save(figures.image_grid(_sample(run, z, y)[:n], len(classes), sheet_size), workdir_lib.SHEETS, "classes")
   jax.effects_barrier()
   return written
 
 
 def _figures():
   import logging
+
   from absl import flags
+
   from sagan_jax import runtime
+
   runtime.start(distributed=False, log_level=logging.WARNING)
   f = flags.FLAGS
   try:
     classes = [int(c) for c in f.classes.split(",")] if f.classes else None
   except ValueError:
-    raise UserError(f"--classes={f.classes!r} is not a comma-separated list of class "
-                    f"indices") from None
-  return write_run_figures(f.workdir, step=f.step, classes=classes, queries=f.queries,
-                           num_images=f.num_images, network=f.network, sheets=f.sheets,
-                           sheet_size=f.sheet_size, seed=f.seed, heat_scale=f.heat_scale)
+    raise UserError(f"--classes={f.classes!r} is not a comma-separated list of class indices") from None
+  return write_run_figures(
+    f.workdir,
+    step=f.step,
+    classes=classes,
+    queries=f.queries,
+    num_images=f.num_images,
+    network=f.network,
+    sheets=f.sheets,
+    sheet_size=f.sheet_size,
+    seed=f.seed,
+    heat_scale=f.heat_scale,
+  )
 
 
 def _main(argv):
   del argv  # cli.parse_flags refuses positional arguments
   from sagan_jax import cli
+
   for path in cli.run(_figures):
     print(path)
 
 
 if __name__ == "__main__":
   from absl import app, flags
+
   from sagan_jax import cli
+
   flags.DEFINE_string("workdir", None, "A training run's --workdir.")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
   flags.DEFINE_string("classes", "", "Comma-separated class indices (default: up to 10 spread out).")
@@ -133,7 +162,11 @@ if __name__ == "__main__":
   flags.DEFINE_bool("sheets", False, "Also write class sample sheets.")
   flags.DEFINE_integer("sheet_size", 8, "A class sheet is sheet_size × sheet_size samples.")
   flags.DEFINE_integer("seed", 0, "Seed of z and of the query points.")
-  flags.DEFINE_enum("heat_scale", "query", list(figures.HEAT_SCALES),
-                    "Colour scale of the attention maps: per map, or one for the whole figure.")
+  flags.DEFINE_enum(
+    "heat_scale",
+    "query",
+    list(figures.HEAT_SCALES),
+    "Colour scale of the attention maps: per map, or one for the whole figure.",
+  )
   flags.mark_flags_as_required(["workdir"])
   app.run(_main, flags_parser=cli.parse_flags)

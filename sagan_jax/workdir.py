@@ -5,6 +5,7 @@ root the package keeps downloads and derived data in.
 Every path goes through ``etils.epath`` (orbax's own path layer): a workdir may be a local
 folder or a ``gs://`` URL, and nothing of a remote workdir is written to the local disk.
 """
+
 import fcntl
 import json
 import logging
@@ -17,18 +18,18 @@ from etils import epath
 from sagan_jax.errors import DiskFull, UserError, disk_full
 
 # The layout of a run
-CONFIG = "config.json"                  # the run's config (training writes it when it starts)
-METRICS = "metrics.jsonl"               # one JSON line per evaluation
-CHECKPOINTS = "checkpoints"             # orbax's step folders
-UNREADABLE = "unreadable_checkpoints"   # damaged checkpoints, set aside
-LOCK = ".training.lock"                 # flocked by the training that owns the workdir
-LABEL_MAP = "label_map.txt"             # an image folder's classes, '<label>\t<name>' per line
-SAMPLES = "samples"                     # the sample grid, step_<8 digits>.png
-ATTENTION = "attention"                 # python -m sagan_jax.visualize's attention figures
-SHEETS = "sheets"                       # … and its class sheets
-REPORT = "report.html"                  # python -m sagan_jax.report's page
-PROFILE = "profile"                     # jax.profiler traces (config.profile_steps)
-EVENTS_GLOB = "events.out.tfevents.*"   # TensorBoard's event files (clu's writer)
+CONFIG = "config.json"  # the run's config (training writes it when it starts)
+METRICS = "metrics.jsonl"  # one JSON line per evaluation
+CHECKPOINTS = "checkpoints"  # orbax's step folders
+UNREADABLE = "unreadable_checkpoints"  # damaged checkpoints, set aside
+LOCK = ".training.lock"  # flocked by the training that owns the workdir
+LABEL_MAP = "label_map.txt"  # an image folder's classes, '<label>\t<name>' per line
+SAMPLES = "samples"  # the sample grid, step_<8 digits>.png
+ATTENTION = "attention"  # python -m sagan_jax.visualize's attention figures
+SHEETS = "sheets"  # … and its class sheets
+REPORT = "report.html"  # python -m sagan_jax.report's page
+PROFILE = "profile"  # jax.profiler traces (config.profile_steps)
+EVENTS_GLOB = "events.out.tfevents.*"  # TensorBoard's event files (clu's writer)
 
 
 def is_remote(path) -> bool:
@@ -50,12 +51,16 @@ def step_png(step: int, suffix: str = "") -> str:
 
 # Writing
 
+
 def write_atomic(target: epath.Path, data: str | bytes) -> None:
   """Writes ``data`` so that no reader, kill or full disk meets half of it: on a local disk
   beside the file, then renamed over it; an object store shows an object once complete."""
   target = epath.Path(target)
-  write = (lambda p: p.write_bytes(data)) if isinstance(data, bytes) else (
-      lambda p: p.write_text(data, encoding="utf-8"))
+  write = (
+    (lambda p: p.write_bytes(data))
+    if isinstance(data, bytes)
+    else (lambda p: p.write_text(data, encoding="utf-8"))
+  )
   if is_remote(target):
     write(target)
     return
@@ -70,21 +75,26 @@ def write_atomic(target: epath.Path, data: str | bytes) -> None:
 
 # config.json
 
+
 def read_config_dict(workdir) -> dict:
   """The JSON object of a run's config.json, or a UserError saying what to do."""
   target = path(workdir, CONFIG)
   if not target.exists():
-    raise UserError(f"{target} does not exist; pass the --workdir of a training run "
-                    f"(python -m sagan_jax.main writes it when a run starts)")
+    raise UserError(
+      f"{target} does not exist; pass the --workdir of a training run "
+      f"(python -m sagan_jax.main writes it when a run starts)"
+    )
   try:
     saved = json.loads(target.read_text())
     if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
       raise ValueError("not a JSON object of config fields with a 'model' object")
     return saved
   except (OSError, ValueError) as e:
-    raise UserError(f"{target} is not readable as a run's config ({' '.join(str(e).split())}); "
-                    f"restore it from a copy of the run, or delete it and rerun the training with "
-                    f"the config it was trained with, which records that one") from None
+    raise UserError(
+      f"{target} is not readable as a run's config ({' '.join(str(e).split())}); "
+      f"restore it from a copy of the run, or delete it and rerun the training with "
+      f"the config it was trained with, which records that one"
+    ) from None
 
 
 def write_config_json(workdir, text: str) -> None:
@@ -92,6 +102,7 @@ def write_config_json(workdir, text: str) -> None:
 
 
 # metrics.jsonl
+
 
 def append_metrics_line(workdir, line: dict, step: int) -> None:
   """Appends one JSON line to metrics.jsonl by writing the whole file anew, so that a reader
@@ -111,11 +122,12 @@ def append_metrics_line(workdir, line: dict, step: int) -> None:
     if full is None:
       raise
     raise DiskFull(
-        f"no space left on the device of {target} while recording the evaluation of step {step} "
-        f"({' '.join(str(full).split())[:160]}); {target.name} is as it was before; free space "
-        f"there (other runs, or lower keep_checkpoints) and rerun the same command (a training "
-        f"resumes from its last checkpoint; python -m sagan_jax.evaluate --workdir=… --step=N "
-        f"scores a checkpoint again)") from None
+      f"no space left on the device of {target} while recording the evaluation of step {step} "
+      f"({' '.join(str(full).split())[:160]}); {target.name} is as it was before; free space "
+      f"there (other runs, or lower keep_checkpoints) and rerun the same command (a training "
+      f"resumes from its last checkpoint; python -m sagan_jax.evaluate --workdir=… --step=N "
+      f"scores a checkpoint again)"
+    ) from None
 
 
 def read_metrics_lines(workdir) -> list:
@@ -143,6 +155,7 @@ def read_metrics_lines(workdir) -> list:
 
 # The lock: one training per workdir
 
+
 class WorkdirLock:
   """An exclusive ``flock`` on workdir/.training.lock, held while a training runs. The kernel
   releases it when the process ends, however it ends (SIGKILL included), so a killed run never
@@ -160,8 +173,9 @@ class WorkdirLock:
 
   def acquire(self) -> "WorkdirLock":
     if is_remote(self.workdir):
-      logging.info("%s is not on a local or network file system: no lock keeps a second "
-                   "training out of it", self.workdir)
+      logging.info(
+        "%s is not on a local or network file system: no lock keeps a second training out of it", self.workdir
+      )
       return self
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -169,20 +183,25 @@ class WorkdirLock:
     except BlockingIOError:
       holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
       os.close(fd)
-      raise UserError(f"another training is running in {self.workdir} ({holder}); two on one "
-                      f"workdir would delete each other's checkpoint saves: wait for it, stop it "
-                      f"(SIGTERM saves a checkpoint; rerun then resumes), or use another --workdir"
-                      ) from None
+      raise UserError(
+        f"another training is running in {self.workdir} ({holder}); two on one "
+        f"workdir would delete each other's checkpoint saves: wait for it, stop it "
+        f"(SIGTERM saves a checkpoint; rerun then resumes), or use another --workdir"
+      ) from None
     except OSError as e:  # e.g. ENOLCK: a network file system without locking
       os.close(fd)
-      logging.warning("cannot lock %s (%s): nothing keeps a second training out of this workdir",
-                      self.path, e.strerror)
+      logging.warning(
+        "cannot lock %s (%s): nothing keeps a second training out of this workdir", self.path, e.strerror
+      )
       return self
     self._fd = fd
     try:  # who holds it, for the message of a second training (best effort: the disk may be full)
       os.ftruncate(fd, 0)
-      os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
-                    f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+      os.pwrite(
+        fd,
+        f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(),
+        0,
+      )
     except OSError:
       pass
     return self
@@ -197,12 +216,16 @@ class WorkdirLock:
 def unusable(workdir, e: Exception) -> UserError:
   """The one-line error of a workdir that does not take a file."""
   if disk_full(e):
-    return DiskFull(f"no space left on the device of workdir {os.fspath(workdir)!r} (any "
-                    f"checkpoint save a killed run left unfinished there is already deleted); free "
-                    f"space there (other runs, or lower keep_checkpoints) and rerun the same command")
+    return DiskFull(
+      f"no space left on the device of workdir {os.fspath(workdir)!r} (any "
+      f"checkpoint save a killed run left unfinished there is already deleted); free "
+      f"space there (other runs, or lower keep_checkpoints) and rerun the same command"
+    )
   reason = getattr(e, "strerror", None) or " ".join(str(e).split())[:200]
-  return UserError(f"workdir {os.fspath(workdir)!r} is not writable ({reason}); choose another "
-                   f"--workdir or fix its permissions")
+  return UserError(
+    f"workdir {os.fspath(workdir)!r} is not writable ({reason}); choose another "
+    f"--workdir or fix its permissions"
+  )
 
 
 def check_writable(workdir, process_index: int) -> None:
@@ -216,6 +239,7 @@ def check_writable(workdir, process_index: int) -> None:
 
 
 # The cache
+
 
 def cache_root() -> epath.Path:
   """Where the package keeps what it downloads or derives once (the Fashion-MNIST files,

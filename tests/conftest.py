@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny Fashion-MNIST-format dataset the tests write themselves."""
+
 import gzip
 import os
 import signal
@@ -45,11 +46,31 @@ def compiled():
   return lambda: list(_COMPILED[start:])
 
 
+# The integration tier: files whose tests train, compile train steps, or start the tools as
+# processes. Every other file is the unit tier (`make test-fast`, pytest -m "not integration").
+INTEGRATION = {
+  "test_benchmark.py", "test_cpu_devices.py", "test_distributed.py", "test_divergence.py",
+  "test_ema.py", "test_ema_schedule_experiment.py", "test_end_to_end.py", "test_evaluator.py",
+  "test_faults.py", "test_input_pipeline.py", "test_precision.py", "test_recompile.py",
+  "test_report.py", "test_robustness.py", "test_sharding.py", "test_soak.py", "test_sweeps.py",
+  "test_visualize.py",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+  for item in items:
+    if item.path.name in INTEGRATION:
+      item.add_marker(pytest.mark.integration)
+
+
 def pytest_configure(config):
   """Identical train steps compiled by different tests load from one persistent cache."""
   import tempfile
+
   import jax
+
   jax.monitoring.register_event_duration_secs_listener(_record_compile)
+  config.addinivalue_line("markers", "integration: trains, compiles train steps or starts the tools")
   # One cache for the session: xdist workers inherit it from the controller, and
   # `python -m sagan_jax.main` subprocesses read it through SAGAN_JAX_XLA_CACHE.
   cache = os.environ.get("SAGAN_JAX_TEST_XLA_CACHE") or tempfile.mkdtemp(prefix="sagan_jax_xla_")
@@ -75,7 +96,7 @@ def make_fake_fashion_mnist(directory, n_train=200, n_test=50, num_classes=10, s
     rng.shuffle(labels)
     images = rng.integers(0, 50, (n, 28, 28))
     for i, label in enumerate(labels):
-      images[i, 2 * label:2 * label + 8, 4:24] = 200
+      images[i, 2 * label : 2 * label + 8, 4:24] = 200
     write_idx(os.path.join(directory, f"{split}-images-idx3-ubyte.gz"), images)
     write_idx(os.path.join(directory, f"{split}-labels-idx1-ubyte.gz"), labels)
   return directory
@@ -89,6 +110,7 @@ def fake_fmnist_dir(tmp_path_factory):
 @pytest.fixture
 def smoke_config(fake_fmnist_dir):
   from configs import fashion_mnist
+
   config = fashion_mnist.get_config("smoke")
   config.dataset.data_dir = fake_fmnist_dir
   return config
@@ -99,8 +121,7 @@ _INSTALL = "the reference tests need pip install -r requirements-test.txt"
 
 def import_pytorch_fid(module: str):
   """(torch, pytorch_fid.<module>), or skip the test when they are not installed."""
-  torch = pytest.importorskip("torch", reason=f"torch is not installed; {_INSTALL}",
-                              exc_type=ImportError)
-  return torch, pytest.importorskip(f"pytorch_fid.{module}",
-                                    reason=f"pytorch-fid is not installed; {_INSTALL}",
-                                    exc_type=ImportError)
+  torch = pytest.importorskip("torch", reason=f"torch is not installed; {_INSTALL}", exc_type=ImportError)
+  return torch, pytest.importorskip(
+    f"pytorch_fid.{module}", reason=f"pytorch-fid is not installed; {_INSTALL}", exc_type=ImportError
+  )

@@ -1,5 +1,6 @@
 """DiffAugment's transforms: what each does to an image, that gradients pass through them, and
 that the train step applies them to what D sees only when asked."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,8 +71,9 @@ def test_no_policy_is_the_identity_and_an_unknown_one_is_refused():
 def test_train_step_augments_what_d_sees_only_when_asked():
   """The same state and batch through the step without and with DiffAugment: D's outputs on the
   real images differ only with policies, and the step stays finite."""
-  from sagan_jax import programs, sharding
   from configs import fashion_mnist
+  from sagan_jax import programs, sharding
+
   mesh = sharding.create_mesh()
   config = fashion_mnist.get_config("smoke")
   shape = (1, config.batch_size, 32, 32, 1)
@@ -93,6 +95,7 @@ def test_config_refuses_unknown_policies(policies):
   from configs import fashion_mnist
   from sagan_jax import config as config_lib
   from sagan_jax.errors import UserError
+
   config = fashion_mnist.get_config("smoke")
   config.augment = policies
   with pytest.raises(UserError, match="augment .* must be a tuple of policies"):

@@ -1,4 +1,5 @@
 """benchmarks/step.py --lower_only: the FLOP count a GPU run is planned with."""
+
 import json
 import os
 import subprocess
@@ -12,18 +13,31 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def lowered(tmp_path, batch_size, impl="xla"):
   out = tmp_path / f"b{batch_size}_{impl}.json"
   proc = subprocess.run(
-      [sys.executable, "benchmarks/step.py", "--lower_only",
-       "--config=configs/fashion_mnist.py:smoke", f"--config.batch_size={batch_size}",
-       f"--config.model.attention_impl={impl}", "--config.model.attention_query_chunk=32",
-       f"--json_out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      "benchmarks/step.py",
+      "--lower_only",
+      "--config=configs/fashion_mnist.py:smoke",
+      f"--config.batch_size={batch_size}",
+      f"--config.model.attention_impl={impl}",
+      "--config.model.attention_query_chunk=32",
+      f"--json_out={out}",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(out.read_text())
 
 
 def test_lowered_flops_are_per_image_and_count_the_whole_model(tmp_path):
+  import jax
+
   from configs import fashion_mnist
   from sagan_jax import programs, sharding
-  import jax
+
   small, large = lowered(tmp_path, 8), lowered(tmp_path, 16)
   # Convolutions dominate and scale with the batch; spectral norm and Adam do not.
   assert large["gflop_per_step"] == pytest.approx(2 * small["gflop_per_step"], rel=0.05)

@@ -4,6 +4,7 @@ Each run gets a fake PATH (a fake nvidia-smi or none), a fake /sys and /dev (--r
 TPU variables, so the real host does not show through. The registry tests resolve the
 accelerator installs against the package index, and skip when it cannot be reached.
 """
+
 import json
 import os
 import shlex
@@ -32,34 +33,39 @@ def fake_bin(tmp_path, nvidia_smi=None):
 def gpu_with_driver_cuda(version):
   """A fake nvidia-smi: `-L` lists a GPU, the plain call prints a header naming the CUDA
   version the driver runs."""
-  return ('if [ "$1" = "-L" ]; then echo "GPU 0: NVIDIA H200 (UUID: GPU-0f0e0d0c-0000-1111-2222-333344445555)";'
-          f' else echo "| NVIDIA-SMI 580.65.06   Driver Version: 580.65.06   CUDA Version: {version}   |"; fi')
+  return (
+    'if [ "$1" = "-L" ]; then echo "GPU 0: NVIDIA H200 (UUID: GPU-0f0e0d0c-0000-1111-2222-333344445555)";'
+    f' else echo "| NVIDIA-SMI 580.65.06   Driver Version: 580.65.06   CUDA Version: {version}   |"; fi'
+  )
 
 
 WORKING_GPU = gpu_with_driver_cuda("13.0")
-BROKEN_DRIVER = ("echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA"
-                 " driver.\"; exit 9")
+BROKEN_DRIVER = (
+  'echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver."; exit 9'
+)
 
 
 def bootstrap(tmp_path, *args, path=None, env=None, root=None):
   """Runs the script's dry run in a hermetic environment (the venv's Python: this one, unless
   env names another); returns the CompletedProcess."""
-  clean = {k: v for k, v in os.environ.items()
-           if k not in ("ACCELERATOR", "DRY_RUN", "PYTHON") and not k.startswith("TPU_")}
+  clean = {
+    k: v
+    for k, v in os.environ.items()
+    if k not in ("ACCELERATOR", "DRY_RUN", "PYTHON") and not k.startswith("TPU_")
+  }
   clean["PATH"] = path or fake_bin(tmp_path)
   clean["PYTHON"] = sys.executable
   clean.update(env or {})
   if root is None:
     root = tmp_path / "root"
     root.mkdir(exist_ok=True)
-  cmd = [sys.executable, SCRIPT, "--dry-run", "--venv", str(tmp_path / "venv"),
-         f"--root={root}", *args]
+  cmd = [sys.executable, SCRIPT, "--dry-run", "--venv", str(tmp_path / "venv"), f"--root={root}", *args]
   return subprocess.run(cmd, capture_output=True, text=True, env=clean, cwd=ROOT, timeout=60)
 
 
 def install_line(result):
   assert result.returncode == 0, result.stderr
-  lines = [l for l in result.stdout.splitlines() if " -m pip install -q -r " in l]
+  lines = [line for line in result.stdout.splitlines() if " -m pip install -q -r " in line]
   assert len(lines) == 1, result.stdout
   return lines[0]
 
@@ -78,15 +84,17 @@ def test_no_accelerator_installs_exactly_the_cpu_requirements(tmp_path):
   assert chosen(result) == "cpu"
   venv_python = str(tmp_path / "venv" / "bin" / "python")
   assert result.stdout.splitlines() == [
-      shlex.join([sys.executable, "-m", "venv", str(tmp_path / "venv")]),
-      f"{venv_python} -m pip install -q --upgrade pip",
-      f"{venv_python} {CPU_INSTALL}",
-      f"{venv_python} -m pip install -q --no-deps -e ."]
+    shlex.join([sys.executable, "-m", "venv", str(tmp_path / "venv")]),
+    f"{venv_python} -m pip install -q --upgrade pip",
+    f"{venv_python} {CPU_INSTALL}",
+    f"{venv_python} -m pip install -q --no-deps -e .",
+  ]
   assert "no NVIDIA GPU or TPU found" not in result.stdout  # reasons go to stderr only
 
 
-@pytest.mark.parametrize("driver_cuda, accelerator", [("13.0", "cuda13"), ("13.1", "cuda13"),
-                                                       ("12.8", "cuda12")])
+@pytest.mark.parametrize(
+  "driver_cuda, accelerator", [("13.0", "cuda13"), ("13.1", "cuda13"), ("12.8", "cuda12")]
+)
 def test_working_nvidia_smi_picks_the_cuda_major_the_driver_runs(tmp_path, driver_cuda, accelerator):
   result = bootstrap(tmp_path, path=fake_bin(tmp_path, gpu_with_driver_cuda(driver_cuda)))
   assert install_line(result).endswith(f"{CPU_INSTALL} -r requirements-{accelerator}.txt")
@@ -110,8 +118,9 @@ def test_nvidia_smi_listing_no_gpu_is_cpu(tmp_path):
   assert chosen(result) == "cpu"
 
 
-@pytest.mark.parametrize("name,value", [("TPU_ACCELERATOR_TYPE", "v5litepod-8"),
-                                        ("TPU_WORKER_HOSTNAMES", "10.0.0.2,10.0.0.3")])
+@pytest.mark.parametrize(
+  "name,value", [("TPU_ACCELERATOR_TYPE", "v5litepod-8"), ("TPU_WORKER_HOSTNAMES", "10.0.0.2,10.0.0.3")]
+)
 def test_tpu_environment_picks_tpu(tmp_path, name, value):
   assert chosen(bootstrap(tmp_path, env={name: value})) == "tpu"
 
@@ -168,8 +177,15 @@ def fake_python(bin_dir, name, version=None):
 def bootstrap_python(tmp_path, path, python=""):
   env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "ACCELERATOR")}
   env["PATH"] = str(path)  # the fakes only (their #!/bin/sh needs no PATH)
-  cmd = [sys.executable, SCRIPT, "--dry-run", "--accelerator=cpu", "--venv", str(tmp_path / "venv"),
-         f"--python={python}"]
+  cmd = [
+    sys.executable,
+    SCRIPT,
+    "--dry-run",
+    "--accelerator=cpu",
+    "--venv",
+    str(tmp_path / "venv"),
+    f"--python={python}",
+  ]
   return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
 
 
@@ -189,8 +205,10 @@ def test_no_python_312_is_one_error_line_saying_how_to_get_one(tmp_path):
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
   python311 = fake_python(bin_dir, "python3", "3 11")
-  for python, expect in (("", "no Python 3.12 or newer found"),
-                         (python311, "is Python 3.11; sagan_jax needs 3.12 or newer")):
+  for python, expect in (
+    ("", "no Python 3.12 or newer found"),
+    (python311, "is Python 3.11; sagan_jax needs 3.12 or newer"),
+  ):
     result = bootstrap_python(tmp_path, bin_dir, python)
     lines = result.stderr.splitlines()
     assert result.returncode == 2 and result.stdout == "", result.stderr
@@ -205,8 +223,9 @@ def test_a_pyenv_shim_that_does_not_run_resolves_to_the_installed_version(tmp_pa
   (prefix / "bin").mkdir(parents=True)
   real = fake_python(prefix / "bin", "python3.13", "3 13")
   pyenv = bin_dir / "pyenv"
-  pyenv.write_text(f'#!/bin/sh\ncase "$1" in whence) [ "$2" = python3.13 ] && echo 3.13.0;; '
-                   f'prefix) echo "{prefix}";; esac\n')
+  pyenv.write_text(
+    f'#!/bin/sh\ncase "$1" in whence) [ "$2" = python3.13 ] && echo 3.13.0;; prefix) echo "{prefix}";; esac\n'
+  )
   pyenv.chmod(0o755)
   result = bootstrap_python(tmp_path, bin_dir)
   assert result.returncode == 0, result.stderr
@@ -228,9 +247,12 @@ def test_switching_away_uninstalls_the_other_accelerators_plugin(tmp_path):
   (tmp_path / "venv" / "bin" / "python").symlink_to(sys.executable)
   lines = bootstrap(tmp_path, env={"ACCELERATOR": "cpu"}).stdout.splitlines()
   # The venv exists: no venv creation; the CUDA plugin goes (JAX would load it), jax stays.
-  assert [l.split(" -m pip ")[1] for l in lines] == [
-      "install -q --upgrade pip", "uninstall -q -y jax_cuda12_pjrt jax_cuda12_plugin",
-      CPU_INSTALL.removeprefix("-m pip "), "install -q --no-deps -e ."]
+  assert [line.split(" -m pip ")[1] for line in lines] == [
+    "install -q --upgrade pip",
+    "uninstall -q -y jax_cuda12_pjrt jax_cuda12_plugin",
+    CPU_INSTALL.removeprefix("-m pip "),
+    "install -q --no-deps -e .",
+  ]
   assert " -m pip uninstall " not in bootstrap(tmp_path, env={"ACCELERATOR": "cuda12"}).stdout
   to_cuda13 = bootstrap(tmp_path, env={"ACCELERATOR": "cuda13"}).stdout
   assert " -m pip uninstall -q -y jax_cuda12_pjrt jax_cuda12_plugin" in to_cuda13
@@ -243,8 +265,9 @@ def test_makefile_stamp_names_the_accelerator(tmp_path):
   (venv / ".installed-cpu").touch()  # newer than every requirement file
 
   def make(*args):
-    return subprocess.run(["make", "-C", ROOT, f"VENV={venv}", *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+      ["make", "-C", ROOT, f"VENV={venv}", *args], capture_output=True, text=True, timeout=60
+    )
 
   assert make("-q", "venv", "ACCELERATOR=cpu").returncode == 0  # up to date
   assert make("-q", "venv", "ACCELERATOR=cuda12").returncode == 1  # another choice reinstalls
@@ -258,16 +281,34 @@ def test_makefile_stamp_names_the_accelerator(tmp_path):
 def registry():
   """Skips unless the package index answers quickly (jax-cuda12-plugin is not on disk here)."""
   probe = subprocess.run(
-      [sys.executable, "-m", "pip", "index", "versions", "jax-cuda12-plugin", "--timeout", "5",
-       "--retries", "0"], capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      "-m",
+      "pip",
+      "index",
+      "versions",
+      "jax-cuda12-plugin",
+      "--timeout",
+      "5",
+      "--retries",
+      "0",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   if probe.returncode != 0:
     pytest.skip(f"package index unreachable: {probe.stderr.strip().splitlines()[-1:]}")
 
 
-@pytest.mark.parametrize("accelerator,expect", [
+@pytest.mark.parametrize(
+  "accelerator,expect",
+  [
     ("cuda12", {"jax-cuda12-plugin": "0.12.0.1", "jax-cuda12-pjrt": "0.12.0.1"}),
     ("cuda13", {"jax-cuda13-plugin": "0.12.0.1", "jax-cuda13-pjrt": "0.12.0.1"}),
-    ("tpu", {"libtpu": "0.0.50.1", "google-cloud-storage": "3.17.1"})])
+    ("tpu", {"libtpu": "0.0.50.1", "google-cloud-storage": "3.17.1"}),
+  ],
+)
 def test_accelerator_install_resolves_against_the_registry(tmp_path, registry, accelerator, expect):
   """The bootstrap's own pip command as a dry run, without dependencies: every pin exists for
   this Python and platform (a full resolve would fetch ~3 GB of CUDA wheels on every CI run)."""
@@ -275,11 +316,12 @@ def test_accelerator_install_resolves_against_the_registry(tmp_path, registry, a
   at = cmd.index("install") + 1
   report = tmp_path / "report.json"
   cmd[at:at] = ["--dry-run", "--ignore-installed", "--no-deps", "--report", str(report)]
-  result = subprocess.run([sys.executable, *cmd[1:]], capture_output=True, text=True, cwd=ROOT,
-                          timeout=600)
+  result = subprocess.run([sys.executable, *cmd[1:]], capture_output=True, text=True, cwd=ROOT, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  installed = {item["metadata"]["name"]: item["metadata"]["version"]
-               for item in json.loads(report.read_text())["install"]}
+  installed = {
+    item["metadata"]["name"]: item["metadata"]["version"]
+    for item in json.loads(report.read_text())["install"]
+  }
   assert installed["jax"] == installed["jaxlib"] == "0.12.0.1"
   for name, version in expect.items():
     assert installed[name] == version
@@ -287,6 +329,7 @@ def test_accelerator_install_resolves_against_the_registry(tmp_path, registry, a
 
 def test_training_warns_when_jax_misses_the_hosts_accelerator(tmp_path, monkeypatch):
   from sagan_jax import accelerator
+
   monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
   for name in accelerator.TPU_ENV_VARS:
     monkeypatch.delenv(name, raising=False)

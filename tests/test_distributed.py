@@ -18,6 +18,7 @@ divides by the gradient's own magnitude and turns that noise into ±lr steps tha
 between process counts although nothing is wrong; SGD's update is proportional to the
 gradient, so every leaf must agree.
 """
+
 import functools
 import json
 import os
@@ -40,7 +41,8 @@ STEPS = 3
 PARTS = ("g_params", "d_params", "ema_params", "g_batch_stats")
 
 # argv: role ('single', '0' or '1'), coordinator port, output directory.
-SCRIPT = textwrap.dedent("""
+SCRIPT = textwrap.dedent(
+  """
     import json, sys
     import jax
     role, port, out = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -54,7 +56,7 @@ SCRIPT = textwrap.dedent("""
     from configs import fashion_mnist
     from sagan_jax import programs, sharding
     from sagan_jax.step import make_train_step
-    STEPS, PARTS = %d, %r
+    STEPS, PARTS = STEPS_AND_PARTS
     config = fashion_mnist.get_config("smoke")
     config.ema_start_step = 0  # the EMA moves from the first step (as in test_distributed._config)
     b = config.batch_size
@@ -102,7 +104,8 @@ SCRIPT = textwrap.dedent("""
         "moved": float(np.max(np.abs(jax.device_get(state.d_params["linear"]["kernel"]) - init)))}))
     if distributed:
       jax.distributed.shutdown()
-""" % (STEPS, PARTS))
+"""
+).replace("STEPS_AND_PARTS", f"{STEPS}, {PARTS!r}")
 
 
 def _config():
@@ -121,8 +124,10 @@ def _write_initial_state(path):
   config = _config()
   g, d = programs.build_models(config)
   mesh = sharding.create_mesh(jax.devices()[:1])
-  state = jax.jit(functools.partial(programs.init_state, config, g, d, *programs.build_optimizers(config)),
-                  out_shardings=sharding.replicated(mesh))(programs.seed_key_data(config.seed))
+  state = jax.jit(
+    functools.partial(programs.init_state, config, g, d, *programs.build_optimizers(config)),
+    out_shardings=sharding.replicated(mesh),
+  )(programs.seed_key_data(config.seed))
   sgd = optax.sgd(0.01)
   state = state.replace(g_opt_state=sgd.init(state.g_params), d_opt_state=sgd.init(state.d_params))
   with open(path, "wb") as f:
@@ -142,9 +147,17 @@ def _run_all(roles, port, out, timeout):
   procs, logs = {}, {}
   try:
     for role in roles:
-      logs[role] = (open(os.path.join(out, f"{role}.out"), "w+"), open(os.path.join(out, f"{role}.err"), "w+"))
-      procs[role] = subprocess.Popen([sys.executable, "-c", SCRIPT, role, str(port), out], cwd=ROOT,
-                                     env=env, stdout=logs[role][0], stderr=logs[role][1])
+      logs[role] = (
+        open(os.path.join(out, f"{role}.out"), "w+"),
+        open(os.path.join(out, f"{role}.err"), "w+"),
+      )
+      procs[role] = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, role, str(port), out],
+        cwd=ROOT,
+        env=env,
+        stdout=logs[role][0],
+        stderr=logs[role][1],
+      )
     deadline = time.monotonic() + timeout
     # Until all are done, one fails (its peer would wait on it until its own timeouts) or
     # time is up; whatever still runs then is killed below and its stderr reported.
@@ -176,7 +189,7 @@ def test_two_processes_train_like_one(tmp_path):
   out = str(tmp_path)
   _write_initial_state(os.path.join(out, "init_state.msgpack"))
   results = _run_all(("0", "1", "single"), _free_port(), out, timeout=300)
-  for role, (code, stdout, stderr) in results.items():
+  for role, (code, _, stderr) in results.items():
     assert code == 0, f"process {role} exited with {code}:\n{stderr[-3000:]}"
   r = {role: json.loads(stdout.strip().splitlines()[-1]) for role, (_, stdout, _) in results.items()}
   b = _config().batch_size
@@ -198,5 +211,5 @@ def test_two_processes_train_like_one(tmp_path):
   # The processes hold replicas of one result.
   replica_errs = {k: _rel_err(p1[k], p0[k]) for k in single.files}
   assert max(replica_errs.values()) < 1e-6, max(replica_errs.items(), key=lambda kv: kv[1])
-  for (d0, g0), (d1, g1) in zip(r["single"]["losses"], r["0"]["losses"]):
+  for (d0, g0), (d1, g1) in zip(r["single"]["losses"], r["0"]["losses"], strict=True):
     assert abs(d0 - d1) < 1e-4 * max(1.0, abs(d0)) and abs(g0 - g1) < 1e-4 * max(1.0, abs(g0)), r

@@ -1,5 +1,6 @@
 """Divergence never reaches a checkpoint, and the loop keeps the device pipeline full:
 it reads device values only at the steps of its periodic actions."""
+
 import logging
 import os
 import threading
@@ -18,9 +19,14 @@ def checkpoints_on_disk(config, workdir):
   template = programs.programs(config, sharding.create_mesh()).init.eval_shape()
   ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
   try:
-    return {step: all(np.all(np.isfinite(x)) for x in jax.tree.leaves(ckpt.restore(step, template))
-                      if np.issubdtype(np.asarray(x).dtype, np.floating))
-            for step in checkpointing.checkpoint_steps(workdir)}
+    return {
+      step: all(
+        np.all(np.isfinite(x))
+        for x in jax.tree.leaves(ckpt.restore(step, template))
+        if np.issubdtype(np.asarray(x).dtype, np.floating)
+      )
+      for step in checkpointing.checkpoint_steps(workdir)
+    }
   finally:
     ckpt.close()
 
@@ -36,9 +42,12 @@ def test_a_diverging_resume_writes_no_poisoned_checkpoint(smoke_config, tmp_path
   smoke_config.keep_checkpoints = 1  # a poisoned save would rotate the healthy one out
   smoke_config.max_nonfinite_steps = 2
   smoke_config.optimizer.d_lr = smoke_config.optimizer.g_lr = 1e30
-  with pytest.raises(TrainingDiverged, match=r"2 consecutive non-finite updates up to step \d+ "
-                                             r"\(d_loss=.*g_loss=.*\).*last checkpoint \(step 2\) "
-                                             r"is healthy.*lower optimizer.d_lr"):
+  with pytest.raises(
+    TrainingDiverged,
+    match=r"2 consecutive non-finite updates up to step \d+ "
+    r"\(d_loss=.*g_loss=.*\).*last checkpoint \(step 2\) "
+    r"is healthy.*lower optimizer.d_lr",
+  ):
     train.train_and_evaluate(smoke_config, workdir)
   assert checkpoints_on_disk(smoke_config, workdir) == {2: True}
 
@@ -66,6 +75,7 @@ def steps_that_read_the_device(config, workdir, monkeypatch, hooks=()):
   host value). On a CPU jax.transfer_guard_device_to_host cannot tell (host and device
   memory are one), so the reads are counted where every one of them passes."""
   from jax._src import array
+
   steps_run, reads = [0], set()
   host_value = array.ArrayImpl._value
 
@@ -86,20 +96,20 @@ def steps_that_read_the_device(config, workdir, monkeypatch, hooks=()):
 
 def test_the_loop_reads_the_device_only_at_periodic_actions(smoke_config, tmp_path, monkeypatch):
   smoke_config.num_train_steps = 10
-  for field in ("log_every_steps", "sample_every_steps", "checkpoint_every_steps",
-                "max_nonfinite_steps"):
+  for field in ("log_every_steps", "sample_every_steps", "checkpoint_every_steps", "max_nonfinite_steps"):
     smoke_config[field] = 5
   assert steps_that_read_the_device(smoke_config, str(tmp_path / "run"), monkeypatch) == {5, 10}
-  assert sorted(os.listdir(tmp_path / "run" / "samples")) == ["step_00000005.png",
-                                                              "step_00000010.png"]
+  assert sorted(os.listdir(tmp_path / "run" / "samples")) == ["step_00000005.png", "step_00000010.png"]
 
 
 def test_a_read_after_every_step_would_be_seen(smoke_config, tmp_path, monkeypatch):
   """The test above can fail: a loop that reads a metric after every step is caught."""
+
   def reads_every_step(step, state, metrics):
     float(metrics["d_loss"])
 
   smoke_config.num_train_steps = 3
   smoke_config.log_every_steps = smoke_config.checkpoint_every_steps = 3
-  assert steps_that_read_the_device(smoke_config, str(tmp_path / "run"), monkeypatch,
-                                    hooks=[reads_every_step]) == {1, 2, 3}
+  assert steps_that_read_the_device(
+    smoke_config, str(tmp_path / "run"), monkeypatch, hooks=[reads_every_step]
+  ) == {1, 2, 3}

@@ -1,4 +1,5 @@
 """The EMA of G's weights, both schedules, against a float64 reference of the same trajectory."""
+
 import json
 
 import flax
@@ -27,8 +28,9 @@ def test_power_decay_is_edm2s_formula_and_constant_starts_at_its_step():
   assert got[0] == 0.0  # the first update copies G
   # A long run (sagan128's 1M steps): 1 - β stays right to float32's precision, not 1 - 1/t's.
   late = np.array([1e5, 1e6])
-  np.testing.assert_allclose(1 - _decays("power", late, ema_power_gamma=6.94),
-                             -np.expm1(7.94 * np.log1p(-1 / late)), rtol=1e-2)
+  np.testing.assert_allclose(
+    1 - _decays("power", late, ema_power_gamma=6.94), -np.expm1(7.94 * np.log1p(-1 / late)), rtol=1e-2
+  )
   # The horizon 1/(1-β) grows with training: ~t/(γ+1), an average over a fixed share of it.
   assert 1 / (1 - got[2999]) == pytest.approx(3000 / 7.94, rel=2e-3)
   const = _decays("constant", [0, 799, 800, 3000], ema_decay=0.999, ema_start_step=800)
@@ -48,12 +50,16 @@ def test_train_steps_ema_matches_float64_reference():
   built = programs.programs(config, mesh)
   state = built.init()
   rng = np.random.default_rng(0)
-  flat = lambda tree: {k: np.asarray(v, np.float64) for k, v in
-                       flax.traverse_util.flatten_dict(jax.device_get(tree), sep="/").items()}
+  flat = lambda tree: {
+    k: np.asarray(v, np.float64)
+    for k, v in flax.traverse_util.flatten_dict(jax.device_get(tree), sep="/").items()
+  }
   reference = flat(state.g_params)
   for t in range(1, 7):
-    batch = {"image": rng.uniform(-1, 1, (1, 8, 32, 32, 1)).astype(np.float32),
-             "label": rng.integers(0, 10, (1, 8)).astype(np.int32)}
+    batch = {
+      "image": rng.uniform(-1, 1, (1, 8, 32, 32, 1)).astype(np.float32),
+      "label": rng.integers(0, 10, (1, 8)).astype(np.int32),
+    }
     state, _ = built.train_step(state, sharding.global_batch(batch, mesh))
     decay = (1 - 1 / t) ** 3.0
     g = flat(state.g_params)
@@ -78,10 +84,13 @@ def test_defaults_and_a_run_written_before_the_field(tmp_path):
   config_lib.validate_config(old)
 
 
-@pytest.mark.parametrize("field,value,message", [
+@pytest.mark.parametrize(
+  "field,value,message",
+  [
     ("ema_schedule", "cosine", "ema_schedule 'cosine' is not one of"),
     ("ema_power_gamma", -1.0, "ema_power_gamma must be 0 or more"),
-])
+  ],
+)
 def test_bad_ema_fields_are_refused(field, value, message):
   config = fashion_mnist.get_config("smoke")
   config[field] = value

@@ -1,5 +1,6 @@
 """Evaluator: metrics.jsonl from a tiny run, the reference-statistics cache, the Inception
 metrics (random weights), and the standalone CLI."""
+
 import json
 import os
 import subprocess
@@ -7,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import make_fake_fashion_mnist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -15,6 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _fmnist_eval_config(data_dir, cache_dir):
   from configs import fashion_mnist
+
   config = fashion_mnist.get_config("smoke")
   config.dataset.data_dir = data_dir
   config.num_train_steps = 2
@@ -32,6 +33,7 @@ def _fmnist_eval_config(data_dir, cache_dir):
 def trained_run(fake_fmnist_dir, tmp_path_factory):
   """(config, workdir, final state) of a 2-step run evaluated after each step."""
   from sagan_jax import train
+
   root = tmp_path_factory.mktemp("evaluator")
   config = _fmnist_eval_config(fake_fmnist_dir, str(root / "cache"))
   workdir = str(root / "run")
@@ -46,6 +48,7 @@ def _lines(workdir):
 
 def _event_tags(workdir):
   import tensorflow as tf
+
   tags = set()
   for name in os.listdir(workdir):
     if name.startswith("events.out.tfevents"):
@@ -58,6 +61,7 @@ def _build(config, workdir):
   """(evaluator, programs.Programs) on the local devices."""
   from sagan_jax import programs, sharding
   from sagan_jax.evaluation import evaluator
+
   mesh = sharding.create_mesh()
   built = programs.programs(config, mesh)
   return evaluator.Evaluator(config, mesh, built.sampler, str(workdir), built.kernels), built
@@ -84,6 +88,7 @@ def test_training_writes_one_metrics_line_per_evaluation(trained_run):
 
 def test_reference_statistics_are_cached_and_reused(trained_run, tmp_path, monkeypatch):
   from sagan_jax.evaluation import references
+
   config, workdir, state = trained_run
   fresh, _ = _build(config, tmp_path)
   path = fresh.reference_path("fmnist_classifier")
@@ -103,13 +108,13 @@ def test_reference_statistics_are_cached_and_reused(trained_run, tmp_path, monke
 
 def test_class_accuracy_and_prdc_go_to_metrics_jsonl_with_their_protocol(trained_run, tmp_path):
   from sagan_jax.evaluation import fmnist_classifier
+
   config, _, state = trained_run
   config = config.copy_and_resolve_references()
   config.eval.metrics = ("fid_fmnist", "class_accuracy", "prdc")
   evaluation, _ = _build(config, tmp_path)  # the run's cached classifier and reference
   scalars = evaluation.evaluate(state, 2, 20)
-  assert set(scalars) == {"fid_fmnist", "class_accuracy", "precision", "recall", "density",
-                          "coverage"}
+  assert set(scalars) == {"fid_fmnist", "class_accuracy", "precision", "recall", "density", "coverage"}
   (line,) = _lines(tmp_path)
   assert line["metrics"] == ["fid_fmnist", "class_accuracy", "prdc"]
   for name in ("class_accuracy", "precision", "recall", "coverage"):
@@ -126,8 +131,7 @@ def test_class_accuracy_and_prdc_go_to_metrics_jsonl_with_their_protocol(trained
   # The real reference images themselves, scored as samples with their own labels: the
   # classifier's test accuracy (the whole fake test split) and the identical-set values.
   images, labels = fmnist_classifier.load_fashion_mnist("test", config.dataset.data_dir)
-  real_scalars, details = evaluation.score(evaluation.image_features(images), labels,
-                                           config.eval.metrics)
+  real_scalars, details = evaluation.score(evaluation.image_features(images), labels, config.eval.metrics)
   test_accuracy = line["feature_spaces"]["fmnist_classifier"]["test_accuracy"]
   assert real_scalars["class_accuracy"] == pytest.approx(test_accuracy, abs=1e-9)
   assert abs(real_scalars["fid_fmnist"]) < 1e-3
@@ -151,10 +155,12 @@ def test_a_noise_seed_scores_other_samples_and_record_false_writes_nothing(train
 def test_inception_metrics_on_a_tiny_rgb_config(fake_fmnist_dir, tmp_path, monkeypatch):
   from configs import fashion_mnist
   from sagan_jax.evaluation import inception, metrics, spaces
+
   config = fashion_mnist.get_config("smoke")
   # Two classes of four test images: the reference holds two of each, as intra-FID needs.
-  config.dataset.data_dir = make_fake_fashion_mnist(str(tmp_path / "data"), n_train=8, n_test=4,
-                                                    num_classes=2)
+  config.dataset.data_dir = make_fake_fashion_mnist(
+    str(tmp_path / "data"), n_train=8, n_test=4, num_classes=2
+  )
   config.model.image_channels = 3
   config.model.num_classes = 2
   config.sample_bn_stats = "running"  # the sampler is not under test here: compile less
@@ -163,9 +169,17 @@ def test_inception_metrics_on_a_tiny_rgb_config(fake_fmnist_dir, tmp_path, monke
   config.eval.reference_samples = 4
   config.eval.is_splits = 2
   config.eval.cache_dir = str(tmp_path / "cache")
-  monkeypatch.setattr(spaces, "inception_space", lambda unused_config: spaces.FeatureSpace(
-      "inception", "random-seed0", lambda v, x: inception.FIDInceptionV3().apply(v, x),
-      inception.random_variables(), {"weights": "random"}))
+  monkeypatch.setattr(
+    spaces,
+    "inception_space",
+    lambda unused_config: spaces.FeatureSpace(
+      "inception",
+      "random-seed0",
+      lambda v, x: inception.FIDInceptionV3().apply(v, x),
+      inception.random_variables(),
+      {"weights": "random"},
+    ),
+  )
   calls = []
 
   def cheap_frechet(mu1, sigma1, mu2, sigma2):
@@ -192,6 +206,7 @@ def test_inception_metrics_on_a_tiny_rgb_config(fake_fmnist_dir, tmp_path, monke
 def test_missing_checkpoints_are_clear_errors(trained_run, tmp_path):
   from sagan_jax import evaluate
   from sagan_jax.errors import UserError
+
   config, workdir, _ = trained_run
   with pytest.raises(UserError, match="no checkpoint in .*train first"):
     evaluate.evaluate_checkpoint(config, str(tmp_path))
@@ -209,9 +224,13 @@ def test_cli_scores_a_named_checkpoint_with_the_runs_own_config(trained_run):
   _, workdir, _ = trained_run
   env = dict(os.environ, PYTHONPATH=ROOT)
   proc = subprocess.run(
-      [sys.executable, "-m", "sagan_jax.evaluate", f"--workdir={workdir}", "--step=1",
-       "--num_samples=20"],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    [sys.executable, "-m", "sagan_jax.evaluate", f"--workdir={workdir}", "--step=1", "--num_samples=20"],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = _lines(workdir)
   assert lines[-1]["step"] == 1 and lines[-1]["num_samples"] == 20
@@ -246,12 +265,19 @@ print(json.dumps(scores))
 """
 
 
-@pytest.mark.skipif(not os.environ.get("SAGAN_JAX_SLOW_TESTS"),
-                    reason="~70 s on 2 cores; set SAGAN_JAX_SLOW_TESTS=1")
+@pytest.mark.skipif(
+  not os.environ.get("SAGAN_JAX_SLOW_TESTS"), reason="~70 s on 2 cores; set SAGAN_JAX_SLOW_TESTS=1"
+)
 def test_four_simulated_devices_score_like_one():
   env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-  proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE_SCRIPT], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)
+  proc = subprocess.run(
+    [sys.executable, "-c", MULTI_DEVICE_SCRIPT],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   one, four = json.loads(proc.stdout.splitlines()[-1])
   assert four == pytest.approx(one, rel=1e-5)

@@ -1,6 +1,7 @@
 """The faults a new user hits (issue 15, items 2-8 and the traceback class): each ends in one
 clear line (`error:` and exit code 2 for a mistake), refuses before anything is written, or
 is survived; nothing is lost and nothing hangs."""
+
 import errno
 import json
 import os
@@ -18,11 +19,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sagan_jax import checkpointing, cli, train
+from sagan_jax import cli, train
+from sagan_jax import config as config_lib
 from sagan_jax import run as run_lib
 from sagan_jax import workdir as workdir_lib
 from sagan_jax.data import folder, pipeline
-from sagan_jax import config as config_lib
 from sagan_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,8 +32,9 @@ PYTHON = sys.executable
 
 def run_tool(args, timeout=120, **kwargs):
   """python -m <args> from the repository root: (exit code, stderr)."""
-  done = subprocess.run([PYTHON, "-m", *args], cwd=ROOT, capture_output=True, text=True,
-                        timeout=timeout, **kwargs)
+  done = subprocess.run(
+    [PYTHON, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kwargs
+  )
   return done.returncode, done.stderr
 
 
@@ -60,12 +62,12 @@ def exits_with_one_line(fn, capsys, *args, code=2, **kwargs) -> str:
 
 
 def files_under(path) -> list:
-  return sorted(os.path.relpath(os.path.join(d, f), path)
-                for d, _, files in os.walk(path) for f in files)
+  return sorted(os.path.relpath(os.path.join(d, f), path) for d, _, files in os.walk(path) for f in files)
 
 
 def smoke(fake_fmnist_dir, **fields):
   from configs import fashion_mnist
+
   config = fashion_mnist.get_config("smoke")
   config.dataset.data_dir = fake_fmnist_dir
   for name, value in fields.items():
@@ -103,34 +105,55 @@ def damage(workdir, step):
 # Tracebacks: every place a user's flag, file or signal enters ends in one line.
 
 BAD_COMMAND_LINES = {
-    "unknown field": (["sagan_jax.main", "--config=configs/fashion_mnist.py:smoke",
-                       "--config.model.chh=4", "--workdir=W"], "--config.model.chh: the config "
-                      "has no field 'model.chh' (did you mean --config.model.ch?)"),
-    "unknown section": (["sagan_jax.main", "--config=configs/fashion_mnist.py", "--config.modell.ch=4",
-                         "--workdir=W"], "no field 'modell' (did you mean --config.model.ch?)"),
-    "variant typo": (["sagan_jax.main", "--config=configs/fashion_mnist.py:smok", "--workdir=W"],
-                     "unknown config variant 'smok'; use 'smoke' or none"),
-    "no such config file": (["sagan_jax.main", "--config=configs/fashion_mnst.py", "--workdir=W"],
-                            "--config=configs/fashion_mnst.py: the config file does not load"),
-    "not a config file": (["sagan_jax.main", "--config=README.md", "--workdir=W"],
-                          "--config=README.md: the config file does not load"),
-    "value of the wrong type": (["sagan_jax.main", "--config=configs/fashion_mnist.py",
-                                 "--config.model.ch=four", "--workdir=W"],
-                                "--config.model.ch=four: invalid literal for int()"),
-    "unknown flag": (["sagan_jax.main", "--config=configs/fashion_mnist.py", "--workdri=W"],
-                     "Unknown command line flag 'workdri'"),
-    "missing flag": (["sagan_jax.main", "--config=configs/fashion_mnist.py"], "--workdir is required"),
-    "positional argument": (["sagan_jax.main", "--config=configs/fashion_mnist.py", "--workdir=W",
-                             "smoke"], "unexpected arguments: smoke"),
-    "evaluate: variant typo": (["sagan_jax.evaluate", "--workdir=W",
-                                "--config=configs/cifar10.py:smoek"], "unknown config variant 'smoek'"),
-    "evaluate: a run's config.json": (["sagan_jax.evaluate", "--workdir=W",
-                                       "--config=experiments/results/metric_reference_points.json"],
-                                      "a config file is Python (configs/<name>.py), not a run's config.json"),
-    "evaluate: bad step": (["sagan_jax.evaluate", "--workdir=W", "--step=last"],
-                           "--step=last: invalid literal for int()"),
-    "visualize: bad enum": (["sagan_jax.visualize", "--workdir=W", "--network=gen"],
-                            "--network=gen: value should be one of"),
+  "unknown field": (
+    ["sagan_jax.main", "--config=configs/fashion_mnist.py:smoke", "--config.model.chh=4", "--workdir=W"],
+    "--config.model.chh: the config has no field 'model.chh' (did you mean --config.model.ch?)",
+  ),
+  "unknown section": (
+    ["sagan_jax.main", "--config=configs/fashion_mnist.py", "--config.modell.ch=4", "--workdir=W"],
+    "no field 'modell' (did you mean --config.model.ch?)",
+  ),
+  "variant typo": (
+    ["sagan_jax.main", "--config=configs/fashion_mnist.py:smok", "--workdir=W"],
+    "unknown config variant 'smok'; use 'smoke' or none",
+  ),
+  "no such config file": (
+    ["sagan_jax.main", "--config=configs/fashion_mnst.py", "--workdir=W"],
+    "--config=configs/fashion_mnst.py: the config file does not load",
+  ),
+  "not a config file": (
+    ["sagan_jax.main", "--config=README.md", "--workdir=W"],
+    "--config=README.md: the config file does not load",
+  ),
+  "value of the wrong type": (
+    ["sagan_jax.main", "--config=configs/fashion_mnist.py", "--config.model.ch=four", "--workdir=W"],
+    "--config.model.ch=four: invalid literal for int()",
+  ),
+  "unknown flag": (
+    ["sagan_jax.main", "--config=configs/fashion_mnist.py", "--workdri=W"],
+    "Unknown command line flag 'workdri'",
+  ),
+  "missing flag": (["sagan_jax.main", "--config=configs/fashion_mnist.py"], "--workdir is required"),
+  "positional argument": (
+    ["sagan_jax.main", "--config=configs/fashion_mnist.py", "--workdir=W", "smoke"],
+    "unexpected arguments: smoke",
+  ),
+  "evaluate: variant typo": (
+    ["sagan_jax.evaluate", "--workdir=W", "--config=configs/cifar10.py:smoek"],
+    "unknown config variant 'smoek'",
+  ),
+  "evaluate: a run's config.json": (
+    ["sagan_jax.evaluate", "--workdir=W", "--config=experiments/results/metric_reference_points.json"],
+    "a config file is Python (configs/<name>.py), not a run's config.json",
+  ),
+  "evaluate: bad step": (
+    ["sagan_jax.evaluate", "--workdir=W", "--step=last"],
+    "--step=last: invalid literal for int()",
+  ),
+  "visualize: bad enum": (
+    ["sagan_jax.visualize", "--workdir=W", "--network=gen"],
+    "--network=gen: value should be one of",
+  ),
 }
 
 
@@ -153,17 +176,17 @@ def test_bad_data_and_run_files_end_in_one_error_line(fake_fmnist_dir, tmp_path,
   images = os.path.join(broken, "train-images-idx3-ubyte.gz")
   with open(images, "r+b") as f:
     f.truncate(os.path.getsize(images) // 2)
-  line = exits_with_one_line(train.train_and_evaluate, capsys,
-                             smoke(broken), str(tmp_path / "b"))
+  line = exits_with_one_line(train.train_and_evaluate, capsys, smoke(broken), str(tmp_path / "b"))
   assert f"{images} is truncated" in line and "fetch_fashion_mnist" in line
   assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
 
   workdir = tmp_path / "run"
   workdir.mkdir()
-  for text in ("", "{\"model\": {\"ch\": 4", "[1, 2]", "{\"model\": 3}"):
+  for text in ("", '{"model": {"ch": 4', "[1, 2]", '{"model": 3}'):
     (workdir / "config.json").write_text(text)
-    line = exits_with_one_line(run_lib.check_same_model, capsys,
-                               smoke(fake_fmnist_dir), str(workdir), resuming=True)
+    line = exits_with_one_line(
+      run_lib.check_same_model, capsys, smoke(fake_fmnist_dir), str(workdir), resuming=True
+    )
     assert "config.json is not readable as a run's config" in line and "delete it" in line
     line = exits_with_one_line(run_lib.load_config, capsys, str(workdir))
     assert "config.json" in line
@@ -172,6 +195,7 @@ def test_bad_data_and_run_files_end_in_one_error_line(fake_fmnist_dir, tmp_path,
 def test_sigint_during_start_up_ends_in_one_line(fake_fmnist_dir, tmp_path, monkeypatch, capsys):
   """A real SIGINT while the training sets up (here: while it builds the mesh)."""
   from sagan_jax import sharding
+
   real = sharding.create_mesh
 
   def interrupted(*args, **kwargs):
@@ -180,24 +204,27 @@ def test_sigint_during_start_up_ends_in_one_line(fake_fmnist_dir, tmp_path, monk
     return real(*args, **kwargs)
 
   monkeypatch.setattr(sharding, "create_mesh", interrupted)
-  line = exits_with_one_line(train.train_and_evaluate, capsys, smoke(fake_fmnist_dir),
-                             str(tmp_path / "run"), code=128 + signal.SIGINT)
+  line = exits_with_one_line(
+    train.train_and_evaluate, capsys, smoke(fake_fmnist_dir), str(tmp_path / "run"), code=128 + signal.SIGINT
+  )
   assert line.startswith("stopped by SIGINT outside the training loop")
   assert "rerun the same command" in line
 
 
-def test_a_dropped_keyboard_interrupt_still_stops_the_set_up(fake_fmnist_dir, tmp_path, request,
-                                                              monkeypatch, capsys, compiled):
+def test_a_dropped_keyboard_interrupt_still_stops_the_set_up(
+  fake_fmnist_dir, tmp_path, request, monkeypatch, capsys, compiled
+):
   """CPython drops a KeyboardInterrupt raised inside a garbage-collection callback (JAX runs
   one): the SIGINT noted by the tools' handler stops the set-up at its next check."""
   from sagan_jax import sharding, signals
+
   signals.forget_interrupts()
   request.addfinalizer(signals.forget_interrupts)  # the noted SIGINT must not reach later tests
   real = sharding.create_mesh
-  monkeypatch.setattr(sharding, "create_mesh",
-                      lambda: (signals.note_interrupt(signal.SIGINT), real())[1])
-  line = exits_with_one_line(train.train_and_evaluate, capsys, smoke(fake_fmnist_dir),
-                             str(tmp_path / "run"), code=128 + signal.SIGINT)
+  monkeypatch.setattr(sharding, "create_mesh", lambda: (signals.note_interrupt(signal.SIGINT), real())[1])
+  line = exits_with_one_line(
+    train.train_and_evaluate, capsys, smoke(fake_fmnist_dir), str(tmp_path / "run"), code=128 + signal.SIGINT
+  )
   assert line.startswith("stopped by SIGINT outside the training loop")
   assert compiled() == [] and not os.path.exists(tmp_path / "run")
 
@@ -208,11 +235,18 @@ def test_sigint_while_the_libraries_load_ends_in_one_line(tool, tmp_path, fake_f
   and CPython drops one raised in JAX's gc callback: the tools hold SIGINT back while
   TensorFlow and JAX load (visualize imports JAX first thing, report orbax's path layer) and
   stop right after."""
-  args = (["--config=configs/fashion_mnist.py:smoke", f"--config.dataset.data_dir={fake_fmnist_dir}"]
-          if tool == "sagan_jax.main" else [])
-  child = subprocess.Popen([PYTHON, "-m", tool, f"--workdir={tmp_path / 'run'}", *args], cwd=ROOT,
-                           stderr=subprocess.PIPE, text=True,
-                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0"))
+  args = (
+    ["--config=configs/fashion_mnist.py:smoke", f"--config.dataset.data_dir={fake_fmnist_dir}"]
+    if tool == "sagan_jax.main"
+    else []
+  )
+  child = subprocess.Popen(
+    [PYTHON, "-m", tool, f"--workdir={tmp_path / 'run'}", *args],
+    cwd=ROOT,
+    stderr=subprocess.PIPE,
+    text=True,
+    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0"),
+  )
   try:
     lines = []
     if tool == "sagan_jax.main":
@@ -245,8 +279,9 @@ def test_a_second_ctrl_c_ends_any_phase():
         print("ready", flush=True)
         threading.Event().wait()  # a phase that never reaches the loop's flag check
   """)
-  child = subprocess.Popen([PYTHON, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+  child = subprocess.Popen(
+    [PYTHON, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+  )
   try:
     assert child.stdout.readline().strip() == "ready"
     child.send_signal(signal.SIGINT)
@@ -265,8 +300,12 @@ def test_disk_full_keeps_what_was_saved_and_says_what_to_free(tmp_path):
   line, its half-written save is deleted and the earlier checkpoint stays; a PNG is written
   whole or not at all; a resume deletes a killed run's half-written save before judging the
   workdir, instead of calling a full workdir unwritable."""
-  if not shutil.which("unshare") or subprocess.run(
-      ["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True).returncode:
+  if (
+    not shutil.which("unshare")
+    or subprocess.run(
+      ["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True
+    ).returncode
+  ):
     pytest.skip("needs unprivileged user namespaces (unshare) to mount a small tmpfs")
   mount = tmp_path / "disk"
   mount.mkdir()
@@ -312,12 +351,24 @@ def test_disk_full_keeps_what_was_saved_and_says_what_to_free(tmp_path):
       print("RESULT" + json.dumps(out))
   """)
   done = subprocess.run(
-      ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
-       f"mount -t tmpfs -o size=1m tmpfs {mount} && exec {PYTHON} -c \"$0\"", script],
-      cwd=ROOT, capture_output=True, text=True, timeout=300)
+    [
+      "unshare",
+      "--user",
+      "--map-root-user",
+      "--mount",
+      "sh",
+      "-c",
+      f'mount -t tmpfs -o size=1m tmpfs {mount} && exec {PYTHON} -c "$0"',
+      script,
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   result = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
   assert result, done.stdout + done.stderr
-  out = json.loads(result[0][len("RESULT"):])
+  out = json.loads(result[0][len("RESULT") :])
   assert out["save"].startswith("no space left on the device of") and "step 2" in out["save"]
   assert "half-written save is deleted" in out["save"] and "steps [1] stay" in out["save"]
   assert "free space there" in out["save"]
@@ -336,55 +387,64 @@ def test_disk_full_anywhere_ends_in_one_line(capsys):
   assert "free space there" in line
 
 
-def test_tools_on_a_damaged_newest_checkpoint_use_the_newest_readable(trained_run, tmp_path,
-                                                                      caplog):
+def test_tools_on_a_damaged_newest_checkpoint_use_the_newest_readable(trained_run, tmp_path, caplog):
   """evaluate, visualize and report open runs through run.open_run."""
   from sagan_jax import run
+
   workdir = copy_run(trained_run, tmp_path)
   damage(workdir, 4)
   opened = run.open_run(workdir)
   assert opened.step == 2
   assert "checkpoint(s) [4]" in caplog.text and "using step 2, the newest readable" in caplog.text
-  with pytest.raises(UserError, match=r"checkpoint\(s\) \[4\] .* unreadable .*pass --step with one "
-                                      r"of \[2\]"):
+  with pytest.raises(
+    UserError,
+    match=r"checkpoint\(s\) \[4\] .* unreadable .*pass --step with one "
+    r"of \[2\]",
+  ):
     run.open_run(workdir, step=4)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]  # readers move nothing
 
 
 # Item 2: a mismatch is not damage; a workdir whose checkpoints were all set aside is not reused.
 
-def test_a_checkpoint_of_another_model_is_refused_and_touched_not(trained_run, tmp_path,
-                                                                 fake_fmnist_dir):
+
+def test_a_checkpoint_of_another_model_is_refused_and_touched_not(trained_run, tmp_path, fake_fmnist_dir):
   workdir = copy_run(trained_run, tmp_path)
   os.remove(os.path.join(workdir, "config.json"))  # an older or copied run
   before = [f for f in files_under(workdir) if f != workdir_lib.LOCK]
-  with pytest.raises(UserError, match=r"checkpoint 4 .* holds another model .*array\(s\) of other "
-                                      r"shapes \(.*kernel \(.*\) saved, \(.*\) now"):
-    train.train_and_evaluate(smoke(fake_fmnist_dir, **{"model.ch": 8, "num_train_steps": 6}),
-                             workdir)
+  with pytest.raises(
+    UserError,
+    match=r"checkpoint 4 .* holds another model .*array\(s\) of other "
+    r"shapes \(.*kernel \(.*\) saved, \(.*\) now",
+  ):
+    train.train_and_evaluate(smoke(fake_fmnist_dir, **{"model.ch": 8, "num_train_steps": 6}), workdir)
   after = [f for f in files_under(workdir) if f != workdir_lib.LOCK]
   assert after == before  # nothing moved aside, no config.json written
 
 
-def test_a_workdir_whose_checkpoints_were_all_set_aside_is_not_reused(trained_run, tmp_path,
-                                                                     fake_fmnist_dir):
+def test_a_workdir_whose_checkpoints_were_all_set_aside_is_not_reused(trained_run, tmp_path, fake_fmnist_dir):
   workdir = copy_run(trained_run, tmp_path)
   damage(workdir, 2)
   damage(workdir, 4)
   config = smoke(fake_fmnist_dir, num_train_steps=6)
   with pytest.raises(UserError, match="none of the checkpoints .* is readable"):
     train.train_and_evaluate(config, workdir)
-  kept = {name: open(os.path.join(workdir, name), "rb").read()
-          for name in ["config.json"] + [os.path.join("samples", s)
-                                         for s in os.listdir(os.path.join(workdir, "samples"))]}
-  with pytest.raises(UserError, match="every checkpoint of .* set aside .* use a new --workdir, or "
-                                      "delete .*unreadable_checkpoints"):
+  kept = {
+    name: open(os.path.join(workdir, name), "rb").read()
+    for name in ["config.json"]
+    + [os.path.join("samples", s) for s in os.listdir(os.path.join(workdir, "samples"))]
+  }
+  with pytest.raises(
+    UserError,
+    match="every checkpoint of .* set aside .* use a new --workdir, or delete .*unreadable_checkpoints",
+  ):
     train.train_and_evaluate(config, workdir)
   assert not os.listdir(os.path.join(workdir, "checkpoints"))
   assert {name: open(os.path.join(workdir, name), "rb").read() for name in kept} == kept
 
 
 # Items 3 and 5: undecodable image folders.
+
 
 def write_folder(root, classes=("ant", "bee", "cat"), per_class=3, undecodable=()):
   for c, name in enumerate(classes):
@@ -400,9 +460,16 @@ def write_folder(root, classes=("ant", "bee", "cat"), per_class=3, undecodable=(
 
 
 def folder_config(fake_fmnist_dir, root, num_classes=3):
-  return smoke(fake_fmnist_dir, **{"dataset.name": "folder", "dataset.data_dir": root,
-                                   "model.num_classes": num_classes, "model.image_channels": 3,
-                                   "batch_size": 4})
+  return smoke(
+    fake_fmnist_dir,
+    **{
+      "dataset.name": "folder",
+      "dataset.data_dir": root,
+      "model.num_classes": num_classes,
+      "model.image_channels": 3,
+      "batch_size": 4,
+    },
+  )
 
 
 def within(seconds, fn):
@@ -436,23 +503,26 @@ def test_a_folder_of_undecodable_files_stops_at_once_naming_it(tmp_path, fake_fm
   write_folder(tmp_path / "good", undecodable=("ant", "bee", "cat"))
   config = folder_config(fake_fmnist_dir, good)
   batches = pipeline._log_skipped(
-      pipeline.train_dataset(config, source).as_numpy_iterator(), source.num_examples,
-      source.description)
+    pipeline.train_dataset(config, source).as_numpy_iterator(), source.num_examples, source.description
+  )
   error = within(60, lambda: next(batches))
   assert isinstance(error, UserError) and "decodes as an image any more" in str(error)
 
 
 def test_a_class_whose_files_all_fail_to_decode_is_named(tmp_path, fake_fmnist_dir):
   root = write_folder(tmp_path / "images", undecodable=("bee",))
-  with pytest.raises(UserError, match=r"class folder\(s\) 'bee' \(label 1, 3 files\) .* never be "
-                                      r"trained"):
+  with pytest.raises(
+    UserError,
+    match=r"class folder\(s\) 'bee' \(label 1, 3 files\) .* never be "
+    r"trained",
+  ):
     pipeline.create_train_iterator(folder_config(fake_fmnist_dir, root))
 
 
 # Item 4: an offline TFDS name.
 
-def test_an_unprepared_tfds_dataset_offline_is_refused_at_once(tmp_path, monkeypatch,
-                                                               fake_fmnist_dir):
+
+def test_an_unprepared_tfds_dataset_offline_is_refused_at_once(tmp_path, monkeypatch, fake_fmnist_dir):
   import tensorflow_datasets as tfds
 
   def unreachable(address, *args, **kwargs):
@@ -466,23 +536,42 @@ def test_an_unprepared_tfds_dataset_offline_is_refused_at_once(tmp_path, monkeyp
   data_dir = str(tmp_path / "tfds")
   config = smoke(fake_fmnist_dir, **{"dataset.name": "mnist", "dataset.data_dir": data_dir})
   start = time.time()
-  with pytest.raises(UserError, match=f"TFDS mnist/.* is not prepared in {data_dir} and its "
-                                      f"download host cannot be reached .*storage.googleapis.com"):
+  with pytest.raises(
+    UserError,
+    match=f"TFDS mnist/.* is not prepared in {data_dir} and its "
+    f"download host cannot be reached .*storage.googleapis.com",
+  ):
     pipeline.create_train_iterator(config)
   assert time.time() - start < 30
 
 
 # Item 6: gs:// workdirs go through the path layer.
 
+
 class FakeBucket:
   """etils.epath's backend for gs:// URLs, serving them from a local folder (the bucket's
   stand-in); every other path keeps its own backend."""
 
-  METHODS = ("open", "exists", "isdir", "listdir", "glob", "walk", "makedirs", "mkdir", "rmtree",
-             "remove", "rename", "replace", "copy", "stat")
+  METHODS = (
+    "open",
+    "exists",
+    "isdir",
+    "listdir",
+    "glob",
+    "walk",
+    "makedirs",
+    "mkdir",
+    "rmtree",
+    "remove",
+    "rename",
+    "replace",
+    "copy",
+    "stat",
+  )
 
   def __init__(self, root):
     from etils.epath import backend
+
     self.root, self.os = str(root), backend.os_backend
     for name in self.METHODS:
       setattr(self, name, self._wrap(name))
@@ -490,12 +579,14 @@ class FakeBucket:
   def local(self, path) -> str:
     path = os.fspath(path)
     assert path.startswith("gs://"), path
-    return os.path.join(self.root, path[len("gs://"):])
+    return os.path.join(self.root, path[len("gs://") :])
 
   def _wrap(self, name):
     def method(*args, **kwargs):
-      args = [self.local(a) if isinstance(a, (str, os.PathLike)) and os.fspath(a).startswith("gs://")
-              else a for a in args]
+      args = [
+        self.local(a) if isinstance(a, (str, os.PathLike)) and os.fspath(a).startswith("gs://") else a
+        for a in args
+      ]
       out = getattr(self.os, name)(*args, **kwargs)
       back = lambda p: "gs://" + os.path.relpath(p, self.root)
       if name == "glob":
@@ -503,6 +594,7 @@ class FakeBucket:
       if name == "walk":
         return ((back(d), dirs, files) for d, dirs, files in out)
       return out
+
     return method
 
 
@@ -512,18 +604,27 @@ def test_a_gs_workdir_writes_nothing_to_the_local_disk(tmp_path, monkeypatch, fa
   from clu import metric_writers
   from etils.epath import gpath
   from orbax.checkpoint._src.path import gcs_utils
+
   from sagan_jax import run
+
   bucket = FakeBucket(tmp_path / "bucket")
   original = gpath._GPath._backend
-  monkeypatch.setattr(gpath._GPath, "_backend", property(
-      lambda self: bucket if self._uri_scheme == "gs" else original.fget(self)))
-  monkeypatch.setattr(gcs_utils, "get_kvstore_for_gcs",
-                      lambda path: {"driver": "file", "path": bucket.local(path)})
+  monkeypatch.setattr(
+    gpath._GPath,
+    "_backend",
+    property(lambda self: bucket if self._uri_scheme == "gs" else original.fget(self)),
+  )
+  monkeypatch.setattr(
+    gcs_utils, "get_kvstore_for_gcs", lambda path: {"driver": "file", "path": bucket.local(path)}
+  )
   monkeypatch.setattr(gcs_utils, "is_hierarchical_namespace_enabled", lambda path: False)
   monkeypatch.setitem(sys.modules, "google.cloud.storage", types.ModuleType("google.cloud.storage"))
   logdirs = []  # TensorBoard files go through TF's own gs:// file system: not faked here
-  monkeypatch.setattr(metric_writers, "create_default_writer",
-                      lambda logdir, **kw: logdirs.append(logdir) or metric_writers.LoggingWriter())
+  monkeypatch.setattr(
+    metric_writers,
+    "create_default_writer",
+    lambda logdir, **kw: logdirs.append(logdir) or metric_writers.LoggingWriter(),
+  )
   local = tmp_path / "cwd"
   local.mkdir()
   monkeypatch.chdir(local)
@@ -540,8 +641,8 @@ def test_a_gs_workdir_writes_nothing_to_the_local_disk(tmp_path, monkeypatch, fa
 
 # Item 7: one training per workdir.
 
-def test_a_second_training_on_a_workdir_is_refused_at_once(tmp_path, fake_fmnist_dir, capsys,
-                                                           compiled):
+
+def test_a_second_training_on_a_workdir_is_refused_at_once(tmp_path, fake_fmnist_dir, capsys, compiled):
   workdir = str(tmp_path / "run")
   os.makedirs(workdir)
   holder = workdir_lib.WorkdirLock(workdir).acquire()  # the first training
@@ -557,9 +658,16 @@ def test_a_killed_training_leaves_no_stuck_lock(tmp_path):
   workdir = str(tmp_path / "run")
   os.makedirs(workdir)
   child = subprocess.Popen(
-      [PYTHON, "-c", f"from sagan_jax import workdir; workdir.WorkdirLock({workdir!r})"
-                     f".acquire(); print('locked', flush=True); import time; time.sleep(600)"],
-      cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    [
+      PYTHON,
+      "-c",
+      f"from sagan_jax import workdir; workdir.WorkdirLock({workdir!r})"
+      f".acquire(); print('locked', flush=True); import time; time.sleep(600)",
+    ],
+    cwd=ROOT,
+    stdout=subprocess.PIPE,
+    text=True,
+  )
   try:
     assert child.stdout.readline().strip() == "locked"
     with pytest.raises(UserError, match="another training is running"):
@@ -573,12 +681,23 @@ def test_a_killed_training_leaves_no_stuck_lock(tmp_path):
 # Item 8: the validator, and the data check before anything is written or compiled.
 
 BAD_VALUES = [
-    ("optimizer.g_lr", 0.0), ("optimizer.g_lr", -1e-4), ("optimizer.d_lr", float("nan")),
-    ("optimizer.d_lr", float("inf")), ("optimizer.b1", -0.1), ("optimizer.b1", 1.0),
-    ("optimizer.b2", 1.0), ("optimizer.b2", 1.5), ("optimizer.eps", 0.0), ("optimizer.eps", -1e-8),
-    ("ema_decay", 1.5), ("ema_start_step", -1), ("standing_stats_batches", 0),
-    ("num_sample_columns", 0), ("model.num_classes", 0), ("model.z_dim", 0),
-    ("optimizer.g_lr", "1e-4"),
+  ("optimizer.g_lr", 0.0),
+  ("optimizer.g_lr", -1e-4),
+  ("optimizer.d_lr", float("nan")),
+  ("optimizer.d_lr", float("inf")),
+  ("optimizer.b1", -0.1),
+  ("optimizer.b1", 1.0),
+  ("optimizer.b2", 1.0),
+  ("optimizer.b2", 1.5),
+  ("optimizer.eps", 0.0),
+  ("optimizer.eps", -1e-8),
+  ("ema_decay", 1.5),
+  ("ema_start_step", -1),
+  ("standing_stats_batches", 0),
+  ("num_sample_columns", 0),
+  ("model.num_classes", 0),
+  ("model.z_dim", 0),
+  ("optimizer.g_lr", "1e-4"),
 ]
 
 
@@ -599,14 +718,13 @@ def test_the_validator_refuses_values_that_cannot_train(field, value, fake_fmnis
 @pytest.mark.parametrize("variant", ["", "smoke"])
 def test_the_validator_accepts_every_shipped_config(name, variant):
   import importlib
+
   config_lib.validate_config(importlib.import_module(f"configs.{name}").get_config(variant))
 
 
-def test_a_label_mismatch_is_refused_before_any_file_or_compile(tmp_path, fake_fmnist_dir,
-                                                                compiled):
+def test_a_label_mismatch_is_refused_before_any_file_or_compile(tmp_path, fake_fmnist_dir, compiled):
   with pytest.raises(UserError, match="has labels in \\[0, 9\\] but model.num_classes is 5"):
-    train.train_and_evaluate(smoke(fake_fmnist_dir, **{"model.num_classes": 5}),
-                             str(tmp_path / "run"))
+    train.train_and_evaluate(smoke(fake_fmnist_dir, **{"model.num_classes": 5}), str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")  # no config.json, event file or checkpoint folder
   assert compiled() == []
 
@@ -626,34 +744,46 @@ def test_fetch_fashion_mnist_offline_ends_in_one_line(tmp_path, monkeypatch, cap
 
 # Item 6 and the traceback class in the evaluator and the report.
 
+
 def fake_bucket(tmp_path, monkeypatch) -> "FakeBucket":
   """epath's gs:// backend on tmp_path/bucket (orbax is not needed: no checkpoint is read)."""
   from etils.epath import gpath
+
   bucket = FakeBucket(tmp_path / "bucket")
   original = gpath._GPath._backend
-  monkeypatch.setattr(gpath._GPath, "_backend", property(
-      lambda self: bucket if self._uri_scheme == "gs" else original.fget(self)))
+  monkeypatch.setattr(
+    gpath._GPath,
+    "_backend",
+    property(lambda self: bucket if self._uri_scheme == "gs" else original.fget(self)),
+  )
   return bucket
 
 
-def test_metrics_and_the_report_of_a_gs_workdir_go_to_the_bucket(trained_run, tmp_path,
-                                                                 monkeypatch):
+def test_metrics_and_the_report_of_a_gs_workdir_go_to_the_bucket(trained_run, tmp_path, monkeypatch):
   """Evaluator.evaluate appends to gs://…/metrics.jsonl (the whole object written anew) and
   the report reads the run's files and writes report.html there; nothing is written locally.
   The event files are globbed through TensorFlow's gfile (mapped to the bucket's folder)."""
   import jax.numpy as jnp
   import tensorflow as tf
+
   from sagan_jax import report, sharding
   from sagan_jax.evaluation import evaluator, spaces
+
   bucket = fake_bucket(tmp_path, monkeypatch)
   shutil.copytree(trained_run, bucket.local("gs://fake-bucket/run"))
   globbed = []
-  monkeypatch.setattr(tf.io.gfile, "glob", lambda pattern: globbed.append(pattern) or sorted(
-      __import__("glob").glob(bucket.local(pattern))))
+  monkeypatch.setattr(
+    tf.io.gfile,
+    "glob",
+    lambda pattern: globbed.append(pattern) or sorted(__import__("glob").glob(bucket.local(pattern))),
+  )
   # A tiny feature space instead of the Fashion-MNIST classifier (trained once, minutes).
   features = lambda v, x: (x.reshape(x.shape[0], -1)[:, ::97] * v, x.reshape(x.shape[0], -1)[:, :10])
-  monkeypatch.setattr(spaces, "fmnist_space", lambda config: spaces.FeatureSpace(
-      "fmnist_classifier", "test-space", features, jnp.float32(1.0), {}))
+  monkeypatch.setattr(
+    spaces,
+    "fmnist_space",
+    lambda config: spaces.FeatureSpace("fmnist_classifier", "test-space", features, jnp.float32(1.0), {}),
+  )
   config = run_lib.load_config(trained_run)
   config.evals.periodic.num_samples, config.eval.batch_size = 20, 10
   config.eval.cache_dir = str(tmp_path / "cache")  # the reference cache is local by design
@@ -679,8 +809,7 @@ def test_metrics_and_the_report_of_a_gs_workdir_go_to_the_bucket(trained_run, tm
   assert not [p for p in files_under(bucket.root) if ".tmp" in p]
 
 
-def test_a_full_disk_while_recording_an_evaluation_keeps_metrics_jsonl(tmp_path, monkeypatch,
-                                                                        capsys):
+def test_a_full_disk_while_recording_an_evaluation_keeps_metrics_jsonl(tmp_path, monkeypatch, capsys):
   """The line is written to a file beside metrics.jsonl and renamed over: a full disk half-way
   leaves the old file whole, no temporary file, and one line saying what to free."""
   path = workdir_lib.path(tmp_path, workdir_lib.METRICS)
@@ -689,14 +818,16 @@ def test_a_full_disk_while_recording_an_evaluation_keeps_metrics_jsonl(tmp_path,
   written = type(path).write_text
 
   def half_then_full(self, text, *args, **kwargs):
-    written(self, text[:len(text) // 2])
+    written(self, text[: len(text) // 2])
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(self))
 
   monkeypatch.setattr(type(path), "write_text", half_then_full)
-  line = exits_with_one_line(workdir_lib.append_metrics_line, capsys, tmp_path,
-                             {"step": 4, "fid_fmnist": 1.2}, 4)
-  assert line.startswith(f"error: no space left on the device of {path} while recording the "
-                         f"evaluation of step 4")
+  line = exits_with_one_line(
+    workdir_lib.append_metrics_line, capsys, tmp_path, {"step": 4, "fid_fmnist": 1.2}, 4
+  )
+  assert line.startswith(
+    f"error: no space left on the device of {path} while recording the evaluation of step 4"
+  )
   assert "metrics.jsonl is as it was before; free space there" in line
   assert path.read_text() == before
   assert os.listdir(tmp_path) == ["metrics.jsonl"]
@@ -713,12 +844,16 @@ def test_metrics_jsonl_with_half_a_line_gets_whole_ones_and_the_report_skips_it(
 
 
 REPORT_BAD_COMMAND_LINES = {
-    "unknown flag": (["sagan_jax.report", "--workdir=W", "--no_such_flag"],
-                     "Unknown command line flag 'no_such_flag'"),
-    "missing workdir": (["sagan_jax.report"], "--workdir is required"),
-    "bad number": (["sagan_jax.report", "--workdir=W", "--columns=many"],
-                   "--columns=many: invalid literal for int()"),
-    "positional argument": (["sagan_jax.report", "--workdir=W", "now"], "unexpected arguments: now"),
+  "unknown flag": (
+    ["sagan_jax.report", "--workdir=W", "--no_such_flag"],
+    "Unknown command line flag 'no_such_flag'",
+  ),
+  "missing workdir": (["sagan_jax.report"], "--workdir is required"),
+  "bad number": (
+    ["sagan_jax.report", "--workdir=W", "--columns=many"],
+    "--columns=many: invalid literal for int()",
+  ),
+  "positional argument": (["sagan_jax.report", "--workdir=W", "now"], "unexpected arguments: now"),
 }
 
 

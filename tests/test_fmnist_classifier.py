@@ -1,4 +1,5 @@
 """Fashion-MNIST classifier for fid_fmnist: data, caching, features, and (opt-in) its accuracy."""
+
 import os
 import pathlib
 
@@ -18,8 +19,9 @@ def test_images_are_padded_to_32_in_minus_one_one(fake_fmnist_dir):
   assert images.shape == (50, 32, 32, 1) and images.dtype == np.float32
   assert labels.shape == (50,) and labels.dtype == np.int32
   assert images.min() == -1.0 and images.max() == 200 / 127.5 - 1
-  border = np.concatenate([images[:, :2].ravel(), images[:, -2:].ravel(),
-                           images[:, :, :2].ravel(), images[:, :, -2:].ravel()])
+  border = np.concatenate(
+    [images[:, :2].ravel(), images[:, -2:].ravel(), images[:, :, :2].ravel(), images[:, :, -2:].ravel()]
+  )
   assert np.all(border == -1.0)
 
 
@@ -63,9 +65,16 @@ def test_unwritable_cache_is_a_clear_error(tmp_path, fake_fmnist_dir, monkeypatc
 def test_cached_classifier_belongs_to_its_data(tmp_path, fake_fmnist_dir, monkeypatch):
   """Other data train their own classifier; the same files in another folder reuse it."""
   from conftest import make_fake_fashion_mnist
+
   trained = []
-  monkeypatch.setattr(fc, "train_classifier", lambda *a, data_dir, **k: (
-      trained.append(data_dir) or {"params": {"w": np.full(3, float(len(trained)))}}, 0.5))
+  monkeypatch.setattr(
+    fc,
+    "train_classifier",
+    lambda *a, data_dir, **k: (
+      trained.append(data_dir) or {"params": {"w": np.full(3, float(len(trained)))}},
+      0.5,
+    ),
+  )
   other = make_fake_fashion_mnist(str(tmp_path / "other"), seed=1)
   copy = tmp_path / "copy"
   copy.mkdir()
@@ -80,8 +89,10 @@ def test_cached_classifier_belongs_to_its_data(tmp_path, fake_fmnist_dir, monkey
   assert len(list(cache.glob("*.npz"))) == 2
 
 
-@pytest.mark.skipif(not os.environ.get("SAGAN_JAX_SLOW_TESTS"),
-                    reason="full training takes ~1.5 min on 2 cores; set SAGAN_JAX_SLOW_TESTS=1")
+@pytest.mark.skipif(
+  not os.environ.get("SAGAN_JAX_SLOW_TESTS"),
+  reason="full training takes ~1.5 min on 2 cores; set SAGAN_JAX_SLOW_TESTS=1",
+)
 @pytest.mark.skipif(not _HAVE_DATA, reason=f"Fashion-MNIST IDX files not in {fashion_mnist.SYSTEM_DIR}")
 def test_default_classifier_reaches_90_percent(tmp_path):
   _, accuracy = fc.get_classifier(tmp_path)

@@ -1,4 +1,5 @@
 """FID Inception in Flax: parity with pytorch-fid, the torch-free reader, the weights fetch."""
+
 import urllib.error
 
 import numpy as np
@@ -71,9 +72,13 @@ def test_flax_matches_pytorch_fid(torch_reference):
 def test_resize_matches_torch_interpolate(size):
   torch, _ = _import_pytorch_fid_inception()
   images = np.random.default_rng(1).normal(size=(2, *size, 3)).astype(np.float32)
-  want = torch.nn.functional.interpolate(
-      torch.from_numpy(images).permute(0, 3, 1, 2), size=(299, 299), mode="bilinear",
-      align_corners=False).permute(0, 2, 3, 1).numpy()
+  want = (
+    torch.nn.functional.interpolate(
+      torch.from_numpy(images).permute(0, 3, 1, 2), size=(299, 299), mode="bilinear", align_corners=False
+    )
+    .permute(0, 2, 3, 1)
+    .numpy()
+  )
   got = np.asarray(inception.resize_bilinear(images))
   # PyTorch rounds its source indices in float32; both stay ~1e-5 apart on N(0, 1) data.
   np.testing.assert_allclose(got, want, atol=1e-4)
@@ -92,14 +97,14 @@ def test_reader_handles_dtypes_views_and_both_formats(tmp_path, zip_format):
   torch, _ = _import_pytorch_fid_inception()
   base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
   state = {
-      "view": base[1:, ::2],  # storage offset and strides
-      "transposed": base.t(),
-      "half": torch.linspace(-1, 1, 5, dtype=torch.float16),
-      "bf16": torch.linspace(-1, 1, 5, dtype=torch.bfloat16),
-      "long": torch.tensor([1, -2, 3], dtype=torch.int64),
-      "flag": torch.tensor([True, False]),
-      "scalar": torch.tensor(7),
-      "parameter": torch.nn.Parameter(torch.ones(2, 3)),
+    "view": base[1:, ::2],  # storage offset and strides
+    "transposed": base.t(),
+    "half": torch.linspace(-1, 1, 5, dtype=torch.float16),
+    "bf16": torch.linspace(-1, 1, 5, dtype=torch.bfloat16),
+    "long": torch.tensor([1, -2, 3], dtype=torch.int64),
+    "flag": torch.tensor([True, False]),
+    "scalar": torch.tensor(7),
+    "parameter": torch.nn.Parameter(torch.ones(2, 3)),
   }
   path = tmp_path / "state.pth"
   torch.save(state, path, _use_new_zipfile_serialization=zip_format)
@@ -161,6 +166,10 @@ def test_extract_features_pads_the_last_batch():
   pool, logits = inception.extract_features(variables, images, batch_size=2)
   assert pool.shape == (3, 2048) and logits.shape == (3, 1008)
   # Batches of two only, so the parity test's compiled program is reused.
-  want = np.concatenate([np.asarray(inception.inception_apply(variables, images[:2])[0]),
-                         np.asarray(inception.inception_apply(variables, images[[2, 2]])[0][:1])])
+  want = np.concatenate(
+    [
+      np.asarray(inception.inception_apply(variables, images[:2])[0]),
+      np.asarray(inception.inception_apply(variables, images[[2, 2]])[0][:1]),
+    ]
+  )
   np.testing.assert_allclose(pool, want, rtol=1e-5, atol=1e-6)

@@ -1,5 +1,6 @@
 """Input pipeline: preprocessing, the image folder, ImageNet in its official archive format
 through the real TFDS imagenet2012 builder, process shards and exact resume."""
+
 import io
 import logging
 import os
@@ -37,8 +38,14 @@ def _add(tar, name, data):
   tar.addfile(info, io.BytesIO(data))
 
 
-def write_imagenet_archives(manual_dir, synsets=tuple(IMAGENET_SYNSETS),
-                            images_per_synset=IMAGES_PER_SYNSET, num_val=3, size=(30, 40), seed=0):
+def write_imagenet_archives(
+  manual_dir,
+  synsets=tuple(IMAGENET_SYNSETS),
+  images_per_synset=IMAGES_PER_SYNSET,
+  num_val=3,
+  size=(30, 40),
+  seed=0,
+):
   """ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar as image-net.org ships them.
 
   The train archive holds one nXXXXXXXX.tar per synset of nXXXXXXXX_N.JPEG files; the val
@@ -69,6 +76,7 @@ def write_imagenet_archives(manual_dir, synsets=tuple(IMAGENET_SYNSETS),
 def imagenet_config(data_dir, manual_dir):
   """configs/sagan128.py:smoke (128×128, ch=2, batch 4) on the given TFDS folders."""
   from configs import sagan128
+
   config = sagan128.get_config("smoke")
   config.dataset.data_dir = data_dir
   config.dataset.manual_dir = manual_dir
@@ -91,14 +99,16 @@ def take(iterator, n):
 
 # Preprocessing.
 
+
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
 def test_decoded_images_have_model_shape_dtype_and_range(mode, channels):
   rng = np.random.default_rng(0)
   array = np.asarray(Image.fromarray(photo_like(rng, 45, 70)).convert(mode))
   encoded = encode(array, "PNG" if mode == "RGBA" else "JPEG")
-  x = preprocess.decode_and_preprocess(tf.constant(encoded), resolution=32, channels=channels,
-                                           flip_seed=tf.constant([0, 1], tf.int64))
+  x = preprocess.decode_and_preprocess(
+    tf.constant(encoded), resolution=32, channels=channels, flip_seed=tf.constant([0, 1], tf.int64)
+  )
   assert x.shape == (32, 32, channels) and x.dtype == tf.float32
   assert -1.0 <= float(tf.reduce_min(x)) < float(tf.reduce_max(x)) <= 1.0
 
@@ -132,10 +142,9 @@ def test_training_stream_mirrors_some_images_and_only_with_random_flip(smoke_con
   smoke_config.dataset.random_flip = True  # off in the Fashion-MNIST default
   plain_config = smoke_config.copy_and_resolve_references()
   plain_config.dataset.random_flip = False
-  flipped, plain = (next(pipeline.create_train_iterator(c))["image"]
-                    for c in (smoke_config, plain_config))
-  mirrored = [not np.array_equal(f, p) for f, p in zip(flipped, plain)]
-  for f, p, m in zip(flipped, plain, mirrored):
+  flipped, plain = (next(pipeline.create_train_iterator(c))["image"] for c in (smoke_config, plain_config))
+  mirrored = [not np.array_equal(f, p) for f, p in zip(flipped, plain, strict=True)]
+  for f, p, m in zip(flipped, plain, mirrored, strict=True):
     np.testing.assert_array_equal(f, p[:, ::-1] if m else p)
   assert 0 < sum(mirrored) < len(mirrored)
 
@@ -145,9 +154,9 @@ def test_eager_result_equals_result_inside_tf_data():
   encoded = [encode(photo_like(rng, 30 + 9 * i, 50)) for i in range(4)]
   seeds = np.array([[3, i] for i in range(4)], np.int64)
   decode = lambda e, s: preprocess.decode_and_preprocess(e, resolution=24, channels=3, flip_seed=s)
-  eager = [decode(tf.constant(e), tf.constant(s)).numpy() for e, s in zip(encoded, seeds)]
+  eager = [decode(tf.constant(e), tf.constant(s)).numpy() for e, s in zip(encoded, seeds, strict=True)]
   ds = tf.data.Dataset.from_tensor_slices((encoded, seeds)).map(decode, num_parallel_calls=4)
-  for a, b in zip(eager, ds.as_numpy_iterator()):
+  for a, b in zip(eager, ds.as_numpy_iterator(), strict=True):
     np.testing.assert_array_equal(a, b)
 
 
@@ -171,6 +180,7 @@ def write_folder(root, per_class=3):
 
 def folder_config(root, num_classes=3, batch_size=3):
   from configs import cifar10
+
   config = cifar10.get_config("smoke")
   config.dataset.name = "folder"
   config.dataset.data_dir = root
@@ -208,7 +218,7 @@ def test_folder_skips_and_counts_corrupt_images(tmp_path, caplog):
   with open(os.path.join(root, "apple", "img1b.jpg"), "wb") as f:
     f.write(b"not an image at all")
   with open(os.path.join(root, "mango", "img0b.jpg"), "wb") as f:
-    f.write(good[:len(good) // 2])  # truncated
+    f.write(good[: len(good) // 2])  # truncated
   caplog.set_level(logging.WARNING)
   batches = take(pipeline.create_train_iterator(folder_config(root, batch_size=11)), 2)
   for batch in batches:
@@ -231,6 +241,7 @@ def test_folder_errors_at_start(tmp_path):
 
 
 # ImageNet through TFDS.
+
 
 def test_missing_imagenet_says_which_files_to_put_where(tmp_path):
   manual_dir = str(tmp_path / "manual")
@@ -263,8 +274,9 @@ def test_two_processes_read_disjoint_shards_that_cover_the_split(imagenet):
   config = imagenet_config(*imagenet)
   config.dataset.random_flip = False
   one = take(pipeline.create_train_iterator(config), 3)
-  shards = [take(pipeline.create_train_iterator(config, process_index=p, process_count=2), 3)
-            for p in range(2)]
+  shards = [
+    take(pipeline.create_train_iterator(config, process_index=p, process_count=2), 3) for p in range(2)
+  ]
   images = [np.concatenate([b["image"] for b in shard]) for shard in shards]
   assert images[0].shape == (6, 128, 128, 3)
   keys = [{x.tobytes() for x in shard} for shard in images]
@@ -272,13 +284,13 @@ def test_two_processes_read_disjoint_shards_that_cover_the_split(imagenet):
   assert len(keys[0] | keys[1]) == 12  # every example of the split, once
   for k in range(3):  # the processes' rows make up the single-process global batch
     for field in ("image", "label"):
-      np.testing.assert_array_equal(one[k][field],
-                                    np.concatenate([shards[0][k][field], shards[1][k][field]]))
+      np.testing.assert_array_equal(one[k][field], np.concatenate([shards[0][k][field], shards[1][k][field]]))
 
 
 def test_imagenet_smoke_training(imagenet, tmp_path):
   """sagan128:smoke (128×128, ch=2, batch 4) trains on the TFDS-prepared archives."""
   from sagan_jax import train
+
   config = imagenet_config(*imagenet)
   config.num_train_steps = 2
   state = train.train_and_evaluate(config, str(tmp_path / "run"))
@@ -287,6 +299,7 @@ def test_imagenet_smoke_training(imagenet, tmp_path):
 
 
 # Exact resume.
+
 
 @pytest.mark.parametrize("source", ["fashion_mnist", "folder", "imagenet2012"])
 def test_batches_after_restart_equal_uninterrupted_batches(source, request, tmp_path):
@@ -300,7 +313,7 @@ def test_batches_after_restart_equal_uninterrupted_batches(source, request, tmp_
   b = config.batch_size
   straight = take(pipeline.create_train_iterator(config), 7)
   resumed = take(pipeline.create_train_iterator(config, start_index=4 * b), 3)
-  for a, r in zip(straight[4:], resumed):
+  for a, r in zip(straight[4:], resumed, strict=True):
     for field in ("image", "label"):
       np.testing.assert_array_equal(a[field], r[field])
   assert not np.array_equal(straight[0]["image"], resumed[0]["image"])

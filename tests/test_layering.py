@@ -2,6 +2,7 @@
 module importing only its own floor or below, no circle, and nothing but `main` importing the
 training loop. Every import counts, function-local ones included. The floors are read from the
 design page's table, so the page and the code cannot disagree."""
+
 import ast
 import pathlib
 
@@ -26,8 +27,13 @@ FLOORS = read_floors(DESIGN.read_text())
 # Imports nothing of the package but these (the bottom of the house).
 MODELS = {m for m in FLOORS if m.startswith("models.")}
 SELF_CONTAINED = {
-    "errors": set(), "signals": set(), "losses": set(), "augment": set(), "figures": set(),
-    "evaluation.metrics": set(), **{m: MODELS for m in MODELS},
+  "errors": set(),
+  "signals": set(),
+  "losses": set(),
+  "augment": set(),
+  "figures": set(),
+  "evaluation.metrics": set(),
+  **{m: MODELS for m in MODELS},
 }
 TOOLS = ("visualize", "evaluate", "report", "ablations.__main__")
 
@@ -50,7 +56,7 @@ def package_imports(path: pathlib.Path) -> set:
       continue
     for name in names:
       if name.startswith("sagan_jax."):
-        name = name[len("sagan_jax."):]
+        name = name[len("sagan_jax.") :]
         if name in modules and name:
           found.add(name)
   return found
@@ -58,8 +64,11 @@ def package_imports(path: pathlib.Path) -> set:
 
 def import_graph() -> dict:
   graph = {module_name(p): package_imports(p) for p in PACKAGE.rglob("*.py")}
-  return {m: deps - {m, ""} for m, deps in graph.items()
-          if m and m not in ("models", "evaluation", "data", "ablations")}
+  return {
+    m: deps - {m, ""}
+    for m, deps in graph.items()
+    if m and m not in ("models", "evaluation", "data", "ablations")
+  }
 
 
 def find_cycle(graph: dict):
@@ -69,7 +78,7 @@ def find_cycle(graph: dict):
     state[node] = "open"
     for dep in sorted(graph.get(node, ())):
       if state.get(dep) == "open":
-        return trail[trail.index(dep):] + [dep]
+        return trail[trail.index(dep) :] + [dep]
       if dep not in state and (cycle := visit(dep, trail + [dep])):
         return cycle
     state[node] = "done"
@@ -87,9 +96,13 @@ def test_every_module_has_a_floor():
 
 
 def test_imports_only_flow_down():
-  upward = [f"{m} (floor {FLOORS[m]}) imports {d} (floor {FLOORS[d]})"
-            for m, deps in sorted(import_graph().items()) if m in FLOORS
-            for d in sorted(deps) if d in FLOORS and FLOORS[d] > FLOORS[m]]
+  upward = [
+    f"{m} (floor {FLOORS[m]}) imports {d} (floor {FLOORS[d]})"
+    for m, deps in sorted(import_graph().items())
+    if m in FLOORS
+    for d in sorted(deps)
+    if d in FLOORS and FLOORS[d] > FLOORS[m]
+  ]
   assert not upward, "\n".join(upward)
 
 
@@ -104,15 +117,17 @@ def test_only_main_imports_the_training_loop():
 
 def test_nothing_imports_the_ablations():
   # They launch training runs as processes: the package must work without them.
-  importers = sorted(m for m, deps in import_graph().items() if not m.startswith("ablations.")
-                     and any(d == "ablations" or d.startswith("ablations.") for d in deps))
+  importers = sorted(
+    m
+    for m, deps in import_graph().items()
+    if not m.startswith("ablations.") and any(d == "ablations" or d.startswith("ablations.") for d in deps)
+  )
   assert not importers, importers
 
 
 def test_the_bottom_imports_nothing_above_it():
   graph = import_graph()
-  wrong = {m: sorted(graph[m] - allowed) for m, allowed in SELF_CONTAINED.items()
-           if graph[m] - allowed}
+  wrong = {m: sorted(graph[m] - allowed) for m, allowed in SELF_CONTAINED.items() if graph[m] - allowed}
   assert not wrong, wrong
 
 

@@ -1,4 +1,5 @@
 """Spectral norm against numpy's SVD; batch norm modes."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,8 +30,11 @@ def test_sigma_converges_to_largest_singular_value():
 def test_normalised_weight_has_unit_spectral_norm():
   module, variables, _ = _sn_apply((3 * 3 * 8, 12), steps=50)
   normalised = layers.SpectralWeight().apply(
-      {layers.SPECTRAL: variables[layers.SPECTRAL]["sn"]}, variables["params"]["kernel"], False)
-  assert np.linalg.svd(np.asarray(normalised, np.float64), compute_uv=False)[0] == pytest.approx(1.0, rel=1e-4)
+    {layers.SPECTRAL: variables[layers.SPECTRAL]["sn"]}, variables["params"]["kernel"], False
+  )
+  assert np.linalg.svd(np.asarray(normalised, np.float64), compute_uv=False)[0] == pytest.approx(
+    1.0, rel=1e-4
+  )
 
 
 def test_conv_kernel_is_normalised_as_a_matrix():
@@ -42,7 +46,8 @@ def test_conv_kernel_is_normalised_as_a_matrix():
     variables = {**variables, **updates}
   w = np.asarray(variables["params"]["kernel"], np.float64).reshape(-1, 6)
   assert float(variables[layers.SPECTRAL]["sn"]["sigma"]) == pytest.approx(
-      np.linalg.svd(w, compute_uv=False)[0], rel=1e-4)
+    np.linalg.svd(w, compute_uv=False)[0], rel=1e-4
+  )
 
 
 def test_stats_do_not_move_in_eval_mode():
@@ -60,20 +65,24 @@ def test_no_gradient_through_power_iteration_vectors():
   x = jnp.ones((1, 6))
 
   def loss(kernel):
-    out, _ = module.apply({**variables, "params": {"kernel": kernel}}, x, update_stats=True,
-                          mutable=[layers.SPECTRAL])
+    out, _ = module.apply(
+      {**variables, "params": {"kernel": kernel}}, x, update_stats=True, mutable=[layers.SPECTRAL]
+    )
     return out.sum()
 
   # d(W/σ)/dW with u, v fixed: (I - σ⁻¹ W... ) — check against finite differences of the
   # same expression with u, v frozen.
   sn = variables[layers.SPECTRAL]["sn"]
   u, v = np.asarray(sn["u"], np.float64), np.asarray(sn["v"], np.float64)
+
   def frozen(kernel):
     return (np.ones((1, 6)) @ (kernel / (v @ kernel @ u))).sum()
+
   grad = np.asarray(jax.grad(loss)(jnp.asarray(w, jnp.float32)), np.float64)
   eps, numeric = 1e-6, np.zeros_like(w)
   for idx in np.ndindex(*w.shape):
-    d = np.zeros_like(w); d[idx] = eps
+    d = np.zeros_like(w)
+    d[idx] = eps
     numeric[idx] = (frozen(w + d) - frozen(w - d)) / (2 * eps)
   np.testing.assert_allclose(grad, numeric, rtol=2e-3, atol=2e-4)
 

@@ -50,8 +50,10 @@ def test_fid_adds_eps_like_pytorch_fid_when_sqrtm_is_not_finite(monkeypatch):
     return (result, 0.0) if kwargs.get("disp") is False else result
 
   monkeypatch.setattr(linalg, "sqrtm", sqrtm_first_call_inf)
-  (mu_a, sigma_a), (mu_b, sigma_b) = (metrics.gaussian_stats(_features(3, n=50)),
-                                      metrics.gaussian_stats(_features(4, n=50, shift=0.1)))
+  (mu_a, sigma_a), (mu_b, sigma_b) = (
+    metrics.gaussian_stats(_features(3, n=50)),
+    metrics.gaussian_stats(_features(4, n=50, shift=0.1)),
+  )
   eps = 1e-2  # large enough to move the result well beyond the tolerance
   want = fid_score.calculate_frechet_distance(mu_a, sigma_a, mu_b, sigma_b, eps=eps)
   got = metrics.frechet_distance(mu_a, sigma_a, mu_b, sigma_b, eps=eps)
@@ -119,8 +121,7 @@ def test_inception_score_uses_the_requested_classes():
 
 def test_intra_fid_averages_per_class_fids():
   fake = {0: _features(8), 1: _features(9, shift=0.5)}
-  real = {0: metrics.gaussian_stats(_features(10)),
-          1: metrics.gaussian_stats(_features(11, shift=0.2))}
+  real = {0: metrics.gaussian_stats(_features(10)), 1: metrics.gaussian_stats(_features(11, shift=0.2))}
   mean, per_class = metrics.intra_fid(fake, real)
   want = {c: metrics.frechet_distance(*metrics.gaussian_stats(fake[c]), *real[c]) for c in real}
   assert per_class == pytest.approx(want)
@@ -134,6 +135,7 @@ def test_intra_fid_refuses_different_classes():
 
 
 # Class accuracy
+
 
 def test_class_accuracy_counts_argmax_hits_per_conditioning_label():
   labels = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 2])
@@ -154,6 +156,7 @@ def test_class_accuracy_refuses_labels_out_of_range():
 
 # Precision / recall / density / coverage against a brute-force reference
 
+
 def _brute_force_prdc(real, fake, k):
   """Written from the papers' definitions, independently of metrics.prdc: all distances at
   once by explicit differences, radii by a full sort, and a loop per sample."""
@@ -165,10 +168,8 @@ def _brute_force_prdc(real, fake, k):
   real_radius = np.sort(distances(real, real), axis=1)[:, k]  # index 0 is the point itself
   fake_radius = np.sort(distances(fake, fake), axis=1)[:, k]
   cross = distances(real, fake)  # (N, M)
-  precision = np.mean([any(cross[i, j] < real_radius[i] for i in range(len(real)))
-                       for j in range(len(fake))])
-  recall = np.mean([any(cross[i, j] < fake_radius[j] for j in range(len(fake)))
-                    for i in range(len(real))])
+  precision = np.mean([any(cross[i, j] < real_radius[i] for i in range(len(real))) for j in range(len(fake))])
+  recall = np.mean([any(cross[i, j] < fake_radius[j] for j in range(len(fake))) for i in range(len(real))])
   density = sum(int(np.sum(cross[:, j] < real_radius)) for j in range(len(fake))) / (k * len(fake))
   coverage = np.mean([cross[i].min() < real_radius[i] for i in range(len(real))])
   return {"precision": precision, "recall": recall, "density": density, "coverage": coverage}
@@ -226,6 +227,7 @@ def test_prdc_of_independent_samples_of_one_distribution_meets_naeem_et_al_expec
 
 def test_expected_coverage_equals_the_binomial_form():
   import math
+
   for n, m, k in ((10_000, 10_000, 5), (10_000, 2000, 5), (50, 7, 3)):
     want = 1 - math.comb(n - 1, k) / math.comb(n + m - 1, k)  # all k nearest of the pool are real
     assert metrics.expected_coverage_of_identical(n, m, k) == pytest.approx(want, rel=1e-12)
@@ -244,6 +246,7 @@ def test_prdc_separates_fidelity_from_diversity_when_modes_are_dropped():
 
 def test_prdc_holds_only_chunks_of_the_distance_matrix():
   import tracemalloc
+
   real, fake = _features(30, n=3000, dim=16), _features(31, n=3000, dim=16)
   full_matrix = 3000 * 3000 * 8  # 72 MB in float64
   tracemalloc.start()

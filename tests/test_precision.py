@@ -2,6 +2,7 @@
 every stored value (parameters, EMA, BN statistics, SN vectors, optimizer moments) and
 every loss stays float32.
 """
+
 import functools
 
 import jax
@@ -20,8 +21,16 @@ from sagan_jax.models.layers import SPECTRAL
 G_IMAGE_ATOL = 0.1
 D_LOGIT_RTOL = 0.01
 
-STATE_PARTS = ("g_params", "d_params", "ema_params", "g_batch_stats", "g_spectral", "d_spectral",
-               "g_opt_state", "d_opt_state")
+STATE_PARTS = (
+  "g_params",
+  "d_params",
+  "ema_params",
+  "g_batch_stats",
+  "g_spectral",
+  "d_spectral",
+  "g_opt_state",
+  "d_opt_state",
+)
 
 
 def _config(dtype):
@@ -35,7 +44,7 @@ def _real_looking_images(rng, labels):
   background and a bright class-dependent bar, scaled as the input pipeline does."""
   pixels = rng.integers(0, 50, (len(labels), 32, 32, 1)).astype(np.float32)
   for i, label in enumerate(labels):
-    pixels[i, 2 * label + 2:2 * label + 10, 6:26] = 200
+    pixels[i, 2 * label + 2 : 2 * label + 10, 6:26] = 200
   return pixels / 127.5 - 1.0
 
 
@@ -54,9 +63,11 @@ def init_state():
 
 def _bad_leaves(tree):
   """(path, dtype) of every floating leaf that is not float32, and the number of floating leaves."""
-  floating = [(jax.tree_util.keystr(p), np.dtype(x.dtype))
-              for p, x in jax.tree_util.tree_leaves_with_path(tree)
-              if jnp.issubdtype(x.dtype, jnp.floating)]
+  floating = [
+    (jax.tree_util.keystr(p), np.dtype(x.dtype))
+    for p, x in jax.tree_util.tree_leaves_with_path(tree)
+    if jnp.issubdtype(x.dtype, jnp.floating)
+  ]
   return [(k, str(t)) for k, t in floating if t != np.float32], len(floating)
 
 
@@ -72,8 +83,10 @@ def test_bf16_forward_is_close_to_float32(init_state):
   g_vars = {"params": state.g_params, "batch_stats": state.g_batch_stats, SPECTRAL: state.g_spectral}
   d_vars = {"params": state.d_params, SPECTRAL: state.d_spectral}
 
-  images = {n: np.asarray(jax.jit(functools.partial(g.apply, train=True))(g_vars, z, y))
-            for n, g in (("f32", g32), ("bf16", g16))}
+  images = {
+    n: np.asarray(jax.jit(functools.partial(g.apply, train=True))(g_vars, z, y))
+    for n, g in (("f32", g32), ("bf16", g16))
+  }
   logits = {n: np.asarray(jax.jit(d.apply)(d_vars, x, y)) for n, d in (("f32", d32), ("bf16", d16))}
 
   for out in (images, logits):

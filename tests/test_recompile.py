@@ -5,6 +5,7 @@ sharding, dtype or weak type drifts between calls) would silently cost a full co
 a minute on 2 cores, every step. Two independent counters: the jitted function's own
 cache size, and jax.monitoring's trace/compile events for the function's name.
 """
+
 import collections
 import functools
 
@@ -40,8 +41,10 @@ def compile_events():
 def _batch(rng, config):
   """A fresh host batch (new numpy arrays), shaped (D steps, B, 32, 32, 1)."""
   shape = (config.d_steps_per_g_step, config.batch_size)
-  return {"image": rng.uniform(-1, 1, shape + (32, 32, 1)).astype(np.float32),
-          "label": rng.integers(0, config.model.num_classes, shape).astype(np.int32)}
+  return {
+    "image": rng.uniform(-1, 1, shape + (32, 32, 1)).astype(np.float32),
+    "label": rng.integers(0, config.model.num_classes, shape).astype(np.int32),
+  }
 
 
 def _jitted_parts(fn):
@@ -59,8 +62,9 @@ def test_train_step_and_sampler_compile_once(compile_events):
   g, d = programs.build_models(config)
   g_tx, d_tx = programs.build_optimizers(config)
   key = sharding.replicate(programs.seed_key_data(config.seed), mesh)
-  state = jax.jit(functools.partial(programs.init_state, config, g, d, g_tx, d_tx),
-                  out_shardings=sharding.replicated(mesh))(key)
+  state = jax.jit(
+    functools.partial(programs.init_state, config, g, d, g_tx, d_tx), out_shardings=sharding.replicated(mesh)
+  )(key)
   step = make_train_step(config, g, d, g_tx, d_tx, mesh)
   assert step._cache_size() == 0
   rng = np.random.default_rng(0)
@@ -116,18 +120,31 @@ def test_runs_of_one_config_share_their_programs():
   config = fashion_mnist.get_config("smoke")
   mesh = sharding.create_mesh(jax.devices()[:1])
   built = programs.programs(config, mesh).compiled
-  for field, value in (("num_train_steps", 99), ("checkpoint_every_steps", 5),
-                       ("dataset.data_dir", "/elsewhere"), ("evals.periodic.num_samples", 7),
-                       ("max_nonfinite_steps", 3), ("num_sample_columns", 4), ("seed", 1),
-                       ("profile_steps", 2), ("model.kernels.conv_kernel_grad",
-                                              built.kernels.conv_kernel_grad)):
+  for field, value in (
+    ("num_train_steps", 99),
+    ("checkpoint_every_steps", 5),
+    ("dataset.data_dir", "/elsewhere"),
+    ("evals.periodic.num_samples", 7),
+    ("max_nonfinite_steps", 3),
+    ("num_sample_columns", 4),
+    ("seed", 1),
+    ("profile_steps", 2),
+    ("model.kernels.conv_kernel_grad", built.kernels.conv_kernel_grad),
+  ):
     assert programs.programs(_edited(config, field, value), mesh).compiled is built, field
   assert programs.programs(config, sharding.create_mesh(jax.devices()[:1])).compiled is built  # an equal mesh
-  for field, value in (("model.ch", 8), ("model.attention_impl", "dot_product_attention"),
-                       ("optimizer.d_lr", 1e-3), ("d_steps_per_g_step", 2),
-                       ("dtype", "bfloat16"), ("batch_size", 16), ("sample_bn_stats", "running"),
-                       ("ema_start_step", 3), ("loss", "nonsaturating"),
-                       ("model.kernels.resampling_conv", "composed")):
+  for field, value in (
+    ("model.ch", 8),
+    ("model.attention_impl", "dot_product_attention"),
+    ("optimizer.d_lr", 1e-3),
+    ("d_steps_per_g_step", 2),
+    ("dtype", "bfloat16"),
+    ("batch_size", 16),
+    ("sample_bn_stats", "running"),
+    ("ema_start_step", 3),
+    ("loss", "nonsaturating"),
+    ("model.kernels.resampling_conv", "composed"),
+  ):
     assert programs.programs(_edited(config, field, value), mesh).compiled is not built, field
   config.model.ch = 8  # a later edit of the caller's config does not reach the built programs
   assert built.generator.ch == 4
@@ -157,6 +174,9 @@ def test_seeds_are_data_one_compile_serves_every_seed_and_gives_the_constant_see
   constant = programs.seed_key_data(2)
   init = jax.jit(lambda: programs.init_state(config, g, d, g_tx, d_tx, constant))
   state, metrics = jax.jit(lambda s, b: step.__wrapped__(s, b, constant))(init(), batch)
-  for a, b in zip(jax.tree.leaves(jax.device_get((state.g_params, metrics["d_loss"]))),
-                  jax.tree.leaves(results[2])):
+  for a, b in zip(
+    jax.tree.leaves(jax.device_get((state.g_params, metrics["d_loss"]))),
+    jax.tree.leaves(results[2]),
+    strict=True,
+  ):
     np.testing.assert_array_equal(a, b)

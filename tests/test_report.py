@@ -3,6 +3,7 @@ real headless Chromium (Debian's /usr/bin/chromium driven by Playwright; nothing
 shows for a clicked pixel the β row the forward pass computes, for every layer, and asks for
 nothing over the network; its script draws the run's text, tables and figures into the page's
 markup. The explorer's packing and size plan are checked without a browser."""
+
 import json
 import os
 import tempfile
@@ -21,15 +22,24 @@ from sagan_jax.report import explorer
 from sagan_jax.run import Run, open_run
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+]
 LUT = figures._colormap(np.linspace(0, 1, 256)).astype(int)  # the page's default map (inferno)
 
 
 # ------------------------------------------------------------------------------ no browser
 
+
 def test_plan_fits_the_budget(smoke_config):
   from configs import fashion_mnist, sagan128
+
   default = fashion_mnist.get_config()
   p = explorer.plan(default, 10)
   # 10 class rows × 3 EMA samples + 10 real images, every query of feat16 over 16² keys
@@ -42,7 +52,10 @@ def test_plan_fits_the_budget(smoke_config):
   assert all(64 // s >= explorer.MIN_STORED_SIDE for s in p["strides"].values()), p
   big.model.pool_kv = True
   assert explorer.layer_shapes(big, "g") == [("attention64", 64, 32)]
-  assert explorer.plan(big, 10, query_stride=2)["strides"] == {("G", "attention64"): 2, ("D", "attention64"): 2}
+  assert explorer.plan(big, 10, query_stride=2)["strides"] == {
+    ("G", "attention64"): 2,
+    ("D", "attention64"): 2,
+  }
   smoke_config.model.attention_block = "residual"
   assert explorer.layer_shapes(smoke_config, "g") == []
   assert "residual control block" in explorer.absent_reason(smoke_config, "g")
@@ -67,6 +80,7 @@ def test_maps_round_trip_within_quantisation():
 
 # ------------------------------------------------------------------------------ runs
 
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, fake_fmnist_dir):
   """A trained tiny run: the smoke config (attention at feat16 in G and D), whose train step
@@ -74,6 +88,7 @@ def tiny_run(tmp_path_factory, fake_fmnist_dir):
   steps 2 and 4."""
   from configs import fashion_mnist
   from sagan_jax import train
+
   config = fashion_mnist.get_config("smoke")
   config.dataset.data_dir = fake_fmnist_dir
   config.sample_every_steps = 2
@@ -88,24 +103,33 @@ def untrained_run(config, workdir, gamma=0.5):
   built = programs.programs(config, mesh)
   run_lib.record_config(config, workdir, built.kernels)
   state = built.init()
-  set_gamma = lambda params: {k: ({**v, "gamma": jnp.asarray(gamma)} if k.startswith("attention") else v)
-                              for k, v in params.items()}
+  set_gamma = lambda params: {
+    k: ({**v, "gamma": jnp.asarray(gamma)} if k.startswith("attention") else v) for k, v in params.items()
+  }
   state = state.replace(ema_params=set_gamma(state.ema_params), d_params=set_gamma(state.d_params))
   return Run(workdir, config, 0, state, built, mesh)
 
 
 # ------------------------------------------------------------------------------ the browser
 
+
 @pytest.fixture(scope="module")
 def browser():
   if not os.path.exists(CHROMIUM):
     pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium; make test does it as root)")
-  sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
-                                 "(pip install -r requirements-test.txt)", exc_type=ImportError)
+  sync_api = pytest.importorskip(
+    "playwright.sync_api",
+    reason="playwright is not installed (pip install -r requirements-test.txt)",
+    exc_type=ImportError,
+  )
   with sync_api.sync_playwright() as p:
     context = p.chromium.launch_persistent_context(
-        tempfile.mkdtemp(prefix="sagan_jax_chromium_"), executable_path=CHROMIUM, headless=True,
-        args=CHROMIUM_ARGS, viewport={"width": 1366, "height": 900})
+      tempfile.mkdtemp(prefix="sagan_jax_chromium_"),
+      executable_path=CHROMIUM,
+      headless=True,
+      args=CHROMIUM_ARGS,
+      viewport={"width": 1366, "height": 900},
+    )
     yield context
     context.close()
 
@@ -137,8 +161,12 @@ def assert_offline(page):
 def overlay_indices(page):
   """The overlay canvas read back (one pixel per key cell), as colour map indices."""
   side = page.evaluate("document.getElementById('focus-overlay').width")
-  rgba = np.asarray(page.evaluate(
-      f"Array.from(document.getElementById('focus-overlay').getContext('2d').getImageData(0, 0, {side}, {side}).data)"))
+  rgba = np.asarray(
+    page.evaluate(
+      "Array.from(document.getElementById('focus-overlay').getContext('2d')"
+      f".getImageData(0, 0, {side}, {side}).data)"
+    )
+  )
   rgb = rgba.reshape(-1, 4)[:, :3]
   return side, np.abs(rgb[:, None] - LUT[None]).sum(-1).argmin(-1), rgb
 
@@ -154,7 +182,7 @@ def assert_shows(page, beta_row, key_side, what):
   """The page's state and its overlay canvas hold this β row (per-map colour scale)."""
   state = page.evaluate("window.explorer.state")
   values = np.asarray(state["values"])
-  assert values.shape == (key_side ** 2,), what
+  assert values.shape == (key_side**2,), what
   np.testing.assert_allclose(values, beta_row, atol=beta_row.max() / 500 + 1e-7, err_msg=what)
   expected = np.round(255 * beta_row / beta_row.max())
   assert np.abs(np.asarray(state["lut_index"]) - expected).max() <= 1, what
@@ -164,7 +192,8 @@ def assert_shows(page, beta_row, key_side, what):
   assert np.abs(index - expected).max() <= 1, what
   top = int(np.argmax(beta_row))
   assert tuple(state["max_key"]) == (top // key_side, top % key_side) or np.isclose(
-      beta_row[state["max_key"][0] * key_side + state["max_key"][1]], beta_row.max(), rtol=2e-3), what
+    beta_row[state["max_key"][0] * key_side + state["max_key"][1]], beta_row.max(), rtol=2e-3
+  ), what
   return state, rgb
 
 
@@ -184,16 +213,18 @@ def test_explorer_shows_the_forward_maps(tiny_run, browser):
   # Click pixel (21, 9) of G sample 3 (class row 1, second column) in its thumbnail: pinned.
   image, (py, px) = 3, (21, 9)
   click_pixel(page, "#thumb-G-3", py, px, 32)
-  state, rgb_g = assert_shows(page, g_maps["attention16"][image, (py // 2) * 16 + px // 2], 16,
-                              "G attention16")
+  state, rgb_g = assert_shows(
+    page, g_maps["attention16"][image, (py // 2) * 16 + px // 2], 16, "G attention16"
+  )
   assert state["image"] == image and state["pinned"] and state["query"] == [py // 2, px // 2]
 
   # D's layer: real images, the same pixel; β from D's own forward pass in Python.
   page.select_option("#layer", "D/attention16")
   classes = [int(c) for c in sampling.grid_classes(config.model.num_classes)]
   real, labels = explorer.real_images(run, classes, len(classes))
-  d_beta = np.asarray(sampling.discriminator_attention(run.programs.discriminator, run.state,
-                                                       real, labels)["attention16"])
+  d_beta = np.asarray(
+    sampling.discriminator_attention(run.programs.discriminator, run.state, real, labels)["attention16"]
+  )
   state, rgb_d = assert_shows(page, d_beta[image, (py // 2) * 16 + px // 2], 16, "D attention16")
   assert state["net"] == "D" and page.locator("#thumb-D-3").count() == 1
   assert not np.array_equal(rgb_d, rgb_g)
@@ -245,21 +276,27 @@ def test_layers_pooled_keys_and_a_coarse_query_grid(smoke_config, tmp_path, brow
   _, maps = jax.device_get(run.programs.sampler.with_attention(run.state, put(z), put(y)))
   assert maps["attention16"].shape[1:] == (256, 64) and maps["attention8"].shape[1:] == (64, 16)
   click_pixel(page, "#focus-marks", 12, 25, 32)  # feat16 query cell (6, 12) -> stored (3, 6) = cell (7, 13)
-  state, rgb16 = assert_shows(page, np.asarray(maps["attention16"])[0, 7 * 16 + 13], 8, "pooled G attention16")
+  state, rgb16 = assert_shows(
+    page, np.asarray(maps["attention16"])[0, 7 * 16 + 13], 8, "pooled G attention16"
+  )
   assert state["query"] == [7, 13] and state["stored_query"] == [3, 6] and state["key_side"] == 8
   page.select_option("#layer", "G/attention8")  # feat8 cell (3, 6) -> stored (1, 3) = cell (3, 7)
   state, rgb8 = assert_shows(page, np.asarray(maps["attention8"])[0, 3 * 8 + 7], 4, "pooled G attention8")
   assert state["query"] == [3, 7] and state["image"] == 0 and rgb8.shape != rgb16.shape
   assert "pooled keys" in page.locator("#layer").inner_text()
   assert page.locator("#explorer-strides").inner_text() == (
-      "G/attention8 (s = 2), G/attention16 (s = 2), D/attention16 (s = 2)")
+    "G/attention8 (s = 2), G/attention16 (s = 2), D/attention16 (s = 2)"
+  )
   assert_offline(page)
 
 
-@pytest.mark.parametrize("change,says", [
+@pytest.mark.parametrize(
+  "change,says",
+  [
     ({"attention_resolutions": ()}, "no attention layer"),
     ({"attention_block": "residual"}, "residual control block"),
-])
+  ],
+)
 def test_the_explorer_says_why_it_is_empty(smoke_config, tmp_path, browser, change, says):
   smoke_config.model.update(change)
   run_lib.record_config(smoke_config, str(tmp_path), Kernels())
@@ -277,14 +314,22 @@ def test_the_page_lays_out_the_run_files(smoke_config, tmp_path, browser):
   run_lib.record_config(smoke_config, str(tmp_path), Kernels())
   odd = "</script><!--<script><img src=x>"
   for step, fid in ((2, 80.5), (4, 61.25)):
-    workdir_lib.append_metrics_line(tmp_path, {"step": step, "num_samples": 20, "fid_fmnist": fid,
-                                               "note": odd, "protocol": {"space": odd}}, step)
-  for name in ("attention/step_00000002_generator.png", "attention/step_00000004_generator.png",
-               "sheets/step_00000004_classes.png"):
+    workdir_lib.append_metrics_line(
+      tmp_path,
+      {"step": step, "num_samples": 20, "fid_fmnist": fid, "note": odd, "protocol": {"space": odd}},
+      step,
+    )
+  for name in (
+    "attention/step_00000002_generator.png",
+    "attention/step_00000004_generator.png",
+    "sheets/step_00000004_classes.png",
+  ):
     figures.save_png(np.zeros((8, 8, 1), np.uint8), str(tmp_path / name))
   path = report.write_report(str(tmp_path), figures=False)
-  assert [f["name"] for f in page_data(path)["figures"]] == ["step_00000004_generator.png",
-                                                             "step_00000004_classes.png"]
+  assert [f["name"] for f in page_data(path)["figures"]] == [
+    "step_00000004_generator.png",
+    "step_00000004_classes.png",
+  ]
   page = open_page(browser, path)
   assert page.title() == f"sagan_jax report: {tmp_path.name}"
   assert page.locator("h1").inner_text() == f"sagan_jax run: {tmp_path}"
@@ -293,14 +338,21 @@ def test_the_page_lays_out_the_run_files(smoke_config, tmp_path, browser):
   assert page.locator("#gamma-absent").is_visible() and page.locator("#gamma-table").is_hidden()
   assert page.locator("#samples-count").text_content() == ": none written yet"
   assert page.locator("#evaluations").is_visible() and page.locator("#plots-eval svg").count() == 1
-  cells = page.evaluate("Array.from(document.querySelectorAll('#evaluations-table tr'), "
-                        "(r) => Array.from(r.cells, (c) => c.textContent))")
-  assert cells == [["step", "num_samples", "fid_fmnist", "note"], ["2", "20", "80.5", odd],
-                   ["4", "20", "61.25", odd]], cells
+  cells = page.evaluate(
+    "Array.from(document.querySelectorAll('#evaluations-table tr'), "
+    "(r) => Array.from(r.cells, (c) => c.textContent))"
+  )
+  assert cells == [
+    ["step", "num_samples", "fid_fmnist", "note"],
+    ["2", "20", "80.5", odd],
+    ["4", "20", "61.25", odd],
+  ], cells
   assert json.loads(page.locator("#protocol-text").text_content()) == {"protocol": {"space": odd}}
   assert page.locator("#figures").is_visible() and page.locator("#figures-count").text_content() == "2"
-  assert page.locator("#figures-list h3").all_text_contents() == ["step_00000004_generator.png",
-                                                                   "step_00000004_classes.png"]
+  assert page.locator("#figures-list h3").all_text_contents() == [
+    "step_00000004_generator.png",
+    "step_00000004_classes.png",
+  ]
   assert page.locator("img").count() == 2  # the figures' only: the odd text made none
   assert "attention_resolutions" in page.locator("#config-text").text_content()
   assert_offline(page)

@@ -1,4 +1,5 @@
 """Preemption, damaged checkpoints, divergence and bad workdirs lose nothing."""
+
 import logging
 import os
 import signal
@@ -8,9 +9,9 @@ import ml_collections
 import numpy as np
 import pytest
 
+from sagan_jax import config as config_lib
 from sagan_jax import programs, run, train
 from sagan_jax.data import pipeline
-from sagan_jax import config as config_lib
 from sagan_jax.errors import Preempted, UserError
 
 
@@ -27,8 +28,12 @@ def patch_batches(monkeypatch, edit):
 
 
 def leaves(state):
-  return [np.asarray(x) for x in jax.tree.leaves((state.g_params, state.d_params, state.ema_params,
-                                                  state.g_batch_stats, state.d_spectral))]
+  return [
+    np.asarray(x)
+    for x in jax.tree.leaves(
+      (state.g_params, state.d_params, state.ema_params, state.g_batch_stats, state.d_spectral)
+    )
+  ]
 
 
 def test_sigterm_checkpoints_and_resume_is_bitwise_equal(smoke_config, tmp_path, monkeypatch):
@@ -50,7 +55,7 @@ def test_sigterm_checkpoints_and_resume_is_bitwise_equal(smoke_config, tmp_path,
   assert os.listdir(tmp_path / "killed" / "checkpoints") == ["3"]
   resumed = train.train_and_evaluate(smoke_config, str(tmp_path / "killed"))
   assert int(resumed.step) == 6
-  for a, b in zip(leaves(straight), leaves(resumed)):
+  for a, b in zip(leaves(straight), leaves(resumed), strict=True):
     np.testing.assert_array_equal(a, b)
 
 
@@ -104,7 +109,7 @@ def test_resume_restores_without_computing_an_initial_state(smoke_config, tmp_pa
   smoke_config.num_train_steps = 3
   state = train.train_and_evaluate(smoke_config, str(tmp_path / "run"))
   assert int(state.step) == 3
-  new = compiled()[len(resuming):]
+  new = compiled()[len(resuming) :]
   assert "train_step" in new and "init_state" not in new
   assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2", "3"]
 
@@ -122,6 +127,7 @@ def test_incompatible_config_is_refused(smoke_config, tmp_path):
 def test_resuming_a_run_from_before_a_field_with_another_value_is_refused(smoke_config, tmp_path):
   """An old run's config.json lacks model.d_ch; it trained D at model.ch, so d_ch=8 is refused."""
   import json
+
   smoke_config.num_train_steps = 2
   train.train_and_evaluate(smoke_config, str(tmp_path / "run"))
   path = tmp_path / "run" / "config.json"
@@ -145,6 +151,7 @@ def test_unwritable_workdir_is_refused_before_training(smoke_config, tmp_path):
 def test_runs_written_before_newer_model_fields_still_open(smoke_config, tmp_path):
   """A config.json from before a model field existed loads with the value that reproduces it."""
   import json
+
   old = json.loads(smoke_config.to_json())
   for field in config_lib.ADDED_MODEL_FIELDS:
     del old["model"][field]
@@ -165,7 +172,8 @@ def test_d_ch_widens_the_discriminator_alone(smoke_config):
   same_ch_config.model.ch = 2 * smoke_config.model.ch
   assert programs.parameter_count(wide.g_params) == programs.parameter_count(base.g_params)
   assert jax.tree.map(lambda x: x.shape, wide.d_params) == jax.tree.map(
-      lambda x: x.shape, programs.abstract_state(same_ch_config).d_params)
+    lambda x: x.shape, programs.abstract_state(same_ch_config).d_params
+  )
   assert programs.parameter_count(wide.d_params) > programs.parameter_count(base.d_params)
 
 

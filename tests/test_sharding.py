@@ -7,6 +7,7 @@ gradient's own magnitude and turns that noise into ±lr steps that differ betwee
 device counts although nothing is wrong (those biases are inert: BN removes them).
 SGD's update is proportional to the gradient, so every leaf must agree.
 """
+
 import json
 import os
 import subprocess
@@ -69,8 +70,9 @@ SCRIPT = textwrap.dedent("""
 
 def test_eight_devices_equal_one():
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PYTHONPATH=ROOT)
-  proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=900)
+  proc = subprocess.run(
+    [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   r = json.loads(proc.stdout.strip().splitlines()[-1])
   assert r["devices"] == [1, 8], r
@@ -87,13 +89,17 @@ def test_eight_devices_equal_one():
 
 def test_concat_by_shard_keeps_every_shards_rows_and_splits_back():
   import numpy as np
+
   from sagan_jax.step import concat_by_shard, split_by_shard
+
   a = np.arange(8 * 3).reshape(8, 3)
   b = -np.arange(8 * 3).reshape(8, 3) - 100
   both = np.asarray(concat_by_shard(a, b, 4))
   # shard i of the 16 rows (4 rows each) is a's rows 2i, 2i+1 then b's: a device's own rows
   for i in range(4):
-    np.testing.assert_array_equal(both[4 * i:4 * i + 4], np.concatenate([a[2 * i:2 * i + 2], b[2 * i:2 * i + 2]]))
+    np.testing.assert_array_equal(
+      both[4 * i : 4 * i + 4], np.concatenate([a[2 * i : 2 * i + 2], b[2 * i : 2 * i + 2]])
+    )
   back_a, back_b = split_by_shard(both, 4)
   np.testing.assert_array_equal(back_a, a)
   np.testing.assert_array_equal(back_b, b)

@@ -2,6 +2,7 @@
 bitwise where an uninterrupted run ends; a SIGTERM loses no step, a SIGKILL at most one
 checkpoint interval. SAGAN_JAX_SLOW_TESTS=1 runs it (SAGAN_JAX_SOAK_KILLS kills, default 8;
 ~1 min a kill on 2 cores)."""
+
 import os
 import random
 import re
@@ -17,19 +18,34 @@ STEP_LINE = re.compile(r"\] \[(\d+)\] d_fake=")
 RESUMED = re.compile(r"resumed from .* at step (\d+)")
 STEPS, CHECKPOINT_EVERY = 40, 5
 
-pytestmark = pytest.mark.skipif(not os.environ.get("SAGAN_JAX_SLOW_TESTS"),
-                                reason="minutes on 2 cores; set SAGAN_JAX_SLOW_TESTS=1")
+pytestmark = pytest.mark.skipif(
+  not os.environ.get("SAGAN_JAX_SLOW_TESTS"), reason="minutes on 2 cores; set SAGAN_JAX_SLOW_TESTS=1"
+)
 
 
 def run_once(workdir, data_dir, kill_after_steps=None, sig=None):
   """Trains until done or until ``kill_after_steps`` new steps were logged, then sends ``sig``;
   returns (exit code, step resumed from, last step logged)."""
-  cmd = [sys.executable, "-m", "sagan_jax.main", "--config=configs/fashion_mnist.py:smoke",
-         f"--workdir={workdir}", f"--config.num_train_steps={STEPS}",
-         f"--config.checkpoint_every_steps={CHECKPOINT_EVERY}", "--config.log_every_steps=1",
-         f"--config.sample_every_steps={STEPS}", f"--config.dataset.data_dir={data_dir}"]
-  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=dict(os.environ, PYTHONPATH=ROOT))
+  cmd = [
+    sys.executable,
+    "-m",
+    "sagan_jax.main",
+    "--config=configs/fashion_mnist.py:smoke",
+    f"--workdir={workdir}",
+    f"--config.num_train_steps={STEPS}",
+    f"--config.checkpoint_every_steps={CHECKPOINT_EVERY}",
+    "--config.log_every_steps=1",
+    f"--config.sample_every_steps={STEPS}",
+    f"--config.dataset.data_dir={data_dir}",
+  ]
+  proc = subprocess.Popen(
+    cmd,
+    cwd=ROOT,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    env=dict(os.environ, PYTHONPATH=ROOT),
+  )
   resumed, last, seen = 0, None, 0
   for line in proc.stdout:
     if match := RESUMED.search(line):
@@ -43,8 +59,10 @@ def run_once(workdir, data_dir, kill_after_steps=None, sig=None):
 
 def final_params(workdir):
   import jax
+
   from configs import fashion_mnist
   from sagan_jax import checkpointing, programs, sharding
+
   template = programs.programs(fashion_mnist.get_config("smoke"), sharding.create_mesh()).init.eval_shape()
   step, state = checkpointing.Checkpointer(workdir, 3).restore_latest(template)
   return step, [np.asarray(x) for x in jax.tree.leaves((state.g_params, state.d_params, state.ema_params))]
@@ -68,12 +86,12 @@ def test_killed_and_resumed_runs_end_bitwise_where_an_uninterrupted_run_ends(tmp
     code, final_resumed, _ = run_once(soaked, fake_fmnist_dir)
     assert code == 0
   next_resumed = [r[1] for r in rows[1:]] + [final_resumed]
-  for (sig, _, last), after in zip(rows, next_resumed):
+  for (sig, _, last), after in zip(rows, next_resumed, strict=True):
     lost = max(0, (last or 0) - after)
     # SIGTERM: the step in flight completes and is saved; SIGKILL: back to the last checkpoint.
     assert lost <= (0 if sig == signal.SIGTERM else CHECKPOINT_EVERY), (sig, last, after)
   reference_step, expected = final_params(reference)
   soaked_step, got = final_params(soaked)
   assert soaked_step == reference_step == STEPS
-  for a, b in zip(expected, got):
+  for a, b in zip(expected, got, strict=True):
     np.testing.assert_array_equal(a, b)

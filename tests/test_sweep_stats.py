@@ -1,4 +1,5 @@
 """The sweeps' statistics (sagan_jax/ablations/stats.py) against numpy float64 and t tables."""
+
 import math
 
 import numpy as np
@@ -10,8 +11,9 @@ from sagan_jax.ablations import stats
 T975 = {2: 4.302652729911275, 4: 2.7764451051977987, 9: 2.2621571627409915}
 
 
-@pytest.mark.parametrize("values", [[100.0, 110.0, 96.0], [0.61, 0.64, 0.70, 0.58, 0.66],
-                                    list(np.linspace(3, 9, 10))])
+@pytest.mark.parametrize(
+  "values", [[100.0, 110.0, 96.0], [0.61, 0.64, 0.70, 0.58, 0.66], list(np.linspace(3, 9, 10))]
+)
 def test_interval_is_the_t_interval_of_the_mean(values):
   x = np.asarray(values, np.float64)
   n = len(x)
@@ -19,8 +21,11 @@ def test_interval_is_the_t_interval_of_the_mean(values):
   half = T975[n - 1] * sd / np.sqrt(n)
   iv = stats.interval(values)
   assert iv.n == n
-  np.testing.assert_allclose([iv.mean, iv.sd, iv.se, iv.low, iv.high],
-                             [x.mean(), sd, sd / np.sqrt(n), x.mean() - half, x.mean() + half], rtol=1e-9)
+  np.testing.assert_allclose(
+    [iv.mean, iv.sd, iv.se, iv.low, iv.high],
+    [x.mean(), sd, sd / np.sqrt(n), x.mean() - half, x.mean() + half],
+    rtol=1e-9,
+  )
 
 
 def test_one_value_has_no_interval():

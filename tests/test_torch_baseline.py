@@ -1,6 +1,7 @@
 """benchmarks/pytorch/torch_sagan.py, the PyTorch baseline of the CPU benchmark, is the JAX model:
 equal parameter counts and architecture tables, outputs of the right shapes; its weights
 in the JAX model give the same G and D outputs. (Its timing is benchmarks/pytorch/cpu_step_vs_torch.py's.)"""
+
 import importlib.util
 import os
 
@@ -15,7 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def torch_sagan():
   spec = importlib.util.spec_from_file_location(
-      "torch_sagan", os.path.join(ROOT, "benchmarks", "pytorch", "torch_sagan.py"))
+    "torch_sagan", os.path.join(ROOT, "benchmarks", "pytorch", "torch_sagan.py")
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -23,6 +25,7 @@ def torch_sagan():
 
 def test_parameter_counts_and_architecture_equal_the_jax_model(torch_sagan):
   from sagan_jax.models import discriminator, generator
+
   config = torch_sagan.make_config(ch=4, batch_size=8)
   g, d = torch_sagan.build_models(config)
   counts = torch_sagan.parameter_count(g), torch_sagan.parameter_count(d)
@@ -51,8 +54,11 @@ def test_same_weights_give_the_jax_outputs(torch_sagan):
   """The baseline's initial weights, SN vectors and BN statistics in the JAX model (no JAX
   init to compile): the same G (train mode) and D outputs."""
   import functools
+
   import jax
+
   from sagan_jax import programs
+
   config = torch_sagan.make_config(ch=4, batch_size=8)
   generator, discriminator = programs.build_models(config)
   trainer = torch_sagan.Trainer(config)

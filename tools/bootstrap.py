@@ -17,6 +17,7 @@ not selected is resolved to that version's interpreter. A venv of an older Pytho
 DRY_RUN=1 (or --dry-run) prints the commands instead of running them.
 Standard library only: it runs before the venv exists, on any python3.
 """
+
 import argparse
 import glob
 import os
@@ -33,9 +34,11 @@ from sagan_jax.accelerator import ACCELERATORS, choose  # noqa: E402
 BASE_REQUIREMENTS = ("requirements.txt", "requirements-test.txt")
 MIN_PYTHON = (3, 12)
 PYTHON_CANDIDATES = ("python3.13", "python3.12", "python3")
-NO_PYTHON = ("no Python 3.12 or newer found (tried {tried}); install one (Debian/Ubuntu: "
-             "apt-get install python3.12-venv; pyenv: pyenv install 3.13; uv: uv python install "
-             "3.13) and rerun, or name it with PYTHON=/path/to/python3.12")
+NO_PYTHON = (
+  "no Python 3.12 or newer found (tried {tried}); install one (Debian/Ubuntu: "
+  "apt-get install python3.12-venv; pyenv: pyenv install 3.13; uv: uv python install "
+  "3.13) and rerun, or name it with PYTHON=/path/to/python3.12"
+)
 
 
 def log(message):
@@ -66,16 +69,21 @@ def stale_packages(venv, accelerator):
     if other not in ("cpu", accelerator):
       others |= _names(f"requirements-{other}.txt") - base
   installed = {
-      re.sub(r"[-_.]+", "_", os.path.basename(d).split("-")[0]).lower()
-      for d in glob.glob(os.path.join(venv, "lib", "python*", "site-packages", "*.dist-info"))}
+    re.sub(r"[-_.]+", "_", os.path.basename(d).split("-")[0]).lower()
+    for d in glob.glob(os.path.join(venv, "lib", "python*", "site-packages", "*.dist-info"))
+  }
   return sorted(others & installed)
 
 
 def python_version(executable):
   """(major, minor) of the Python ``executable`` runs, or None where it does not run."""
   try:
-    out = subprocess.run([executable, "-c", "import sys; print(*sys.version_info[:2])"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+      [executable, "-c", "import sys; print(*sys.version_info[:2])"],
+      capture_output=True,
+      text=True,
+      timeout=60,
+    )
   except (OSError, subprocess.TimeoutExpired):
     return None
   parts = out.stdout.split()
@@ -103,8 +111,10 @@ def find_python(requested=""):
     if version is None:
       raise ValueError(f"PYTHON={requested} does not run; name a Python 3.12 or newer")
     if version < MIN_PYTHON:
-      raise ValueError(f"PYTHON={requested} is Python {version[0]}.{version[1]}; sagan_jax needs "
-                       f"3.12 or newer (jax 0.11 and later); name another, or leave PYTHON unset")
+      raise ValueError(
+        f"PYTHON={requested} is Python {version[0]}.{version[1]}; sagan_jax needs "
+        f"3.12 or newer (jax 0.11 and later); name another, or leave PYTHON unset"
+      )
     return requested, version
   for name in PYTHON_CANDIDATES:
     found = shutil.which(name)
@@ -138,16 +148,28 @@ def commands(venv, accelerator, python):
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--venv", default=".venv", help="virtualenv path, relative to the repo root")
-  parser.add_argument("--python", default=os.environ.get("PYTHON", ""),
-                      help="the Python 3.12+ that creates the venv (default: $PYTHON, else the first "
-                      "of python3.13, python3.12, python3 that is 3.12 or newer)")
-  parser.add_argument("--accelerator", default=os.environ.get("ACCELERATOR", ""),
-                      help="cpu, cuda (the driver's CUDA major), cuda12, cuda13 or tpu "
-                      "(default: $ACCELERATOR, else detected)")
-  parser.add_argument("--dry-run", action="store_true", default=bool(os.environ.get("DRY_RUN")),
-                      help="print the commands instead of running them (also DRY_RUN=1)")
-  parser.add_argument("--print-accelerator", action="store_true",
-                      help="print the accelerator chosen and exit (the Makefile names its stamp)")
+  parser.add_argument(
+    "--python",
+    default=os.environ.get("PYTHON", ""),
+    help="the Python 3.12+ that creates the venv (default: $PYTHON, else the first "
+    "of python3.13, python3.12, python3 that is 3.12 or newer)",
+  )
+  parser.add_argument(
+    "--accelerator",
+    default=os.environ.get("ACCELERATOR", ""),
+    help="cpu, cuda (the driver's CUDA major), cuda12, cuda13 or tpu (default: $ACCELERATOR, else detected)",
+  )
+  parser.add_argument(
+    "--dry-run",
+    action="store_true",
+    default=bool(os.environ.get("DRY_RUN")),
+    help="print the commands instead of running them (also DRY_RUN=1)",
+  )
+  parser.add_argument(
+    "--print-accelerator",
+    action="store_true",
+    help="print the accelerator chosen and exit (the Makefile names its stamp)",
+  )
   parser.add_argument("--root", default="/", help=argparse.SUPPRESS)  # fake /sys, /dev in tests
   args = parser.parse_args(argv)
   try:

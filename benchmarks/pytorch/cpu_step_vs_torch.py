@@ -40,6 +40,7 @@ wake-up per parallel region on an idle machine; the script leaves the environmen
 (and records the OMP_* variables). Quote its ratio from a quiet machine (load average
 below 1 on 2 cores), or with OMP_WAIT_POLICY=PASSIVE and say so.
 """
+
 import argparse
 import json
 import os
@@ -60,12 +61,22 @@ def parse_args(argv=None):
   p.add_argument("--warmup", type=int, default=3, help="untimed steps per side before the rounds")
   p.add_argument("--threads", type=int, default=2)
   p.add_argument("--matmul", type=int, default=4096, help="side of the float32 reference matmul (0: skip)")
-  p.add_argument("--torch_layouts", nargs="+", default=["channels_last", "contiguous"],
-                 choices=["channels_last", "contiguous"], help="PyTorch memory formats to time")
+  p.add_argument(
+    "--torch_layouts",
+    nargs="+",
+    default=["channels_last", "contiguous"],
+    choices=["channels_last", "contiguous"],
+    help="PyTorch memory formats to time",
+  )
   p.add_argument("--torch_attention", default="sdpa", choices=["sdpa", "explicit"])
-  p.add_argument("--torch_also_threads", type=int, nargs="*", default=[],
-                 help="also time PyTorch (first layout) at these thread counts: a diagnostic of how "
-                 "much other load costs OpenMP; not used in the ratio")
+  p.add_argument(
+    "--torch_also_threads",
+    type=int,
+    nargs="*",
+    default=[],
+    help="also time PyTorch (first layout) at these thread counts: a diagnostic of how "
+    "much other load costs OpenMP; not used in the ratio",
+  )
   p.add_argument("--json_out", default="")
   args = p.parse_args(argv)
   args.ch = args.ch or [4, 16]
@@ -83,11 +94,16 @@ def pin_threads(threads):
 def _source_state():
   """The commit and whether sagan_jax/ or configs/ differ from it: which JAX step was timed."""
   import subprocess
+
   root = os.path.dirname(os.path.dirname(HERE))
   try:
-    git = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, timeout=30).stdout.strip()
-    return {"commit": git("rev-parse", "HEAD"),
-            "uncommitted": git("status", "--porcelain", "--", "sagan_jax", "configs").splitlines()}
+    git = lambda *a: subprocess.run(
+      ["git", *a], cwd=root, capture_output=True, text=True, timeout=30
+    ).stdout.strip()
+    return {
+      "commit": git("rev-parse", "HEAD"),
+      "uncommitted": git("status", "--porcelain", "--", "sagan_jax", "configs").splitlines(),
+    }
   except (OSError, subprocess.SubprocessError):
     return {}
 
@@ -106,6 +122,7 @@ def model_flops(config, mesh, state, batch):
   """XLA's FLOP count of the step as the model writes it (the resampling convs composed, as
   PyTorch runs them): the work both sides do, whatever formulation the JAX step computes in."""
   from sagan_jax import programs
+
   as_written = config.copy_and_resolve_references()
   as_written.model.kernels.resampling_conv = "composed"
   return _flops(programs.programs(as_written, mesh).train_step.lower(state, batch))
@@ -115,25 +132,39 @@ def main(argv=None):
   args = parse_args(argv)
   cores = pin_threads(args.threads)  # before jax and torch size their thread pools
   if os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS"):
-    print("warning: JAX_DISABLE_MOST_OPTIMIZATIONS is set (the test suite's setting): JAX runs unoptimised code")
+    print(
+      "warning: JAX_DISABLE_MOST_OPTIMIZATIONS is set (the test suite's setting): JAX runs unoptimised code"
+    )
   import jax
   import jax.numpy as jnp
   import numpy as np
   import torch
+
   sys.path.insert(0, HERE)
   import torch_sagan
+
   from sagan_jax import programs, sharding
 
   torch.set_num_threads(args.threads)
   load_before = os.getloadavg()
-  machine = {"cores_used": cores, "cpu_count": os.cpu_count(), "threads": args.threads,
-             "processor": platform.processor() or platform.machine(),
-             "jax": jax.__version__, "torch": torch.__version__,
-             "xla_flags": os.environ.get("XLA_FLAGS", ""), "jax_devices": str(jax.devices()),
-             "omp_env": {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "GOMP_", "KMP_"))},
-             "source": _source_state(), "loadavg_before": load_before}
-  print(f"cores {cores}, torch threads {torch.get_num_threads()} {machine['omp_env'] or ''}, "
-        f"jax {jax.__version__} {jax.devices()}, torch {torch.__version__}; load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
+  machine = {
+    "cores_used": cores,
+    "cpu_count": os.cpu_count(),
+    "threads": args.threads,
+    "processor": platform.processor() or platform.machine(),
+    "jax": jax.__version__,
+    "torch": torch.__version__,
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    "jax_devices": str(jax.devices()),
+    "omp_env": {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "GOMP_", "KMP_"))},
+    "source": _source_state(),
+    "loadavg_before": load_before,
+  }
+  print(
+    f"cores {cores}, torch threads {torch.get_num_threads()} {machine['omp_env'] or ''}, "
+    f"jax {jax.__version__} {jax.devices()}, torch {torch.__version__}; load average "
+    f"{load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}"
+  )
 
   matmul = None  # () -> FLOP/s of one --matmul² float32 matmul through XLA
   if args.matmul:
@@ -146,7 +177,8 @@ def main(argv=None):
     def matmul_rate():
       t0 = time.perf_counter()
       jax.block_until_ready(mm(a, b))
-      return 2 * n ** 3 / (time.perf_counter() - t0)
+      return 2 * n**3 / (time.perf_counter() - t0)
+
     matmul = matmul_rate
 
   results = []
@@ -171,23 +203,30 @@ def main(argv=None):
     compile_s = time.perf_counter() - t0
     flops = model_flops(config, mesh, state, batch)
 
-    def jax_block(n_steps):
+    def jax_block(n_steps, compiled=compiled, batch=batch, key=built.train_step.key_data):
       nonlocal state
       t0 = time.perf_counter()
       for _ in range(n_steps):
-        state, metrics = compiled(state, batch, built.train_step.key_data)
+        state, metrics = compiled(state, batch, key)
       jax.block_until_ready((state, metrics))
       return (time.perf_counter() - t0) / n_steps
 
     formats = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
     variants = {f"torch_{name}": (name, args.threads) for name in args.torch_layouts}
-    variants.update({f"torch_{args.torch_layouts[0]}_{t}threads": (args.torch_layouts[0], t)
-                     for t in args.torch_also_threads if t != args.threads})
-    trainers = {side: torch_sagan.Trainer(config, formats[layout], attention=args.torch_attention)
-                for side, (layout, _) in variants.items()}
+    variants.update(
+      {
+        f"torch_{args.torch_layouts[0]}_{t}threads": (args.torch_layouts[0], t)
+        for t in args.torch_also_threads
+        if t != args.threads
+      }
+    )
+    trainers = {
+      side: torch_sagan.Trainer(config, formats[layout], attention=args.torch_attention)
+      for side, (layout, _) in variants.items()
+    }
     torch_batches = {side: tr.batch(images, labels) for side, tr in trainers.items()}
 
-    def torch_block(side, n_steps):
+    def torch_block(side, n_steps, trainers=trainers, torch_batches=torch_batches, variants=variants):
       trainer, (x, y) = trainers[side], torch_batches[side]
       torch.set_num_threads(variants[side][1])
       t0 = time.perf_counter()
@@ -211,39 +250,55 @@ def main(argv=None):
         times[side].append(t)
       if matmul:
         matmul_rates.append(matmul())
-      print(f"  ch={ch} round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in times.items())
-            + (f", matmul {matmul_rates[-1] / 1e9:.0f} GFLOP/s" if matmul else ""), flush=True)
+      print(
+        f"  ch={ch} round {r + 1}/{args.rounds}: "
+        + ", ".join(f"{k} {v[-1]:.4f}" for k, v in times.items())
+        + (f", matmul {matmul_rates[-1] / 1e9:.0f} GFLOP/s" if matmul else ""),
+        flush=True,
+      )
 
     medians = {k: _median(v) for k, v in times.items()}
     torch_sides = [f"torch_{name}" for name in args.torch_layouts]  # at --threads
     best = min(torch_sides, key=lambda k: medians[k])
     per_round = [times[best][r] / times["jax"][r] for r in range(args.rounds)]
     result = {
-        "ch": ch, "batch": args.batch, "g_params": g_count, "d_params": d_count,
-        "steps_per_block": args.steps, "rounds": args.rounds,
-        "jax_compile_s": compile_s, "gflop_per_step": flops / 1e9,
-        "jax_executed_gflop_per_step": executed_flops / 1e9,
-        "s_per_step_median": medians, "s_per_step_blocks": times,
-        "torch_baseline": best,
-        "ratio_torch_over_jax": medians[best] / medians["jax"],
-        "ratio_torch_over_jax_per_round_median": _median(per_round),
-        "ratio_torch_over_jax_per_round": per_round,
-        "jax_gflop_per_s": flops / medians["jax"] / 1e9,
-        "torch_gflop_per_s": flops / medians[best] / 1e9,
+      "ch": ch,
+      "batch": args.batch,
+      "g_params": g_count,
+      "d_params": d_count,
+      "steps_per_block": args.steps,
+      "rounds": args.rounds,
+      "jax_compile_s": compile_s,
+      "gflop_per_step": flops / 1e9,
+      "jax_executed_gflop_per_step": executed_flops / 1e9,
+      "s_per_step_median": medians,
+      "s_per_step_blocks": times,
+      "torch_baseline": best,
+      "ratio_torch_over_jax": medians[best] / medians["jax"],
+      "ratio_torch_over_jax_per_round_median": _median(per_round),
+      "ratio_torch_over_jax_per_round": per_round,
+      "jax_gflop_per_s": flops / medians["jax"] / 1e9,
+      "torch_gflop_per_s": flops / medians[best] / 1e9,
     }
     if matmul:
       rate = _median(matmul_rates)
-      result.update({
-          "matmul_n": args.matmul, "matmul_gflop_per_s_median": rate / 1e9,
+      result.update(
+        {
+          "matmul_n": args.matmul,
+          "matmul_gflop_per_s_median": rate / 1e9,
           "matmul_gflop_per_s_rounds": [x / 1e9 for x in matmul_rates],
           "jax_matmul_fraction": flops / medians["jax"] / rate,
-          "torch_matmul_fraction": flops / medians[best] / rate})
+          "torch_matmul_fraction": flops / medians[best] / rate,
+        }
+      )
     results.append(result)
     report(result)
 
   machine["loadavg_after"] = os.getloadavg()
-  print(f"load average after: {' '.join(f'{x:.2f}' for x in machine['loadavg_after'])} "
-        f"(on {os.cpu_count()} cores: above that, other processes shared the cores)")
+  print(
+    f"load average after: {' '.join(f'{x:.2f}' for x in machine['loadavg_after'])} "
+    f"(on {os.cpu_count()} cores: above that, other processes shared the cores)"
+  )
   if args.json_out:
     os.makedirs(os.path.dirname(args.json_out) or ".", exist_ok=True)
     with open(args.json_out, "w") as f:
@@ -253,18 +308,26 @@ def main(argv=None):
 
 def report(r):
   med = r["s_per_step_median"]
-  print(f"ch={r['ch']} (G {r['g_params']:,} / D {r['d_params']:,} parameters), batch {r['batch']}, "
-        f"{r['rounds']} rounds x {r['steps_per_block']} steps; JAX compile {r['jax_compile_s']:.1f} s, "
-        f"{r['gflop_per_step']:.2f} GFLOP/step as the model writes it "
-        f"({r['jax_executed_gflop_per_step']:.2f} in JAX's formulation)")
+  print(
+    f"ch={r['ch']} (G {r['g_params']:,} / D {r['d_params']:,} parameters), batch {r['batch']}, "
+    f"{r['rounds']} rounds x {r['steps_per_block']} steps; JAX compile {r['jax_compile_s']:.1f} s, "
+    f"{r['gflop_per_step']:.2f} GFLOP/step as the model writes it "
+    f"({r['jax_executed_gflop_per_step']:.2f} in JAX's formulation)"
+  )
   for side, t in med.items():
-    print(f"  {side:>22}: {t:.4f} s/step median  ({', '.join(f'{x:.4f}' for x in r['s_per_step_blocks'][side])})")
-  print(f"  torch ({r['torch_baseline']}) / JAX: {r['ratio_torch_over_jax']:.3f} (medians), "
-        f"{r['ratio_torch_over_jax_per_round_median']:.3f} (median of per-round ratios)  [>1: JAX faster]")
+    print(
+      f"  {side:>22}: {t:.4f} s/step median  ({', '.join(f'{x:.4f}' for x in r['s_per_step_blocks'][side])})"
+    )
+  print(
+    f"  torch ({r['torch_baseline']}) / JAX: {r['ratio_torch_over_jax']:.3f} (medians), "
+    f"{r['ratio_torch_over_jax_per_round_median']:.3f} (median of per-round ratios)  [>1: JAX faster]"
+  )
   if "matmul_gflop_per_s_median" in r:
-    print(f"  {r['matmul_n']}² f32 matmul through XLA: {r['matmul_gflop_per_s_median']:.0f} GFLOP/s; "
-          f"JAX step {r['jax_gflop_per_s']:.1f} GFLOP/s = {r['jax_matmul_fraction']:.1%} of it "
-          f"(PyTorch {r['torch_gflop_per_s']:.1f} GFLOP/s = {r['torch_matmul_fraction']:.1%})")
+    print(
+      f"  {r['matmul_n']}² f32 matmul through XLA: {r['matmul_gflop_per_s_median']:.0f} GFLOP/s; "
+      f"JAX step {r['jax_gflop_per_s']:.1f} GFLOP/s = {r['jax_matmul_fraction']:.1%} of it "
+      f"(PyTorch {r['torch_gflop_per_s']:.1f} GFLOP/s = {r['torch_matmul_fraction']:.1%})"
+    )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ the EMA of G's weights; hinge loss; two Adams (β1, β2, ε, learning rates from
 
 Written as a PyTorch user would write it for speed, without changing the math: no
 torch.compile; channels_last activations and weights (--layouts: 1.6× faster than NCHW at
-ch=4 on 1 thread; within the noise of a loaded machine at ch=16); attention through F.scaled_dot_product_attention with
+ch=4 on 1 thread; within the noise of a loaded machine at ch=16); attention through
+F.scaled_dot_product_attention with
 scale 1 (the same softmax over keys; PyTorch's fused CPU kernel, 1.35× faster at ch=4 than
 bmm-softmax-bmm, which attention='explicit' keeps); batch norm through oneDNN, its running
 averages from the statistics native_batch_norm returns (no second pass); fused CPU Adam;
@@ -38,6 +39,7 @@ vectors to ~2e-7; in G the entries whose true gradient is 0 differ (conv biases 
 feed batch norm, while γ = 0: float noise, which Adam with β1 = 0 turns into ±lr steps),
 and the differences then spread slowly from step to step.
 """
+
 import argparse
 import sys
 import time
@@ -46,22 +48,22 @@ import time
 # TensorFlow's (the package's data pipeline); torch imports it only to probe for GPU kernels.
 sys.modules.setdefault("triton", None)
 import torch  # noqa: E402
-import torch.nn as nn
-import torch.nn.functional as F
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 # Copies of sagan_jax.models.generator.G_ARCH / discriminator.D_ARCH (--verify and the
 # test check that they still agree).
 G_ARCH = {
-    32: ((4, 4, 4), (4, 4, 4)),
-    64: ((16, 16, 8, 4), (16, 8, 4, 2)),
-    128: ((16, 16, 8, 4, 2), (16, 8, 4, 2, 1)),
-    256: ((16, 16, 8, 8, 4, 2), (16, 8, 8, 4, 2, 1)),
+  32: ((4, 4, 4), (4, 4, 4)),
+  64: ((16, 16, 8, 4), (16, 8, 4, 2)),
+  128: ((16, 16, 8, 4, 2), (16, 8, 4, 2, 1)),
+  256: ((16, 16, 8, 8, 4, 2), (16, 8, 8, 4, 2, 1)),
 }
 D_ARCH = {
-    32: ((4, 4, 4, 4), (True, True, False, False)),
-    64: ((1, 2, 4, 8, 16), (True, True, True, True, False)),
-    128: ((1, 2, 4, 8, 16, 16), (True, True, True, True, True, False)),
-    256: ((1, 2, 4, 8, 8, 16, 16), (True, True, True, True, True, True, False)),
+  32: ((4, 4, 4, 4), (True, True, False, False)),
+  64: ((1, 2, 4, 8, 16), (True, True, True, True, False)),
+  128: ((1, 2, 4, 8, 16, 16), (True, True, True, True, True, False)),
+  256: ((1, 2, 4, 8, 8, 16, 16), (True, True, True, True, True, True, False)),
 }
 BOTTOM_SIDE = 4
 SN_EPS = 1e-12
@@ -213,8 +215,9 @@ class SelfAttention(nn.Module):
   fused CPU kernel: the faster on these shapes); 'explicit': bmm, softmax, bmm (JAX's 'xla').
   """
 
-  def __init__(self, channels, key_channel_ratio=8, value_channel_ratio=8, pool_kv=False, use_sn=True,
-               impl="sdpa"):
+  def __init__(
+    self, channels, key_channel_ratio=8, value_channel_ratio=8, pool_kv=False, use_sn=True, impl="sdpa"
+  ):
     super().__init__()
     ck, cv = max(1, channels // key_channel_ratio), max(1, channels // value_channel_ratio)
     self.f = SNConv2d(channels, ck, 1, bias=False, use_sn=use_sn)
@@ -266,9 +269,19 @@ class GBlock(nn.Module):
 
 
 class Generator(nn.Module):
-  def __init__(self, resolution=32, ch=4, z_dim=128, num_classes=10, image_channels=1,
-               attention_sides=(16,), use_sn=True, sn_gains=False, attention_kwargs=None,
-               memory_format=torch.contiguous_format):
+  def __init__(
+    self,
+    resolution=32,
+    ch=4,
+    z_dim=128,
+    num_classes=10,
+    image_channels=1,
+    attention_sides=(16,),
+    use_sn=True,
+    sn_gains=False,
+    attention_kwargs=None,
+    memory_format=torch.contiguous_format,
+  ):
     super().__init__()
     in_mult, out_mult = G_ARCH[resolution]
     sides = tuple(BOTTOM_SIDE * 2 ** (i + 1) for i in range(len(in_mult)))
@@ -277,11 +290,13 @@ class Generator(nn.Module):
     self.c0, self.memory_format = in_mult[0] * ch, memory_format
     self.linear = SNLinear(z_dim, BOTTOM_SIDE * BOTTOM_SIDE * self.c0, use_sn=use_sn)
     self.layers = []
-    for i, (cin, cout, side) in enumerate(zip(in_mult, out_mult, sides)):
+    for i, (cin, cout, side) in enumerate(zip(in_mult, out_mult, sides, strict=True)):
       self.add_module(f"block{i}", GBlock(cin * ch, cout * ch, num_classes, use_sn, sn_gains))
       self.layers.append(f"block{i}")
       if side in attention_sides:
-        self.add_module(f"attention{side}", SelfAttention(cout * ch, use_sn=use_sn, **(attention_kwargs or {})))
+        self.add_module(
+          f"attention{side}", SelfAttention(cout * ch, use_sn=use_sn, **(attention_kwargs or {}))
+        )
         self.layers.append(f"attention{side}")
     self.bn_out = BatchNorm(out_mult[-1] * ch)
     self.conv_out = SNConv2d(out_mult[-1] * ch, image_channels, 3, use_sn=use_sn)
@@ -324,12 +339,20 @@ class DBlock(nn.Module):
 
 
 class Discriminator(nn.Module):
-  def __init__(self, resolution=32, ch=4, num_classes=10, image_channels=1, attention_sides=(16,),
-               use_sn=True, attention_kwargs=None):
+  def __init__(
+    self,
+    resolution=32,
+    ch=4,
+    num_classes=10,
+    image_channels=1,
+    attention_sides=(16,),
+    use_sn=True,
+    attention_kwargs=None,
+  ):
     super().__init__()
     out_mult, downs = D_ARCH[resolution]
     self.layers, side, cin, attended = [], resolution, image_channels, set()
-    for i, (mult, down) in enumerate(zip(out_mult, downs)):
+    for i, (mult, down) in enumerate(zip(out_mult, downs, strict=True)):
       self.add_module(f"block{i}", DBlock(cin, mult * ch, down, i > 0, use_sn))
       self.layers.append(f"block{i}")
       cin, side = mult * ch, side // 2 if down else side
@@ -362,15 +385,33 @@ def build_models(config, memory_format=torch.contiguous_format, attention_impl="
     raise ValueError("the baseline has only the self-attention block")
   if config.dtype != "float32":
     raise ValueError("the baseline is float32")
-  sides = lambda which: tuple(m.attention_resolutions if m.get(f"{which}_attention_resolutions") is None
-                              else m.get(f"{which}_attention_resolutions"))
-  attention = dict(key_channel_ratio=m.key_channel_ratio, value_channel_ratio=m.value_channel_ratio,
-                   pool_kv=m.pool_kv, impl=attention_impl)
-  generator = Generator(m.resolution, m.ch, m.z_dim, m.num_classes, m.image_channels, sides("g"),
-                        m.g_spectral_norm, m.sn_cbn_gains, attention, memory_format)
+  sides = lambda which: tuple(
+    m.attention_resolutions
+    if m.get(f"{which}_attention_resolutions") is None
+    else m.get(f"{which}_attention_resolutions")
+  )
+  attention = dict(
+    key_channel_ratio=m.key_channel_ratio,
+    value_channel_ratio=m.value_channel_ratio,
+    pool_kv=m.pool_kv,
+    impl=attention_impl,
+  )
+  generator = Generator(
+    m.resolution,
+    m.ch,
+    m.z_dim,
+    m.num_classes,
+    m.image_channels,
+    sides("g"),
+    m.g_spectral_norm,
+    m.sn_cbn_gains,
+    attention,
+    memory_format,
+  )
   d_ch = m.ch if m.get("d_ch") is None else m.d_ch
-  discriminator = Discriminator(m.resolution, d_ch, m.num_classes, m.image_channels, sides("d"),
-                                m.d_spectral_norm, attention)
+  discriminator = Discriminator(
+    m.resolution, d_ch, m.num_classes, m.image_channels, sides("d"), m.d_spectral_norm, attention
+  )
   return generator, discriminator
 
 
@@ -448,8 +489,9 @@ class Trainer:
   def step(self, images, labels, noise=None):
     """images (D steps, B, C, H, W) in self.memory_format, labels (D steps, B) int64; noise:
     optional [(z, y) per D step] + [(z, y) of the G step] (--verify passes JAX's)."""
-    d_losses = [self.d_update(images[i], labels[i], None if noise is None else noise[i])
-                for i in range(images.shape[0])]
+    d_losses = [
+      self.d_update(images[i], labels[i], None if noise is None else noise[i]) for i in range(images.shape[0])
+    ]
     g_loss = self.g_update(None if noise is None else noise[-1])
     self.step_count += 1
     self.update_ema()
@@ -466,6 +508,7 @@ class Trainer:
 
 def make_config(ch=4, batch_size=32, variant=""):
   from configs import fashion_mnist
+
   config = fashion_mnist.get_config(variant)
   config.model.ch = ch
   config.batch_size = batch_size
@@ -474,6 +517,7 @@ def make_config(ch=4, batch_size=32, variant=""):
 
 def jax_parameter_counts(config):
   from sagan_jax import programs
+
   state = programs.abstract_state(config)
   return programs.parameter_count(state.g_params), programs.parameter_count(state.d_params)
 
@@ -490,15 +534,18 @@ def check_parameter_counts(config):
 # ---------------------------------------------------------------------------------------
 # --verify: the JAX initial state in this model, one step each on the same batch and noise.
 
+
 def _flat(tree):
   import flax
+
   return {"/".join(k): v for k, v in flax.traverse_util.flatten_dict(flax.core.unfreeze(tree)).items()}
 
 
 def _to_torch(path, value):
   import numpy as np
+
   a = np.asarray(value, np.float32)
-  if path.endswith("/kernel") and a.ndim == 4:   # HWIO -> OIHW
+  if path.endswith("/kernel") and a.ndim == 4:  # HWIO -> OIHW
     a = a.transpose(3, 2, 0, 1)
   elif path.endswith("/kernel") and a.ndim == 2:  # (in, out) -> (out, in)
     a = a.T
@@ -515,9 +562,11 @@ def _torch_name(jax_path):
 def load_jax_state(trainer, state):
   """Copies a sagan_jax TrainState (params, SN vectors, BN statistics, EMA) into ``trainer``."""
   import numpy as np
+
   for module, params, spectral, stats, ema in (
-      (trainer.G, state.g_params, state.g_spectral, state.g_batch_stats, state.ema_params),
-      (trainer.D, state.d_params, state.d_spectral, None, None)):
+    (trainer.G, state.g_params, state.g_spectral, state.g_batch_stats, state.ema_params),
+    (trainer.D, state.d_params, state.d_spectral, None, None),
+  ):
     named = dict(module.named_parameters())
     buffers = dict(module.named_buffers())
     flat = _flat(params)
@@ -547,6 +596,7 @@ def jax_variables(trainer, abstract_state):
   shaped like ``abstract_state`` (programs.abstract_state): load_jax_state's inverse."""
   import flax
   import numpy as np
+
   from sagan_jax.models.layers import SPECTRAL
 
   def tree(module, abstract, kind):
@@ -570,11 +620,15 @@ def jax_variables(trainer, abstract_state):
       flat[path] = np.array(a, np.float32)
     return flax.traverse_util.unflatten_dict(flat)
 
-  g_vars = {"params": tree(trainer.G, abstract_state.g_params, "params"),
-            "batch_stats": tree(trainer.G, abstract_state.g_batch_stats, "batch_stats"),
-            SPECTRAL: tree(trainer.G, abstract_state.g_spectral, SPECTRAL)}
-  d_vars = {"params": tree(trainer.D, abstract_state.d_params, "params"),
-            SPECTRAL: tree(trainer.D, abstract_state.d_spectral, SPECTRAL)}
+  g_vars = {
+    "params": tree(trainer.G, abstract_state.g_params, "params"),
+    "batch_stats": tree(trainer.G, abstract_state.g_batch_stats, "batch_stats"),
+    SPECTRAL: tree(trainer.G, abstract_state.g_spectral, SPECTRAL),
+  }
+  d_vars = {
+    "params": tree(trainer.D, abstract_state.d_params, "params"),
+    SPECTRAL: tree(trainer.D, abstract_state.d_spectral, SPECTRAL),
+  }
   return g_vars, d_vars
 
 
@@ -582,6 +636,7 @@ def compare_with_jax_state(trainer, state, tol=1e-5):
   """This trainer against a sagan_jax TrainState: per group, the largest |Δ| and the
   entries off by more than ``tol`` (with the tensors they sit in)."""
   import numpy as np
+
   groups = {}
 
   def add(group, name, got, ref):
@@ -594,15 +649,19 @@ def compare_with_jax_state(trainer, state, tol=1e-5):
       g["entries_off"] += off
       g["tensors_off"][name] = off
 
-  for tag, module, params, spectral in (("g", trainer.G, state.g_params, state.g_spectral),
-                                        ("d", trainer.D, state.d_params, state.d_spectral)):
+  for tag, module, params, spectral in (
+    ("g", trainer.G, state.g_params, state.g_spectral),
+    ("d", trainer.D, state.d_params, state.d_spectral),
+  ):
     named = dict(module.named_parameters())
     for path, value in _flat(params).items():
       add(f"{tag}_params", path, named[_torch_name(path)].detach(), _to_torch(path, value))
     for path, value in _flat(spectral).items():
       layer_path, leaf = path.rsplit("/sn/", 1)
       if leaf in ("u", "sigma"):  # v's entries are ordered differently in conv layers
-        add(f"{tag}_sn_u_sigma", path, getattr(module.get_submodule(layer_path.replace("/", ".")), leaf), value)
+        add(
+          f"{tag}_sn_u_sigma", path, getattr(module.get_submodule(layer_path.replace("/", ".")), leaf), value
+        )
   buffers = dict(trainer.G.named_buffers())
   for path, value in _flat(state.g_batch_stats).items():
     add("g_batch_stats", path, buffers[path.replace("/", ".")], value)
@@ -616,13 +675,20 @@ def jax_step_noise(config, step=0):
   """The (z, y) pairs sagan_jax.step draws at ``step``: one per D update, then the G update's."""
   import jax
   import numpy as np
+
   from sagan_jax import step as step_lib
+
   keys = step_lib.step_keys(config.seed, step)
   n_d = config.d_steps_per_g_step
-  draw = lambda key: tuple(np.asarray(a) for a in (
+  draw = lambda key: tuple(
+    np.asarray(a)
+    for a in (
       jax.random.normal(jax.random.split(key)[0], (config.batch_size, config.model.z_dim), jax.numpy.float32),
-      jax.random.randint(jax.random.split(key)[1], (config.batch_size,), 0, config.model.num_classes,
-                         jax.numpy.int32)))
+      jax.random.randint(
+        jax.random.split(key)[1], (config.batch_size,), 0, config.model.num_classes, jax.numpy.int32
+      ),
+    )
+  )
   pairs = [draw(k) for k in jax.random.split(keys[0], n_d)] + [draw(keys[1])]
   return [(torch.from_numpy(np.array(z)), torch.from_numpy(y.astype(np.int64))) for z, y in pairs]
 
@@ -630,9 +696,12 @@ def jax_step_noise(config, step=0):
 def verify_against_jax(config, memory_format=torch.channels_last, attention="sdpa", steps=2):
   """Same initial state, batch and noise: the forward passes and ``steps`` train steps agree."""
   import numpy as np
+
   from sagan_jax import programs, sharding
-  from sagan_jax.models import discriminator as jax_d, generator as jax_g
+  from sagan_jax.models import discriminator as jax_d
+  from sagan_jax.models import generator as jax_g
   from sagan_jax.models.layers import SPECTRAL
+
   assert (G_ARCH, D_ARCH) == (jax_g.G_ARCH, jax_d.D_ARCH), "architecture tables drifted from sagan_jax"
   mesh = sharding.create_mesh()
   built = programs.programs(config, mesh)
@@ -668,21 +737,25 @@ def verify_against_jax(config, memory_format=torch.channels_last, attention="sdp
     out = trainer.step(*trainer.batch(images, labels), noise=noise)
     state, metrics = built.train_step(state, batch)
     report[f"step{i + 1}"] = {
-        "d_loss": (float(metrics["d_loss"]), float(out["d_loss"])),
-        "g_loss": (float(metrics["g_loss"]), float(out["g_loss"])),
-        **compare_with_jax_state(trainer, state)}
+      "d_loss": (float(metrics["d_loss"]), float(out["d_loss"])),
+      "g_loss": (float(metrics["g_loss"]), float(out["g_loss"])),
+      **compare_with_jax_state(trainer, state),
+    }
   return report
 
 
 # ---------------------------------------------------------------------------------------
 
+
 def time_trainer(trainer, config, steps=10, warmup=3):
   import numpy as np
+
   m = config.model
   rng = np.random.default_rng(0)
   shape = (config.d_steps_per_g_step, config.batch_size, m.resolution, m.resolution, m.image_channels)
-  images, labels = trainer.batch(rng.uniform(-1, 1, shape).astype(np.float32),
-                                 rng.integers(0, m.num_classes, shape[:2]))
+  images, labels = trainer.batch(
+    rng.uniform(-1, 1, shape).astype(np.float32), rng.integers(0, m.num_classes, shape[:2])
+  )
   for _ in range(warmup):
     trainer.step(images, labels)
   t0 = time.perf_counter()
@@ -697,8 +770,9 @@ def main():
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--threads", type=int, default=2)
   parser.add_argument("--verify", action="store_true", help="one JAX and one torch step from the same state")
-  parser.add_argument("--layouts", action="store_true",
-                      help="time contiguous vs channels_last and the Adam implementations")
+  parser.add_argument(
+    "--layouts", action="store_true", help="time contiguous vs channels_last and the Adam implementations"
+  )
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--steps", type=int, default=10)
   args = parser.parse_args()
@@ -708,19 +782,27 @@ def main():
   print(f"ch={args.ch}: G {g_count:,} / D {d_count:,} parameters, equal to the JAX model's")
   if args.verify:
     import json
+
     print(json.dumps(verify_against_jax(config), indent=1))
   if args.layouts:
     cl, nchw = torch.channels_last, torch.contiguous_format
-    variants = [("channels_last", cl, "fused", "sdpa"), ("contiguous", nchw, "fused", "sdpa"),
-                ("channels_last", cl, "fused", "explicit"), ("channels_last", cl, "foreach", "sdpa"),
-                ("channels_last", cl, "for", "sdpa")]
+    variants = [
+      ("channels_last", cl, "fused", "sdpa"),
+      ("contiguous", nchw, "fused", "sdpa"),
+      ("channels_last", cl, "fused", "explicit"),
+      ("channels_last", cl, "foreach", "sdpa"),
+      ("channels_last", cl, "for", "sdpa"),
+    ]
     trainers = [Trainer(config, fmt, adam, attention) for _, fmt, adam, attention in variants]
     times = [[] for _ in variants]
     for r in range(args.rounds):  # interleaved: load drift hits every variant alike
       for i, trainer in enumerate(trainers):
         times[i].append(time_trainer(trainer, config, args.steps, warmup=2 if r == 0 else 0))
-    for (name, _, adam, attention), t in zip(variants, times):
-      print(f"{name:>14} adam={adam:<8} attention={attention:<8} median {sorted(t)[len(t) // 2]:.4f} s/step  ({', '.join(f'{x:.4f}' for x in t)})")
+    for (name, _, adam, attention), t in zip(variants, times, strict=True):
+      print(
+        f"{name:>14} adam={adam:<8} attention={attention:<8} median {sorted(t)[len(t) // 2]:.4f} "
+        f"s/step  ({', '.join(f'{x:.4f}' for x in t)})"
+      )
 
 
 if __name__ == "__main__":

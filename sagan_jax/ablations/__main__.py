@@ -22,13 +22,14 @@ gets its record, runs/<variant>/seed<k>.json, then results.md/.csv, paired.csv a
 Rerunning a command resumes it: finished runs are not retrained. A run that fails leaves no
 record, and the sweep exits 1 with one error line after writing the tables.
 """
+
 from sagan_jax import signals
 
 if __name__ == "__main__":
   signals.hold_interrupts()  # a SIGINT while the libraries load: one line, not a traceback
 
-import sys
 import os
+import sys
 import types
 
 from absl import app, flags
@@ -39,36 +40,71 @@ from sagan_jax.ablations.variants import SWEEPS, Sweep
 from sagan_jax.errors import UserError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("sweep", None, list(SWEEPS), "table1: attention placement (the paper's Table 1); "
-                  "fig3: stabilisation, SN on G and TTUR (the paper's Fig. 3).")
-flags.DEFINE_string("base_config", "configs/fashion_mnist.py",
-                    "Config file (optionally :variant) every variant starts from.")
+flags.DEFINE_enum(
+  "sweep",
+  None,
+  list(SWEEPS),
+  "table1: attention placement (the paper's Table 1); "
+  "fig3: stabilisation, SN on G and TTUR (the paper's Fig. 3).",
+)
+flags.DEFINE_string(
+  "base_config", "configs/fashion_mnist.py", "Config file (optionally :variant) every variant starts from."
+)
 flags.DEFINE_integer("steps", 600, "G steps per run.", lower_bound=1)
 flags.DEFINE_string("out", None, "Output folder: one workdir per variant and seed.")
-flags.DEFINE_string("results", "", "Folder of the per-run records, tables and plots (default: "
-                    "--out); commit it.")
+flags.DEFINE_string(
+  "results", "", "Folder of the per-run records, tables and plots (default: --out); commit it."
+)
 flags.DEFINE_integer("seeds", 1, "Training seeds per variant.", lower_bound=1)
 flags.DEFINE_integer("first_seed", 0, "The first training seed.")
-flags.DEFINE_string("baseline", None, "Variant every other is compared with, seed by seed "
-                    "(default: table1 self-attention at the base config's side, feat16 on the "
-                    "embedded default; fig3 sn_gd_ttur).")
-flags.DEFINE_integer("eval_points", None, "Evaluations per run, evenly spaced, the last at the end "
-                     "(default: table1 1; fig3 4, its curves need points).", lower_bound=1)
+flags.DEFINE_string(
+  "baseline",
+  None,
+  "Variant every other is compared with, seed by seed "
+  "(default: table1 self-attention at the base config's side, feat16 on the "
+  "embedded default; fig3 sn_gd_ttur).",
+)
+flags.DEFINE_integer(
+  "eval_points",
+  None,
+  "Evaluations per run, evenly spaced, the last at the end "
+  "(default: table1 1; fig3 4, its curves need points).",
+  lower_bound=1,
+)
 flags.DEFINE_integer("eval_samples", 2000, "Samples per evaluation.", lower_bound=1)
-flags.DEFINE_multi_string("set", [], "FIELD=VALUE: an extra override for every variant, e.g. "
-                          "--set model.ch=2.")
+flags.DEFINE_multi_string(
+  "set", [], "FIELD=VALUE: an extra override for every variant, e.g. --set model.ch=2."
+)
 flags.DEFINE_string("only", "", "Comma-separated variant names to run (default: all).")
 flags.DEFINE_integer("parallel", 1, "Runs trained at once on this machine.", lower_bound=1)
-flags.DEFINE_multi_string("reuse", [], "Another sweep's --results folder: a finished run there with "
-                          "the very config a run here would train is taken instead of training it.")
-flags.DEFINE_bool("report_only", False, "Train nothing: the tables and plots of the runs finished "
-                  "so far.")
-flags.DEFINE_bool("print_commands", False, "Print one launch command per variant and seed and exit "
-                  "(batch jobs, Cloud TPU).")
+flags.DEFINE_multi_string(
+  "reuse",
+  [],
+  "Another sweep's --results folder: a finished run there with "
+  "the very config a run here would train is taken instead of training it.",
+)
+flags.DEFINE_bool("report_only", False, "Train nothing: the tables and plots of the runs finished so far.")
+flags.DEFINE_bool(
+  "print_commands", False, "Print one launch command per variant and seed and exit (batch jobs, Cloud TPU)."
+)
 flags.mark_flags_as_required(["sweep", "out"])
-SWEEP_FLAGS = ("base_config", "steps", "out", "results", "seeds", "first_seed", "baseline",
-               "eval_points", "eval_samples", "set", "only", "parallel", "reuse", "report_only",
-               "print_commands")
+SWEEP_FLAGS = (
+  "base_config",
+  "steps",
+  "out",
+  "results",
+  "seeds",
+  "first_seed",
+  "baseline",
+  "eval_points",
+  "eval_samples",
+  "set",
+  "only",
+  "parallel",
+  "reuse",
+  "report_only",
+  "print_commands",
+)
 
 
 def _sweep_args(sweep: Sweep, config) -> types.SimpleNamespace:
@@ -109,8 +145,10 @@ def exit_if_any_failed(results: list) -> None:
   failed = [r for r in results if str(r.get("status", "")).startswith("failed")]
   if failed:
     runs = "; ".join(f"{r['variant']} seed {r['seed']} {r['status']}" for r in failed)
-    sys.exit(f"error: {len(failed)} run(s) failed: {runs}. The tables cover the finished runs; "
-             "rerun the same command to retry the failed ones (finished runs are not retrained)")
+    sys.exit(
+      f"error: {len(failed)} run(s) failed: {runs}. The tables cover the finished runs; "
+      "rerun the same command to retry the failed ones (finished runs are not retrained)"
+    )
 
 
 def main(argv):

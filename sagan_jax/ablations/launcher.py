@@ -7,6 +7,7 @@ stops its runs too, each saving a checkpoint when it is in its training loop.
 
 ``args`` is the sweep command's flags as attributes (sagan_jax.ablations.__main__).
 """
+
 import json
 import os
 import shlex
@@ -22,14 +23,20 @@ from sagan_jax.errors import UserError
 
 def command(args, job: Job) -> list:
   """The job's training command."""
-  return [sys.executable, "-m", "sagan_jax.main", f"--config={args.base_config}",
-          f"--workdir={records.workdir(args, job)}",
-          *[f"--config.{o}" for o in records.config_overrides(args, job)]]
+  return [
+    sys.executable,
+    "-m",
+    "sagan_jax.main",
+    f"--config={args.base_config}",
+    f"--workdir={records.workdir(args, job)}",
+    *[f"--config.{o}" for o in records.config_overrides(args, job)],
+  ]
 
 
 def parameter_counts(run_dir: str) -> tuple:
   """G's and D's parameter counts of the run's model (shapes only: nothing is computed)."""
   from sagan_jax import programs, run
+
   state = programs.abstract_state(run.load_config(run_dir))
   return programs.parameter_count(state.g_params), programs.parameter_count(state.d_params)
 
@@ -41,8 +48,14 @@ def _start(args, job: Job, cores) -> tuple:
   print(f"[{job.variant.name} seed {job.seed}] {shlex.join(cmd)}", flush=True)
   log = open(os.path.join(run_dir, "train.log"), "a")
   pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
-  proc = subprocess.Popen(cmd, cwd=records.ROOT, stdout=log, stderr=subprocess.STDOUT,
-                          preexec_fn=pin, env=dict(os.environ, PYTHONPATH=records.ROOT))
+  proc = subprocess.Popen(
+    cmd,
+    cwd=records.ROOT,
+    stdout=log,
+    stderr=subprocess.STDOUT,
+    preexec_fn=pin,
+    env=dict(os.environ, PYTHONPATH=records.ROOT),
+  )
   return proc, log, time.time()
 
 
@@ -50,7 +63,7 @@ def _last_error_line(log_path: str) -> str:
   """The last 'error: …' line a failed run printed, to repeat in the sweep's own error."""
   try:
     with open(log_path, errors="replace") as f:
-      lines = [l.strip() for l in f if l.startswith("error:")]
+      lines = [line.strip() for line in f if line.startswith("error:")]
   except OSError:
     return ""
   return lines[-1] if lines else ""
@@ -73,9 +86,11 @@ def _finish(args, job: Job, proc, log, start) -> dict:
   with open(os.path.join(run_dir, "config.json")) as f:
     result["config"] = json.load(f)
   records.write_finished(args, job, result)
-  print(f"[{job.variant.name} seed {job.seed}] finished in {result['wall_seconds'] / 60:.1f} min: "
-        + ", ".join(f"{k}={v:.4g}" for k, v in records.final_metrics(result).items()
-                    if k in records.METRICS), flush=True)
+  print(
+    f"[{job.variant.name} seed {job.seed}] finished in {result['wall_seconds'] / 60:.1f} min: "
+    + ", ".join(f"{k}={v:.4g}" for k, v in records.final_metrics(result).items() if k in records.METRICS),
+    flush=True,
+  )
   return result
 
 
@@ -85,7 +100,7 @@ def _core_shares(parallel: int) -> list:
   if parallel <= 1 or len(cores) < parallel:
     return [set()] * parallel
   per = len(cores) // parallel
-  return [set(cores[i * per:(i + 1) * per]) for i in range(parallel)]
+  return [set(cores[i * per : (i + 1) * per]) for i in range(parallel)]
 
 
 def run_jobs(args, jobs: list) -> list:
@@ -118,7 +133,7 @@ def run_jobs(args, jobs: list) -> list:
           results[job.key] = _finish(args, job, proc, log, start)
           del running[slot]
   finally:
-    for job, proc, log, _ in running.values():  # interrupted: the runs resume next time
+    for _, proc, log, _ in running.values():  # interrupted: the runs resume next time
       proc.terminate()
       proc.wait()
       log.close()
@@ -151,8 +166,10 @@ def run_sweep(args, variants: list) -> list:
     return []
   if args.report_only:
     results = [(job, records.finished(args, job)) for job in jobs]
-    results = [r if r is not None else {"variant": job.variant.name, "seed": job.seed, "status": "not run yet"}
-               for job, r in results]
+    results = [
+      r if r is not None else {"variant": job.variant.name, "seed": job.seed, "status": "not run yet"}
+      for job, r in results
+    ]
   else:
     results = run_jobs(args, jobs)
   order = {v.name: i for i, v in enumerate(every_variant)}

@@ -10,6 +10,7 @@ another config.
 
 ``args`` here is the sweep command's flags as attributes (sagan_jax.ablations.__main__).
 """
+
 import ast
 import importlib.util
 import json
@@ -23,8 +24,17 @@ from sagan_jax.errors import UserError
 # The folder that holds the package and configs/: relative --base_config paths start there.
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The metrics a record keeps, in table order.
-METRICS = ("fid", "fid_fmnist", "class_accuracy", "coverage", "density", "precision", "recall",
-           "intra_fid", "is")
+METRICS = (
+  "fid",
+  "fid_fmnist",
+  "class_accuracy",
+  "coverage",
+  "density",
+  "precision",
+  "recall",
+  "intra_fid",
+  "is",
+)
 # Where a machine keeps its files: the same run elsewhere has other values here.
 LOCAL_FIELDS = ("dataset.data_dir", "dataset.manual_dir", "eval.cache_dir", "eval.inception_weights")
 
@@ -47,8 +57,9 @@ def load_base_config(spec: str, sets=()):
     for name in parents:
       node = node.get(name) if hasattr(node, "get") else None
     if node is None or leaf not in node:
-      raise UserError(f"--set {item}: the config has no field {field!r}; the config file lists "
-                      f"every field with a comment")
+      raise UserError(
+        f"--set {item}: the config has no field {field!r}; the config file lists every field with a comment"
+      )
     try:
       value = ast.literal_eval(value)
     except (ValueError, SyntaxError):
@@ -80,11 +91,19 @@ def config_overrides(args, job: Job) -> list:
   ones, then the variant's. A variant's field wins over a --set of it: variants are built from the
   base config with --set applied (Fig. 3's "lr_G for both" must stay equal under --set d_lr)."""
   every = max(1, args.steps // args.eval_points)
-  run = {"num_train_steps": args.steps, "evals.periodic.every_steps": every,
-         "evals.periodic.num_samples": args.eval_samples, "checkpoint_every_steps": every, "seed": job.seed}
+  run = {
+    "num_train_steps": args.steps,
+    "evals.periodic.every_steps": every,
+    "evals.periodic.num_samples": args.eval_samples,
+    "checkpoint_every_steps": every,
+    "seed": job.seed,
+  }
   sets = [item for item in args.set if item.partition("=")[0] not in job.variant.overrides]
-  return ([f"{k}={_flag_value(v)}" for k, v in run.items()] + sets +
-          [f"{k}={_flag_value(v)}" for k, v in job.variant.overrides.items()])
+  return (
+    [f"{k}={_flag_value(v)}" for k, v in run.items()]
+    + sets
+    + [f"{k}={_flag_value(v)}" for k, v in job.variant.overrides.items()]
+  )
 
 
 def run_config(args, job: Job) -> dict:
@@ -96,10 +115,15 @@ def run_config(args, job: Job) -> dict:
 def new_record(args, job: Job, wall_seconds: float) -> dict:
   """The record of the job's run as its training left it (the launcher adds its status, and
   for a finished run its parameter counts and config)."""
-  return {"variant": job.variant.name, "seed": job.seed, "description": job.variant.description,
-          "overrides": {k: _flag_value(v) for k, v in job.variant.overrides.items()},
-          "steps": args.steps, "wall_seconds": round(wall_seconds, 1),
-          "evaluations": evaluations(workdir(args, job))}
+  return {
+    "variant": job.variant.name,
+    "seed": job.seed,
+    "description": job.variant.description,
+    "overrides": {k: _flag_value(v) for k, v in job.variant.overrides.items()},
+    "steps": args.steps,
+    "wall_seconds": round(wall_seconds, 1),
+    "evaluations": evaluations(workdir(args, job)),
+  }
 
 
 def evaluations(run_dir: str) -> list:
@@ -111,8 +135,9 @@ def evaluations(run_dir: str) -> list:
   with open(path) as f:
     for line in f:
       line = json.loads(line)
-      by_step[line["step"]] = {k: line[k] for k in ("step", "num_samples", *METRICS, "is_std", "seconds")
-                               if k in line}
+      by_step[line["step"]] = {
+        k: line[k] for k in ("step", "num_samples", *METRICS, "is_std", "seconds") if k in line
+      }
   return [by_step[s] for s in sorted(by_step)]
 
 
@@ -138,8 +163,11 @@ def config_differences(recorded: dict, wanted: dict) -> dict:
   would train; paths left out."""
   old = _flat(json.loads(config_lib.from_saved(recorded).to_json()))
   new = _flat(json.loads(json.dumps(wanted)))
-  return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
-          if k not in LOCAL_FIELDS and old.get(k) != new.get(k)}
+  return {
+    k: (old.get(k), new.get(k))
+    for k in sorted(set(old) | set(new))
+    if k not in LOCAL_FIELDS and old.get(k) != new.get(k)
+  }
 
 
 def _recorded_config(result: dict) -> dict | None:
@@ -159,9 +187,13 @@ def _reused(args, job: Job) -> dict | None:
           result = json.load(f)
         recorded = _recorded_config(result)
         if recorded is not None and not config_differences(recorded, wanted):
-          return {**result, "variant": job.variant.name, "description": job.variant.description,
-                  "overrides": {k: _flag_value(v) for k, v in job.variant.overrides.items()},
-                  "reused_from": path}
+          return {
+            **result,
+            "variant": job.variant.name,
+            "description": job.variant.description,
+            "overrides": {k: _flag_value(v) for k, v in job.variant.overrides.items()},
+            "reused_from": path,
+          }
   return None
 
 
@@ -176,9 +208,11 @@ def finished(args, job: Job) -> dict | None:
       differing = config_differences(recorded, run_config(args, job)) if recorded is not None else {}
       if differing:
         shown = ", ".join(f"{k} {old!r} there, {new!r} now" for k, (old, new) in list(differing.items())[:4])
-        raise UserError(f"{path} is a run of another config ({shown}); rerun with the "
-                        f"--steps/--eval_*/--set it was run with, or give this config its own "
-                        f"--results and --out")
+        raise UserError(
+          f"{path} is a run of another config ({shown}); rerun with the "
+          f"--steps/--eval_*/--set it was run with, or give this config its own "
+          f"--results and --out"
+        )
       return result
   reused = _reused(args, job) if args.reuse else None
   if reused is not None:

@@ -7,6 +7,7 @@ Paired: the difference variant − baseline is taken seed by seed (same seed: th
 order, and the same initial parameters where the shapes agree), so the seed-to-seed
 spread the two share cancels out.
 """
+
 import math
 import statistics
 from typing import NamedTuple
@@ -19,9 +20,9 @@ LOWER_IS_BETTER = {"fid", "fid_fmnist", "intra_fid"}
 class Interval(NamedTuple):
   n: int
   mean: float
-  sd: float    # over seeds (nan for n < 2)
-  se: float    # sd / sqrt(n)
-  low: float   # the two-sided `level` t-interval of the mean (nan for n < 2)
+  sd: float  # over seeds (nan for n < 2)
+  se: float  # sd / sqrt(n)
+  low: float  # the two-sided `level` t-interval of the mean (nan for n < 2)
   high: float
 
 
@@ -73,8 +74,7 @@ def verdict(metric: str, diff: Interval | None, baseline_name: str, level: float
   lower = metric in LOWER_IS_BETTER
   if diff.low > 0 or diff.high < 0:
     better = (diff.high < 0) == lower
-    return (f"{'better' if better else 'worse'} than {baseline_name}: the {level:.0%} interval "
-            f"excludes 0")
+    return f"{'better' if better else 'worse'} than {baseline_name}: the {level:.0%} interval excludes 0"
   need = seeds_to_resolve(diff, level)
   more = f"~{need} seeds would resolve a difference this size" if need else "no resolvable difference"
   return f"not resolved: the interval includes 0 ({more})"

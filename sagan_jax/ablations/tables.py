@@ -10,6 +10,7 @@
 
 ``args`` is the sweep command's flags as attributes (sagan_jax.ablations.__main__).
 """
+
 import csv
 import math
 import os
@@ -40,15 +41,20 @@ def summary_rows(results, names) -> list:
   rows = []
   for variant, runs in _by_variant(results).items():
     first = next(iter(runs.values()))
-    row = {"variant": variant, "description": first["description"],
-           "G params": first.get("g_params", ""), "D params": first.get("d_params", ""),
-           "seeds": len(runs)}
+    row = {
+      "variant": variant,
+      "description": first["description"],
+      "G params": first.get("g_params", ""),
+      "D params": first.get("d_params", ""),
+      "seeds": len(runs),
+    }
     for name in names:
       values = [final_metrics(r)[name] for r in runs.values() if name in final_metrics(r)]
       if values:
         iv = stats.interval(values)
-        row.update({f"{name} mean": iv.mean, f"{name} se": iv.se, f"{name} ci_low": iv.low,
-                    f"{name} ci_high": iv.high})
+        row.update(
+          {f"{name} mean": iv.mean, f"{name} se": iv.se, f"{name} ci_low": iv.low, f"{name} ci_high": iv.high}
+        )
     row["wall min/run"] = sum(r["wall_seconds"] for r in runs.values()) / len(runs) / 60
     rows.append(row)
   return rows
@@ -68,10 +74,17 @@ def paired_rows(results, names, baseline: str) -> list:
       mine = {s: final_metrics(r)[name] for s, r in runs.items() if name in final_metrics(r)}
       theirs = {s: m[name] for s, m in base.items() if name in m}
       diff = stats.paired(mine, theirs)
-      rows.append({"variant": variant, "metric": name, "pairs": diff.n if diff else 0,
-                   "difference": diff.mean if diff else math.nan,
-                   "ci_low": diff.low if diff else math.nan, "ci_high": diff.high if diff else math.nan,
-                   "verdict": stats.verdict(name, diff, baseline)})
+      rows.append(
+        {
+          "variant": variant,
+          "metric": name,
+          "pairs": diff.n if diff else 0,
+          "difference": diff.mean if diff else math.nan,
+          "ci_low": diff.low if diff else math.nan,
+          "ci_high": diff.high if diff else math.nan,
+          "verdict": stats.verdict(name, diff, baseline),
+        }
+      )
   return rows
 
 
@@ -89,7 +102,9 @@ def write_tables(args, results: list, title: str) -> None:
   """results.md (also printed), results.csv and paired.csv of the sweep's records."""
   names = metric_names(results)
   summary, pairs = summary_rows(results, names), paired_rows(results, names, args.baseline)
-  failed = [f"{r['variant']} seed {r['seed']}: {r['status']}" for r in results if r.get("status") != "finished"]
+  failed = [
+    f"{r['variant']} seed {r['seed']}: {r['status']}" for r in results if r.get("status") != "finished"
+  ]
   os.makedirs(args.results, exist_ok=True)
   for filename, rows in (("results.csv", summary), ("paired.csv", pairs)):
     with open(os.path.join(args.results, filename), "w", newline="") as f:
@@ -98,12 +113,16 @@ def write_tables(args, results: list, title: str) -> None:
         writer.writeheader()
         writer.writerows(rows)
   fmt = stats.fmt
-  lines = [f"# {title}", "",
-           f"Base config `{args.base_config}`, {args.steps} G steps per run, seeds "
-           f"{seed_list(results)}, {args.eval_samples} samples per "
-           f"evaluation, extra overrides: {', '.join(args.set) or 'none'}. Lower FID is better; higher "
-           f"class accuracy, coverage, precision, recall, density. Per metric: the mean over seeds at "
-           f"the last step, ± its standard error, [its 95% Student-t interval].", ""]
+  lines = [
+    f"# {title}",
+    "",
+    f"Base config `{args.base_config}`, {args.steps} G steps per run, seeds "
+    f"{seed_list(results)}, {args.eval_samples} samples per "
+    f"evaluation, extra overrides: {', '.join(args.set) or 'none'}. Lower FID is better; higher "
+    f"class accuracy, coverage, precision, recall, density. Per metric: the mean over seeds at "
+    f"the last step, ± its standard error, [its 95% Student-t interval].",
+    "",
+  ]
   header = ["variant", "description", "G params", "D params", "seeds", *names, "wall min/run"]
   lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for row in summary:
@@ -114,17 +133,26 @@ def write_tables(args, results: list, title: str) -> None:
       elif row["seeds"] < 2:
         cells.append(fmt(row[f"{name} mean"]))
       else:
-        cells.append(f"{fmt(row[f'{name} mean'])} ± {fmt(row[f'{name} se'])} "
-                     f"[{fmt(row[f'{name} ci_low'])}, {fmt(row[f'{name} ci_high'])}]")
+        cells.append(
+          f"{fmt(row[f'{name} mean'])} ± {fmt(row[f'{name} se'])} "
+          f"[{fmt(row[f'{name} ci_low'])}, {fmt(row[f'{name} ci_high'])}]"
+        )
     cells.append(f"{row['wall min/run']:.1f}")
     lines.append("| " + " | ".join(str(c) for c in cells) + " |")
   if pairs:
-    lines += ["", f"Paired with `{args.baseline}` (seed by seed): the mean of variant − "
-              f"{args.baseline} and its 95% Student-t interval.", "",
-              "| variant | metric | seeds | difference | 95% interval | verdict |", "|---|---|---|---|---|---|"]
+    lines += [
+      "",
+      f"Paired with `{args.baseline}` (seed by seed): the mean of variant − "
+      f"{args.baseline} and its 95% Student-t interval.",
+      "",
+      "| variant | metric | seeds | difference | 95% interval | verdict |",
+      "|---|---|---|---|---|---|",
+    ]
     for row in pairs:
-      lines.append(f"| {row['variant']} | {row['metric']} | {row['pairs']} | {fmt(row['difference'])} | "
-                   f"[{fmt(row['ci_low'])}, {fmt(row['ci_high'])}] | {row['verdict']} |")
+      lines.append(
+        f"| {row['variant']} | {row['metric']} | {row['pairs']} | {fmt(row['difference'])} | "
+        f"[{fmt(row['ci_low'])}, {fmt(row['ci_high'])}] | {row['verdict']} |"
+      )
   elif summary:
     lines += ["", f"No paired comparison: the baseline `{args.baseline}` has no finished run."]
   if failed:
@@ -137,8 +165,10 @@ def write_tables(args, results: list, title: str) -> None:
 
 def _pyplot():
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   return plt
 
 
@@ -161,13 +191,19 @@ def plot_curves(args, results: list, filename: str, title: str) -> list:
       for r in runs.values():
         points = [(e["step"], e[name]) for e in r.get("evaluations", []) if name in e]
         if points:
-          ax.plot(*zip(*points), color=color, alpha=0.25, linewidth=1)
+          ax.plot(*zip(*points, strict=True), color=color, alpha=0.25, linewidth=1)
           for step, value in points:
             by_step.setdefault(step, []).append(value)
       steps = sorted(s for s, v in by_step.items() if len(v) == len(runs))
       if steps:
-        ax.plot(steps, [sum(by_step[s]) / len(by_step[s]) for s in steps], color=color, linewidth=2.5,
-                marker="o", label=f"{variant} (mean of {len(runs)})")
+        ax.plot(
+          steps,
+          [sum(by_step[s]) / len(by_step[s]) for s in steps],
+          color=color,
+          linewidth=2.5,
+          marker="o",
+          label=f"{variant} (mean of {len(runs)})",
+        )
     ax.set_xlabel("generator step")
     ax.set_ylabel(name)
     ax.set_title(title)
@@ -187,8 +223,10 @@ def plot_bars(args, results: list, filename: str, title: str) -> list:
     shown = [row for row in summary if f"{name} mean" in row]
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(shown)), 4))
     x = range(len(shown))
-    err = [[row[f"{name} mean"] - row[f"{name} ci_low"] if row["seeds"] > 1 else 0 for row in shown],
-           [row[f"{name} ci_high"] - row[f"{name} mean"] if row["seeds"] > 1 else 0 for row in shown]]
+    err = [
+      [row[f"{name} mean"] - row[f"{name} ci_low"] if row["seeds"] > 1 else 0 for row in shown],
+      [row[f"{name} ci_high"] - row[f"{name} mean"] if row["seeds"] > 1 else 0 for row in shown],
+    ]
     ax.bar(x, [row[f"{name} mean"] for row in shown], yerr=err, capsize=4, alpha=0.6)
     for i, row in enumerate(shown):
       values = [final_metrics(r)[name] for r in by[row["variant"]].values() if name in final_metrics(r)]

@@ -6,7 +6,9 @@ overrides), with its title, default baseline and plots (``SWEEPS``, by the name
   parameters alone explain it.
 - fig3, stabilisation (the paper's Fig. 3): spectral norm on G and TTUR stabilise training.
 """
-from typing import Callable, NamedTuple
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 from sagan_jax.models.discriminator import discriminator_sides
 from sagan_jax.models.generator import generator_sides
@@ -20,6 +22,7 @@ class Variant(NamedTuple):
 
 class Job(NamedTuple):
   """One run of a sweep: a variant trained at one seed."""
+
   variant: Variant
   seed: int
 
@@ -64,34 +67,61 @@ def stabilization_variants(config) -> list:
   g_lr, d_lr = config.optimizer.g_lr, config.optimizer.d_lr
   equal = {"optimizer.g_lr": g_lr, "optimizer.d_lr": g_lr}
   return [
-      Variant("sn_d_1to1", f"SN on D only, 1:1, lr {g_lr:g} both",
-              {"model.g_spectral_norm": False, "d_steps_per_g_step": 1, **equal}),
-      Variant("sn_d_5to1", f"SN on D only, 5:1, lr {g_lr:g} both",
-              {"model.g_spectral_norm": False, "d_steps_per_g_step": 5, **equal}),
-      Variant("sn_gd_1to1", f"SN on G and D, 1:1, lr {g_lr:g} both",
-              {"model.g_spectral_norm": True, "d_steps_per_g_step": 1, **equal}),
-      Variant("sn_gd_ttur", f"SN on G and D, 1:1, TTUR lr_G {g_lr:g} lr_D {d_lr:g}",
-              {"model.g_spectral_norm": True, "d_steps_per_g_step": 1,
-               "optimizer.g_lr": g_lr, "optimizer.d_lr": d_lr}),
+    Variant(
+      "sn_d_1to1",
+      f"SN on D only, 1:1, lr {g_lr:g} both",
+      {"model.g_spectral_norm": False, "d_steps_per_g_step": 1, **equal},
+    ),
+    Variant(
+      "sn_d_5to1",
+      f"SN on D only, 5:1, lr {g_lr:g} both",
+      {"model.g_spectral_norm": False, "d_steps_per_g_step": 5, **equal},
+    ),
+    Variant(
+      "sn_gd_1to1",
+      f"SN on G and D, 1:1, lr {g_lr:g} both",
+      {"model.g_spectral_norm": True, "d_steps_per_g_step": 1, **equal},
+    ),
+    Variant(
+      "sn_gd_ttur",
+      f"SN on G and D, 1:1, TTUR lr_G {g_lr:g} lr_D {d_lr:g}",
+      {
+        "model.g_spectral_norm": True,
+        "d_steps_per_g_step": 1,
+        "optimizer.g_lr": g_lr,
+        "optimizer.d_lr": d_lr,
+      },
+    ),
   ]
 
 
 class Sweep(NamedTuple):
   """One ablation: its variants of the base config, and how its results are shown."""
-  title: str                   # results.md's heading
-  variants: Callable           # base config (with --set) -> [Variant], in table order
-  default_baseline: Callable   # base config -> the variant every other is paired with
+
+  title: str  # results.md's heading
+  variants: Callable  # base config (with --set) -> [Variant], in table order
+  default_baseline: Callable  # base config -> the variant every other is paired with
   default_eval_points: int
-  bars: str | None             # RESULTS/<bars>_<metric>.png: the final metric per variant
-  curves: str                  # RESULTS/<curves>_<metric>.png: the metric along training
+  bars: str | None  # RESULTS/<bars>_<metric>.png: the final metric per variant
+  curves: str  # RESULTS/<curves>_<metric>.png: the metric along training
 
 
 SWEEPS = {
-    "table1": Sweep("Attention placement (the paper's Table 1)", attention_placement_variants,
-                    attention_placement_baseline, default_eval_points=1,
-                    bars="attention_placement", curves="attention_placement_curves"),
-    # Fig. 3 is curves along training: they need points.
-    "fig3": Sweep("Stabilisation: SN on G and TTUR (the paper's Fig. 3)", stabilization_variants,
-                  lambda config: "sn_gd_ttur", default_eval_points=4, bars=None,
-                  curves="stabilization"),
+  "table1": Sweep(
+    "Attention placement (the paper's Table 1)",
+    attention_placement_variants,
+    attention_placement_baseline,
+    default_eval_points=1,
+    bars="attention_placement",
+    curves="attention_placement_curves",
+  ),
+  # Fig. 3 is curves along training: they need points.
+  "fig3": Sweep(
+    "Stabilisation: SN on G and TTUR (the paper's Fig. 3)",
+    stabilization_variants,
+    lambda config: "sn_gd_ttur",
+    default_eval_points=4,
+    bars=None,
+    curves="stabilization",
+  ),
 }

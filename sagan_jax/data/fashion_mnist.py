@@ -4,6 +4,7 @@ source the training reads them through.
 The input pipeline, the Fashion-MNIST classifier and the evaluator all read these files;
 they find and decode them here.
 """
+
 import gzip
 import os
 import zlib
@@ -15,8 +16,8 @@ from sagan_jax.data.source import Source, check_labels
 from sagan_jax.errors import UserError
 
 FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+  "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+  "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
 
@@ -32,8 +33,7 @@ def find_dir(data_dir: str = "") -> str:
   if data_dir:
     return os.fspath(data_dir)
   candidates = [SYSTEM_DIR, cache_dir()]
-  return next((d for d in candidates if os.path.exists(os.path.join(d, FILES["train"][0]))),
-              candidates[0])
+  return next((d for d in candidates if os.path.exists(os.path.join(d, FILES["train"][0]))), candidates[0])
 
 
 def paths(split: str, data_dir: str = "") -> list:
@@ -45,9 +45,10 @@ def paths(split: str, data_dir: str = "") -> list:
   missing = [p for p in found if not os.path.exists(p)]
   if missing:
     raise UserError(
-        f"Fashion-MNIST files not found: {', '.join(missing)}. Install them with "
-        f"'apt-get install dataset-fashion-mnist' (or 'python -m sagan_jax.fetch_fashion_mnist'), "
-        f"or set --config.dataset.data_dir to the folder holding the four IDX .gz files")
+      f"Fashion-MNIST files not found: {', '.join(missing)}. Install them with "
+      f"'apt-get install dataset-fashion-mnist' (or 'python -m sagan_jax.fetch_fashion_mnist'), "
+      f"or set --config.dataset.data_dir to the folder holding the four IDX .gz files"
+    )
   return found
 
 
@@ -57,8 +58,9 @@ IDX_UINT8 = 0x08  # byte 2 of an IDX header: the element type (unsigned byte)
 def read_idx(path: str) -> np.ndarray:
   """gzip IDX file (bytes 0-1 zero, byte 2 the type, byte 3 the rank, then big-endian uint32
   dims, then uint8 data). A truncated, corrupt or foreign file is refused naming it."""
-  redo = ("; download it again (python -m sagan_jax.fetch_fashion_mnist DIR) or reinstall "
-          "dataset-fashion-mnist")
+  redo = (
+    "; download it again (python -m sagan_jax.fetch_fashion_mnist DIR) or reinstall dataset-fashion-mnist"
+  )
   try:
     with gzip.open(path, "rb") as f:
       data = f.read()
@@ -73,8 +75,10 @@ def read_idx(path: str) -> np.ndarray:
   dims = np.frombuffer(data, ">u4", count=rank, offset=4)
   expected = header + int(np.prod(dims, dtype=np.int64))
   if len(data) != expected:
-    raise UserError(f"{path} holds {len(data) - header} bytes of data but its header "
-                    f"{tuple(int(d) for d in dims)} needs {expected - header}{redo}")
+    raise UserError(
+      f"{path} holds {len(data) - header} bytes of data but its header "
+      f"{tuple(int(d) for d in dims)} needs {expected - header}{redo}"
+    )
   return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
 
 
@@ -83,24 +87,35 @@ def load(split: str, data_dir: str = "") -> tuple[np.ndarray, np.ndarray]:
   images_path, labels_path = paths(split, data_dir)
   images, labels = read_idx(images_path), read_idx(labels_path)
   if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-    raise UserError(f"{images_path} ({images.shape}) and {labels_path} ({labels.shape}) are not "
-                    f"the images (N, 28, 28) and labels (N,) of one split; check the files")
+    raise UserError(
+      f"{images_path} ({images.shape}) and {labels_path} ({labels.shape}) are not "
+      f"the images (N, 28, 28) and labels (N,) of one split; check the files"
+    )
   return images[..., None], labels.astype(np.int32)
 
 
 def in_memory_source(images: np.ndarray, labels: np.ndarray, description: str) -> Source:
   """Images (N, H, W, C) uint8 and labels held in memory, gathered by index."""
   import tensorflow as tf
+
   from sagan_jax.data.preprocess import flip_seed, preprocess
 
   def examples(index_batches, config):
     images_t, labels_t = tf.constant(images), tf.constant(labels)
     m = config.model
-    return index_batches.unbatch().map(lambda e: {
-        "image": preprocess(tf.gather(images_t, e["index"]), resolution=m.resolution,
-                            channels=m.image_channels, flip_seed=flip_seed(config, e["position"])),
+    return index_batches.unbatch().map(
+      lambda e: {
+        "image": preprocess(
+          tf.gather(images_t, e["index"]),
+          resolution=m.resolution,
+          channels=m.image_channels,
+          flip_seed=flip_seed(config, e["position"]),
+        ),
         "label": tf.gather(labels_t, e["index"]),
-    }, num_parallel_calls=tf.data.AUTOTUNE)
+      },
+      num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
   return Source(description, len(labels), examples)
 
 

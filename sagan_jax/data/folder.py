@@ -1,6 +1,7 @@
 """An image folder ``root/<class_name>/*.jpg|jpeg|png`` as a source: classes sorted by name
 (recorded in the workdir's label map), every class checked to decode, undecodable files skipped
 without moving the stream's positions."""
+
 import logging
 import os
 from typing import NamedTuple
@@ -17,28 +18,34 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # compared lower-case: ImageNet's 
 
 
 class ImageFolder(NamedTuple):
-  paths: np.ndarray        # (N,) str, sorted by class, then by file name
-  labels: np.ndarray       # (N,) int32
-  class_names: list        # label -> class folder name
+  paths: np.ndarray  # (N,) str, sorted by class, then by file name
+  labels: np.ndarray  # (N,) int32
+  class_names: list  # label -> class folder name
 
 
 def list_image_folder(root: str) -> ImageFolder:
   """root/<class_name>/*.jpg|png; labels follow the sorted class names."""
   if not root or not tf.io.gfile.isdir(root):
-    raise UserError(f"image folder {root!r} does not exist; set --config.dataset.data_dir to a "
-                    f"folder holding one subfolder of images per class")
-  class_names = sorted(d.rstrip("/") for d in tf.io.gfile.listdir(root)
-                       if tf.io.gfile.isdir(os.path.join(root, d)))
+    raise UserError(
+      f"image folder {root!r} does not exist; set --config.dataset.data_dir to a "
+      f"folder holding one subfolder of images per class"
+    )
+  class_names = sorted(
+    d.rstrip("/") for d in tf.io.gfile.listdir(root) if tf.io.gfile.isdir(os.path.join(root, d))
+  )
   if not class_names:
-    raise UserError(f"image folder {root!r} has no class subfolders; put the images of each "
-                    f"class into their own subfolder root/<class_name>/")
+    raise UserError(
+      f"image folder {root!r} has no class subfolders; put the images of each "
+      f"class into their own subfolder root/<class_name>/"
+    )
   paths, labels = [], []
   for label, name in enumerate(class_names):
     class_dir = os.path.join(root, name)
     files = sorted(f for f in tf.io.gfile.listdir(class_dir) if f.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
-      raise UserError(f"class folder {class_dir!r} holds no .jpg/.jpeg/.png image; add images or "
-                      f"remove the folder")
+      raise UserError(
+        f"class folder {class_dir!r} holds no .jpg/.jpeg/.png image; add images or remove the folder"
+      )
     paths += [os.path.join(class_dir, f) for f in files]
     labels += [label] * len(files)
   return ImageFolder(np.asarray(paths), np.asarray(labels, np.int32), class_names)
@@ -59,15 +66,23 @@ def undecodable_classes(folder: ImageFolder, resolution: int, channels: int) -> 
 
   def first_decodable(label):
     def attempt(i):
-      image = decode_and_preprocess(tf.io.read_file(paths[i]), resolution=resolution,
-                                    channels=channels)
+      image = decode_and_preprocess(tf.io.read_file(paths[i]), resolution=resolution, channels=channels)
       return label, tf.reduce_min(image)  # an output of the decode: never pruned
-    return (tf.data.Dataset.range(starts[label], starts[label + 1]).map(attempt)
-            .ignore_errors().take(1).map(lambda label, _: label))
+
+    return (
+      tf.data.Dataset.range(starts[label], starts[label + 1])
+      .map(attempt)
+      .ignore_errors()
+      .take(1)
+      .map(lambda label, _: label)
+    )
 
   found = tf.data.Dataset.range(num_classes).interleave(
-      first_decodable, cycle_length=DECODE_CHECK_PARALLELISM,
-      num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    first_decodable,
+    cycle_length=DECODE_CHECK_PARALLELISM,
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=False,
+  )
   decodable = {int(label) for label in found.as_numpy_iterator()}
   return [label for label in range(num_classes) if label not in decodable]
 
@@ -76,15 +91,19 @@ def check_folder_decodes(folder: ImageFolder, root: str, resolution: int, channe
   """Refuses a folder with a class (or no class at all) whose files all fail to decode."""
   bad = undecodable_classes(folder, resolution, channels)
   if len(bad) == len(folder.class_names):
-    raise UserError(f"no file of image folder {root!r} decodes as an image ({len(folder.paths)} "
-                    f"tried); check that the files are JPEG/PNG images and not truncated")
+    raise UserError(
+      f"no file of image folder {root!r} decodes as an image ({len(folder.paths)} "
+      f"tried); check that the files are JPEG/PNG images and not truncated"
+    )
   if bad:
     counts = np.bincount(folder.labels, minlength=len(folder.class_names))
     names = ", ".join(f"{folder.class_names[c]!r} (label {c}, {counts[c]} files)" for c in bad[:5])
     more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-    raise UserError(f"no file of class folder(s) {names}{more} in {root!r} decodes as an image, "
-                    f"so the class would never be trained; replace its files or remove the folder "
-                    f"(and lower model.num_classes)")
+    raise UserError(
+      f"no file of class folder(s) {names}{more} in {root!r} decodes as an image, "
+      f"so the class would never be trained; replace its files or remove the folder "
+      f"(and lower model.num_classes)"
+    )
 
 
 def write_label_map(workdir: str, class_names: list, write: bool = True) -> str:
@@ -93,8 +112,10 @@ def write_label_map(workdir: str, class_names: list, write: bool = True) -> str:
   text = "".join(f"{label}\t{name}\n" for label, name in enumerate(class_names))
   if path.exists():
     if path.read_bytes().decode(errors="replace") != text:
-      raise UserError(f"the class folders differ from {path}, the label map this workdir was "
-                      f"trained with; restore the folders or start a new --workdir")
+      raise UserError(
+        f"the class folders differ from {path}, the label map this workdir was "
+        f"trained with; restore the folders or start a new --workdir"
+      )
   elif write:
     path.parent.mkdir(parents=True, exist_ok=True)
     workdir_lib.write_atomic(path, text)
@@ -114,26 +135,32 @@ def folder_source(folder: ImageFolder, description: str) -> Source:
     def first_decodable(e):
       def attempt(offset):
         i = (e["index"] + offset) % n
-        image = decode_and_preprocess(tf.io.read_file(paths[i]), resolution=m.resolution,
-                                      channels=m.image_channels,
-                                      flip_seed=flip_seed(config, e["position"]))
-        return {"image": image, "label": labels[i], "skipped": offset,
-                "skipped_file": paths[e["index"]]}
+        image = decode_and_preprocess(
+          tf.io.read_file(paths[i]),
+          resolution=m.resolution,
+          channels=m.image_channels,
+          flip_seed=flip_seed(config, e["position"]),
+        )
+        return {"image": image, "label": labels[i], "skipped": offset, "skipped_file": paths[e["index"]]}
+
       # A sentinel after the n attempts: no file decodes. The host iterator refuses it
       # instead of the interleave drawing example after example forever.
-      none_decodes = tf.data.Dataset.from_tensors({
+      none_decodes = tf.data.Dataset.from_tensors(
+        {
           "image": tf.zeros([m.resolution, m.resolution, m.image_channels], tf.float32),
-          "label": tf.constant(-1, tf.int32), "skipped": tf.constant(n, tf.int64),
-          "skipped_file": paths[e["index"]]})
-      return (tf.data.Dataset.range(n).map(attempt).ignore_errors().take(1)
-              .concatenate(none_decodes).take(1))
+          "label": tf.constant(-1, tf.int32),
+          "skipped": tf.constant(n, tf.int64),
+          "skipped_file": paths[e["index"]],
+        }
+      )
+      return tf.data.Dataset.range(n).map(attempt).ignore_errors().take(1).concatenate(none_decodes).take(1)
 
     # Each inner dataset yields exactly one example, so the interleave keeps the input order.
     return index_batches.unbatch().interleave(
-        first_decodable, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      first_decodable, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+
   return Source(description, n, examples, tuple(folder.class_names))
-
-
 
 
 def source(config, workdir: str | None = None, write: bool = True) -> Source:
@@ -148,6 +175,11 @@ def source(config, workdir: str | None = None, write: bool = True) -> Source:
   built = folder_source(folder, description)
   if workdir:
     path = write_label_map(workdir, list(built.class_names), write=write)
-    logging.info("%s: %d images of %d classes; label map in %s", built.description,
-                 built.num_examples, len(built.class_names), path)
+    logging.info(
+      "%s: %d images of %d classes; label map in %s",
+      built.description,
+      built.num_examples,
+      len(built.class_names),
+      path,
+    )
   return built

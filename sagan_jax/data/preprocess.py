@@ -1,6 +1,7 @@
 """From decoded or encoded images to model images: central square crop, resize to the model's
 side (28×28 garments are padded to 32×32 instead), the random horizontal flip of training,
 [-1, 1] float32 NHWC, the model's channel count (BigGAN/SAGAN's 128×128 ImageNet recipe)."""
+
 import tensorflow as tf
 
 from sagan_jax.errors import UserError
@@ -22,8 +23,7 @@ def to_model_images(images: tf.Tensor, resolution: int, channels: int) -> tf.Ten
     x = tf.pad(_to_unit_range(images), pad, constant_values=-1.0)
   elif (h, w) != (resolution, resolution):
     # Resize, then scale: the scaling touches resolution² pixels instead of h·w (same result).
-    x = _to_unit_range(tf.image.resize(images, (resolution, resolution), method="bilinear",
-                                       antialias=True))
+    x = _to_unit_range(tf.image.resize(images, (resolution, resolution), method="bilinear", antialias=True))
   else:
     x = _to_unit_range(images)
   c = x.shape[-1]
@@ -50,8 +50,9 @@ def central_square_crop(image: tf.Tensor) -> tf.Tensor:
   return tf.image.crop_to_bounding_box(image, (h - side) // 2, (w - side) // 2, side, side)
 
 
-def preprocess(image: tf.Tensor, *, resolution: int, channels: int,
-               flip_seed: tf.Tensor | None = None) -> tf.Tensor:
+def preprocess(
+  image: tf.Tensor, *, resolution: int, channels: int, flip_seed: tf.Tensor | None = None
+) -> tf.Tensor:
   """uint8 (h, w, c) -> float32 (resolution, resolution, channels) in [-1, 1].
 
   With a flip_seed (training) the image is mirrored with probability 1/2, decided by the seed.
@@ -62,8 +63,9 @@ def preprocess(image: tf.Tensor, *, resolution: int, channels: int,
   return x
 
 
-def decode_and_preprocess(encoded: tf.Tensor, *, resolution: int, channels: int,
-                          flip_seed: tf.Tensor | None = None) -> tf.Tensor:
+def decode_and_preprocess(
+  encoded: tf.Tensor, *, resolution: int, channels: int, flip_seed: tf.Tensor | None = None
+) -> tf.Tensor:
   """Encoded JPEG/PNG bytes -> model image; grayscale and RGBA become `channels` in the decoder."""
   image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
   return preprocess(image, resolution=resolution, channels=channels, flip_seed=flip_seed)

@@ -3,7 +3,9 @@ process's index batches (sagan_jax.data.order) into a stream of single examples
 {'image' float32 (H, W, C) in [-1, 1], 'label' int32}. One module per kind of source
 (fashion_mnist, folder, tfds_source) builds them; sagan_jax.data.pipeline picks by
 ``config.dataset.name``."""
-from typing import Callable, NamedTuple
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -11,7 +13,7 @@ from sagan_jax.errors import UserError
 
 
 class Source(NamedTuple):
-  description: str    # for messages, e.g. "TFDS imagenet2012/5.1.0 split 'train'"
+  description: str  # for messages, e.g. "TFDS imagenet2012/5.1.0 split 'train'"
   num_examples: int
   examples: Callable  # (local index batches, config) -> dataset of {'image', 'label'[, skip info]}
   class_names: tuple = ()  # an image folder's classes (its label map)
@@ -21,9 +23,13 @@ def check_labels(labels: np.ndarray, num_classes: int, source: str) -> None:
   """A wrong folder or label offset silently collapses a conditional GAN: refuse it."""
   lo, hi = int(labels.min()), int(labels.max())
   if lo < 0 or hi >= num_classes:
-    raise UserError(f"{source} has labels in [{lo}, {hi}] but model.num_classes is "
-                    f"{num_classes}; labels must lie in [0, num_classes)")
+    raise UserError(
+      f"{source} has labels in [{lo}, {hi}] but model.num_classes is "
+      f"{num_classes}; labels must lie in [0, num_classes)"
+    )
   present = np.unique(labels).size
   if present < num_classes:
-    raise UserError(f"{source} has {present} classes but model.num_classes is {num_classes}; "
-                    f"set --config.model.num_classes={present} or fix the data")
+    raise UserError(
+      f"{source} has {present} classes but model.num_classes is {num_classes}; "
+      f"set --config.model.num_classes={present} or fix the data"
+    )

@@ -1,1 +1,2 @@
-"""Evaluation: FID Inception network, metrics (FID, IS, intra-FID) and the Fashion-MNIST classifier for fid_fmnist."""
+"""Evaluation: the metric registry, feature spaces (the FID Inception, the Fashion-MNIST
+classifier), cached reference statistics, the metrics' math, and the evaluator."""

@@ -12,15 +12,16 @@ spaces' weights and the kernels G computed in.
 How samples are scored is config.eval (metrics, batch size, reference, caches); when a
 training evaluates is config.evals (entries, each with its own schedule and sample count).
 """
+
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import numpy as np
 
-from sagan_jax import sampling, sharding
 from sagan_jax import config as config_lib
+from sagan_jax import sampling, sharding
 from sagan_jax import workdir as workdir_lib
 from sagan_jax.errors import UserError
 from sagan_jax.evaluation import references, registry, spaces
@@ -33,8 +34,9 @@ NOISE_SEED_OFFSET = 20_180_518
 class Evaluator:
   """Scores the EMA generator of a run; see the module docstring."""
 
-  def __init__(self, config, mesh, sampler: Callable, workdir: str, kernels: Kernels | None = None,
-               metric_names=None):
+  def __init__(
+    self, config, mesh, sampler: Callable, workdir: str, kernels: Kernels | None = None, metric_names=None
+  ):
     """`sampler(state, z, y) -> images`: a sampling.Sampler (EMA weights; z, y batch-sharded)
     of G computing in ``kernels`` (recorded in every metrics line). ``metric_names``: every
     metric this evaluator may be asked for (default: config.eval.metrics and every
@@ -44,21 +46,24 @@ class Evaluator:
     self.config, self.sampler, self.workdir, self.kernels = config, sampler, workdir, kernels
     self._batch_sharding = sharding.batch_sharding(mesh)
     replicated = sharding.replicated(mesh)
-    self.spaces = {name: spaces.build(name, config)
-                   for name in dict.fromkeys(registry.get(m).space for m in names)}
+    self.spaces = {
+      name: spaces.build(name, config) for name in dict.fromkeys(registry.get(m).space for m in names)
+    }
     self._variables = {k: jax.device_put(s.variables, replicated) for k, s in self.spaces.items()}
     constrain = lambda x: jax.lax.with_sharding_constraint(x, self._batch_sharding)
     # Images come replicated (sampler) or batch-sharded (real data); each device takes its share.
-    self._extract = {k: jax.jit(lambda v, x, apply=s.apply: apply(v, constrain(x)),
-                                out_shardings=replicated)
-                     for k, s in self.spaces.items()}
+    self._extract = {
+      k: jax.jit(lambda v, x, apply=s.apply: apply(v, constrain(x)), out_shardings=replicated)
+      for k, s in self.spaces.items()
+    }
     self._references = {}
     self._caches = {k: {} for k in self.spaces}  # per space: values computed once from its reference
 
   def _global(self, host_array: np.ndarray) -> jax.Array:
     """A full global batch, identical on every process, as a batch-sharded array."""
-    return jax.make_array_from_callback(host_array.shape, self._batch_sharding,
-                                        lambda index: host_array[index])
+    return jax.make_array_from_callback(
+      host_array.shape, self._batch_sharding, lambda index: host_array[index]
+    )
 
   def _features(self, batches, num: int, space_names) -> dict:
     """{space: (features, logits)} of the first `num` images of full-size batches."""
@@ -68,25 +73,26 @@ class Evaluator:
         features, logits = self._extract[k](self._variables[k], images)
         out[k][0].append(np.asarray(features))
         out[k][1].append(np.asarray(logits))
-    return {k: (np.concatenate(f)[:num], np.concatenate(l)[:num]) for k, (f, l) in out.items()}
+    return {k: (np.concatenate(f)[:num], np.concatenate(logit)[:num]) for k, (f, logit) in out.items()}
 
   def image_features(self, images: np.ndarray) -> dict:
     """{space: (features, logits)} of host images (N, H, W, C) in [-1, 1], extracted by the
     programs that score samples (for reference points of real or altered images)."""
     batch_size, num = self.config.eval.batch_size, len(images)
     pad = sharding.round_up(num, batch_size) - num
-    images = np.pad(np.asarray(images, np.float32), ((0, pad),) + ((0, 0),) * 3,
-                    constant_values=-1.0)
-    batches = (self._global(images[i:i + batch_size]) for i in range(0, len(images), batch_size))
+    images = np.pad(np.asarray(images, np.float32), ((0, pad),) + ((0, 0),) * 3, constant_values=-1.0)
+    batches = (self._global(images[i : i + batch_size]) for i in range(0, len(images), batch_size))
     return self._features(batches, num, self.spaces)
 
   def reference(self, space_name: str) -> references.Reference:
     """The real data's statistics in a space (cached on disk, computed once if missing)."""
     if space_name not in self._references:
       features_of = lambda batches, num: self._features(
-          (self._global(b) for b in batches), num, [space_name])[space_name][0]
+        (self._global(b) for b in batches), num, [space_name]
+      )[space_name][0]
       self._references[space_name] = references.load_or_compute(
-          self.config, self.spaces[space_name], features_of)
+        self.config, self.spaces[space_name], features_of
+      )
     return self._references[space_name]
 
   def reference_path(self, space_name: str):
@@ -110,12 +116,15 @@ class Evaluator:
     return registry.Context(c.model.num_classes, c.eval.is_splits, self._caches[space_name])
 
   def check_num_samples(self, num: int, metric_names) -> None:
-    need = {name: registry.get(name).min_samples(self._context(registry.get(name).space))
-            for name in metric_names}
+    need = {
+      name: registry.get(name).min_samples(self._context(registry.get(name).space)) for name in metric_names
+    }
     least = max(need.values())
     if num < least:
-      raise UserError(f"{num} samples are too few for {tuple(metric_names)}: use at least "
-                      f"{least} ({', '.join(f'{k} {v}' for k, v in need.items())})")
+      raise UserError(
+        f"{num} samples are too few for {tuple(metric_names)}: use at least "
+        f"{least} ({', '.join(f'{k} {v}' for k, v in need.items())})"
+      )
 
   def score(self, fake: dict, labels, metric_names) -> tuple[dict, dict]:
     """(scalars, per-class lists and protocols) of samples' {space: (features, logits)} and
@@ -125,14 +134,24 @@ class Evaluator:
       metric = registry.get(name)
       features, logits = fake[metric.space]
       more_scalars, more_details = metric.score(
-          registry.Samples(features, logits, np.asarray(labels)), self.reference(metric.space),
-          self._context(metric.space))
+        registry.Samples(features, logits, np.asarray(labels)),
+        self.reference(metric.space),
+        self._context(metric.space),
+      )
       scalars.update(more_scalars)
       details.update(more_details)
     return scalars, details
 
-  def evaluate(self, state, step: int, num_samples: int, metric_names=None,
-               noise_seed: int | None = None, record: bool = True, name: str = "") -> dict:
+  def evaluate(
+    self,
+    state,
+    step: int,
+    num_samples: int,
+    metric_names=None,
+    noise_seed: int | None = None,
+    record: bool = True,
+    name: str = "",
+  ) -> dict:
     """Scores `num_samples` EMA samples drawn with ``noise_seed`` (None: the run's fixed one)
     on ``metric_names`` (default config.eval.metrics); appends a line (naming the config.evals
     entry ``name``, if any) to metrics.jsonl unless ``record`` is False; returns the scalars."""
@@ -146,15 +165,28 @@ class Evaluator:
     noise_seed = self.noise_seed() if noise_seed is None else int(noise_seed)
     z, y = self._noise(num_samples, noise_seed)
     batch_size = c.eval.batch_size
-    batches = (self.sampler(state, self._global(z[i:i + batch_size]), self._global(y[i:i + batch_size]))
-               for i in range(0, len(z), batch_size))
+    batches = (
+      self.sampler(state, self._global(z[i : i + batch_size]), self._global(y[i : i + batch_size]))
+      for i in range(0, len(z), batch_size)
+    )
     fake = self._features(batches, num_samples, used)
     scalars, details = self.score(fake, y[:num_samples], metric_names)
-    line = {"step": int(step), "num_samples": num_samples, "noise_seed": noise_seed,
-            **({"evaluation": name} if name else {}), **scalars, **details,
-            **self._protocol(metric_names, used), "seconds": round(time.time() - start, 1)}
-    logging.info("evaluation at step %d on %d samples: %s", step, num_samples,
-                 ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
+    line = {
+      "step": int(step),
+      "num_samples": num_samples,
+      "noise_seed": noise_seed,
+      **({"evaluation": name} if name else {}),
+      **scalars,
+      **details,
+      **self._protocol(metric_names, used),
+      "seconds": round(time.time() - start, 1),
+    }
+    logging.info(
+      "evaluation at step %d on %d samples: %s",
+      step,
+      num_samples,
+      ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()),
+    )
     if record and jax.process_index() == 0:
       workdir_lib.append_metrics_line(self.workdir, line, step)
     return scalars
@@ -164,17 +196,27 @@ class Evaluator:
     c = self.config
     first = self._references[used_spaces[0]]
     return {
-        "metrics": list(metric_names),
-        "protocols": {m: registry.get(m).protocol for m in metric_names},
-        "sampling": {"weights": "ema", "ema_schedule": c.ema_schedule,
-                     **({"ema_power_gamma": c.ema_power_gamma} if c.ema_schedule == "power" else
-                        {"ema_decay": c.ema_decay, "ema_start_step": c.ema_start_step}),
-                     "sample_bn_stats": c.sample_bn_stats,
-                     "class_labels": "balanced (cycling through the classes)"},
-        "reference": {"dataset": c.dataset.name, "split": c.eval.reference_split,
-                      "num_samples": len(first.labels), "resolution": c.model.resolution,
-                      "random_flip": False,
-                      "cache_files": [self._references[s].path.name for s in used_spaces]},
-        "feature_spaces": {k: {"id": self.spaces[k].id, **self.spaces[k].info} for k in used_spaces},
-        "kernels": self.kernels.choices() if self.kernels else None,
+      "metrics": list(metric_names),
+      "protocols": {m: registry.get(m).protocol for m in metric_names},
+      "sampling": {
+        "weights": "ema",
+        "ema_schedule": c.ema_schedule,
+        **(
+          {"ema_power_gamma": c.ema_power_gamma}
+          if c.ema_schedule == "power"
+          else {"ema_decay": c.ema_decay, "ema_start_step": c.ema_start_step}
+        ),
+        "sample_bn_stats": c.sample_bn_stats,
+        "class_labels": "balanced (cycling through the classes)",
+      },
+      "reference": {
+        "dataset": c.dataset.name,
+        "split": c.eval.reference_split,
+        "num_samples": len(first.labels),
+        "resolution": c.model.resolution,
+        "random_flip": False,
+        "cache_files": [self._references[s].path.name for s in used_spaces],
+      },
+      "feature_spaces": {k: {"id": self.spaces[k].id, **self.spaces[k].info} for k in used_spaces},
+      "kernels": self.kernels.choices() if self.kernels else None,
     }

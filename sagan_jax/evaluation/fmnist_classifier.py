@@ -5,6 +5,7 @@ Fashion-MNIST default a small CNN trained here (once, then cached) gives a featu
 space instead. `fid_fmnist` is the Fréchet distance in that space: comparable only
 with itself (same classifier file), never with FID.
 """
+
 import hashlib
 import logging
 import os
@@ -12,11 +13,11 @@ import pathlib
 import time
 
 import flax.linen as nn
-from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import traverse_util
 
 from sagan_jax.data import fashion_mnist
 from sagan_jax.errors import UserError
@@ -39,8 +40,9 @@ def load_fashion_mnist(split: str, data_dir="") -> tuple[np.ndarray, np.ndarray]
   The 28x28 images are padded with their background (-1) to 32x32, as the input pipeline does.
   """
   images, labels = fashion_mnist.load(split, data_dir)
-  images = np.pad(images.astype(np.float32) / 127.5 - 1.0, ((0, 0), (2, 2), (2, 2), (0, 0)),
-                  constant_values=-1.0)
+  images = np.pad(
+    images.astype(np.float32) / 127.5 - 1.0, ((0, 0), (2, 2), (2, 2), (0, 0)), constant_values=-1.0
+  )
   return images, labels
 
 
@@ -63,7 +65,8 @@ class FMnistClassifier(nn.Module):
   @nn.compact
   def __call__(self, images):
     patches = jax.lax.conv_general_dilated_patches(
-        images, (5, 5), (2, 2), ((2, 2), (2, 2)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      images, (5, 5), (2, 2), ((2, 2), (2, 2)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
     x = nn.relu(nn.Dense(32, name="conv1")(patches))  # (N, 16, 16, 32)
     x = nn.relu(nn.Dense(64, name="conv2")(_space_to_depth(x)))  # (N, 8, 8, 64)
     features = nn.Dense(FEATURE_DIM, name="penultimate")(x.reshape(len(x), -1))
@@ -81,12 +84,12 @@ def _batched(params, images, batch_size=1000):
   images = np.asarray(images, np.float32)
   feats, logits = [], []
   for start in range(0, len(images), batch_size):
-    batch = images[start:start + batch_size]
+    batch = images[start : start + batch_size]
     n = len(batch)
     batch = np.pad(batch, ((0, batch_size - n), (0, 0), (0, 0), (0, 0)), constant_values=-1.0)
-    f, l = _apply(params, batch)
-    feats.append(np.asarray(f[:n]))
-    logits.append(np.asarray(l[:n]))
+    features, batch_logits = _apply(params, batch)
+    feats.append(np.asarray(features[:n]))
+    logits.append(np.asarray(batch_logits[:n]))
   return np.concatenate(feats), np.concatenate(logits)
 
 
@@ -100,8 +103,14 @@ def accuracy_of(params, images, labels) -> float:
   return float(np.mean(np.argmax(_batched(params, images)[1], axis=1) == labels))
 
 
-def train_classifier(epochs: int = 4, num_train: int | None = None, seed: int = 0,
-                     batch_size: int = 128, learning_rate: float = 3e-3, data_dir=""):
+def train_classifier(
+  epochs: int = 4,
+  num_train: int | None = None,
+  seed: int = 0,
+  batch_size: int = 128,
+  learning_rate: float = 3e-3,
+  data_dir="",
+):
   """Trains on the first `num_train` (default all) training images; returns (params, test accuracy).
 
   Adam with a cosine-decayed learning rate; the accuracy is on the full 10k test split.
@@ -128,7 +137,7 @@ def train_classifier(epochs: int = 4, num_train: int | None = None, seed: int = 
   for _ in range(epochs):
     order = rng.permutation(len(train_x))
     for i in range(steps_per_epoch):
-      batch = order[i * batch_size:(i + 1) * batch_size]
+      batch = order[i * batch_size : (i + 1) * batch_size]
       params, opt_state = step(params, opt_state, train_x[batch], train_y[batch])
   test_x, test_y = load_fashion_mnist("test", data_dir)
   return params, accuracy_of(params, test_x, test_y)
@@ -138,12 +147,12 @@ def _cache_path(cache_dir, epochs, num_train, seed, data_dir) -> pathlib.Path:
   size = "all" if num_train is None else num_train
   # The version changes with the architecture, so an old file is never loaded into a new
   # model; the data digest, so a classifier of other data is never loaded for these.
-  return pathlib.Path(cache_dir) / (f"fmnist_classifier-v1-e{epochs}-n{size}-s{seed}-"
-                                    f"d{_data_digest(data_dir)}.npz")
+  return pathlib.Path(cache_dir) / (
+    f"fmnist_classifier-v1-e{epochs}-n{size}-s{seed}-d{_data_digest(data_dir)}.npz"
+  )
 
 
-def get_classifier(cache_dir, epochs: int = 4, num_train: int | None = None, seed: int = 0,
-                   data_dir=""):
+def get_classifier(cache_dir, epochs: int = 4, num_train: int | None = None, seed: int = 0, data_dir=""):
   """(params, test accuracy) of the classifier, trained once and cached as an .npz in cache_dir.
 
   The file name holds the training settings and a digest of the data files, so a
@@ -153,15 +162,14 @@ def get_classifier(cache_dir, epochs: int = 4, num_train: int | None = None, see
   if path.exists():
     with np.load(path) as stored:
       test_accuracy = float(stored["test_accuracy"])
-      flat = {tuple(k.split("/")): jnp.asarray(v) for k, v in stored.items()
-              if k != "test_accuracy"}
-    logging.info("Loaded the Fashion-MNIST classifier from %s (test accuracy %.4f)", path,
-                 test_accuracy)
+      flat = {tuple(k.split("/")): jnp.asarray(v) for k, v in stored.items() if k != "test_accuracy"}
+    logging.info("Loaded the Fashion-MNIST classifier from %s (test accuracy %.4f)", path, test_accuracy)
     return traverse_util.unflatten_dict(flat), test_accuracy
   start = time.time()
   params, test_accuracy = train_classifier(epochs, num_train, seed, data_dir=data_dir)
-  logging.info("Trained the Fashion-MNIST classifier in %.0f s: test accuracy %.4f",
-               time.time() - start, test_accuracy)
+  logging.info(
+    "Trained the Fashion-MNIST classifier in %.0f s: test accuracy %.4f", time.time() - start, test_accuracy
+  )
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
     flat = traverse_util.flatten_dict(params, sep="/")
@@ -169,12 +177,14 @@ def get_classifier(cache_dir, epochs: int = 4, num_train: int | None = None, see
     np.savez(tmp, test_accuracy=test_accuracy, **{k: np.asarray(v) for k, v in flat.items()})
     os.replace(tmp, path)
   except OSError as e:
-    raise UserError(f"cannot write the Fashion-MNIST classifier to {path} ({e}): "
-                    "pass a writable cache directory.") from e
+    raise UserError(
+      f"cannot write the Fashion-MNIST classifier to {path} ({e}): pass a writable cache directory."
+    ) from e
   return params, test_accuracy
 
 
 def fid_fmnist(params, images, reference_stats) -> float:
   """Fréchet distance of `images` to reference (mu, sigma) in the classifier's feature space."""
-  return metrics.frechet_distance(*metrics.gaussian_stats(classifier_features(params, images)),
-                                  *reference_stats)
+  return metrics.frechet_distance(
+    *metrics.gaussian_stats(classifier_features(params, images)), *reference_stats
+  )

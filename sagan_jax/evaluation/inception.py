@@ -7,6 +7,7 @@ has 1008 outputs. Parameter names mirror the PyTorch module names, so the standa
 weights file `pt_inception-2015-12-05-6726825d.pth` maps one to one. Reading it
 needs no PyTorch: `load_torch_state_dict` parses both of torch.save's formats.
 """
+
 import collections
 import functools
 import hashlib
@@ -20,17 +21,18 @@ import zipfile
 from typing import NamedTuple
 
 import flax.linen as nn
-from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
+from flax import traverse_util
 
 from sagan_jax import workdir
 from sagan_jax.errors import UserError
 
-FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/"
-                   "fid_weights/pt_inception-2015-12-05-6726825d.pth")
+FID_WEIGHTS_URL = (
+  "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
+)
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 # The hash in the file name is the first 8 hex digits of the file's sha256.
 FID_WEIGHTS_SHA256_PREFIX = "6726825d"
@@ -44,6 +46,7 @@ NUM_LOGITS = 1008
 
 class BasicConv2d(nn.Module):
   """Conv (no bias) + BN (eps 1e-3, running statistics) + ReLU, as torchvision's."""
+
   features: int
   kernel: tuple[int, int] = (1, 1)
   stride: int = 1
@@ -53,17 +56,22 @@ class BasicConv2d(nn.Module):
   @nn.compact
   def __call__(self, x):
     ph, pw = self.padding
-    x = nn.Conv(self.features, self.kernel, strides=self.stride,
-                padding=((ph, ph), (pw, pw)), use_bias=False,
-                precision=self.precision, name="conv")(x)
+    x = nn.Conv(
+      self.features,
+      self.kernel,
+      strides=self.stride,
+      padding=((ph, ph), (pw, pw)),
+      use_bias=False,
+      precision=self.precision,
+      name="conv",
+    )(x)
     x = nn.BatchNorm(use_running_average=True, epsilon=1e-3, name="bn")(x)
     return nn.relu(x)
 
 
 def _avg_pool_3x3_exclude_pad(x):
   # TF's average pool ignores the padded zeros (pytorch-fid's count_include_pad=False).
-  return nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)),
-                     count_include_pad=False)
+  return nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)), count_include_pad=False)
 
 
 def _max_pool_3x3_stride2(x):
@@ -139,6 +147,7 @@ class InceptionD(nn.Module):
 
 class FIDInceptionE(nn.Module):
   """E_1 (`max_pool=False`) average-pools ignoring the padding; E_2 (`max_pool=True`) max-pools."""
+
   max_pool: bool
   precision: str = "highest"
 
@@ -148,12 +157,14 @@ class FIDInceptionE(nn.Module):
     row, col = dict(kernel=(1, 3), padding=(0, 1)), dict(kernel=(3, 1), padding=(1, 0))
     b1 = conv(320, name="branch1x1")(x)
     b3 = conv(384, name="branch3x3_1")(x)
-    b3 = jnp.concatenate([conv(384, **row, name="branch3x3_2a")(b3),
-                          conv(384, **col, name="branch3x3_2b")(b3)], axis=-1)
+    b3 = jnp.concatenate(
+      [conv(384, **row, name="branch3x3_2a")(b3), conv(384, **col, name="branch3x3_2b")(b3)], axis=-1
+    )
     bd = conv(448, name="branch3x3dbl_1")(x)
     bd = conv(384, (3, 3), padding=(1, 1), name="branch3x3dbl_2")(bd)
-    bd = jnp.concatenate([conv(384, **row, name="branch3x3dbl_3a")(bd),
-                          conv(384, **col, name="branch3x3dbl_3b")(bd)], axis=-1)
+    bd = jnp.concatenate(
+      [conv(384, **row, name="branch3x3dbl_3a")(bd), conv(384, **col, name="branch3x3dbl_3b")(bd)], axis=-1
+    )
     if self.max_pool:
       pooled = nn.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
     else:
@@ -206,6 +217,7 @@ class FIDInceptionV3(nn.Module):
   `precision` applies to every conv/matmul: "highest" keeps float32 on GPU/TPU, whose
   default would round to TF32/bfloat16 and shift FID.
   """
+
   precision: str = "highest"
 
   @nn.compact
@@ -248,7 +260,7 @@ def extract_features(variables, images, batch_size: int = 50, precision: str = "
   images = np.asarray(images)
   pools, logits = [], []
   for start in range(0, len(images), batch_size):
-    batch = images[start:start + batch_size]
+    batch = images[start : start + batch_size]
     n = len(batch)
     if n < batch_size:
       batch = np.concatenate([batch, np.zeros((batch_size - n,) + batch.shape[1:], batch.dtype)])
@@ -261,8 +273,11 @@ def extract_features(variables, images, batch_size: int = 50, precision: str = "
 @functools.cache
 def _variable_shapes():
   """{flat path: shape} of FIDInceptionV3's variables, from an abstract init."""
-  abstract = jax.eval_shape(FIDInceptionV3().init, jax.random.key(0),
-                            jax.ShapeDtypeStruct((1, INPUT_SIZE, INPUT_SIZE, 3), jnp.float32))
+  abstract = jax.eval_shape(
+    FIDInceptionV3().init,
+    jax.random.key(0),
+    jax.ShapeDtypeStruct((1, INPUT_SIZE, INPUT_SIZE, 3), jnp.float32),
+  )
   return {k: v.shape for k, v in traverse_util.flatten_dict(abstract).items()}
 
 
@@ -289,12 +304,18 @@ def random_variables(seed: int = 0):
 # Reading torch.save files without PyTorch
 
 _STORAGE_DTYPES = {
-    "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16,
-    "BFloat16Storage": ml_dtypes.bfloat16, "LongStorage": np.int64, "IntStorage": np.int32,
-    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
-    "BoolStorage": np.bool_,
+  "DoubleStorage": np.float64,
+  "FloatStorage": np.float32,
+  "HalfStorage": np.float16,
+  "BFloat16Storage": ml_dtypes.bfloat16,
+  "LongStorage": np.int64,
+  "IntStorage": np.int32,
+  "ShortStorage": np.int16,
+  "CharStorage": np.int8,
+  "ByteStorage": np.uint8,
+  "BoolStorage": np.bool_,
 }
-_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 
 class _StorageType:
@@ -306,6 +327,7 @@ class _StorageType:
 
 class _TensorRef(NamedTuple):
   """A tensor as its storage and view; materialised once every storage is filled."""
+
   storage: np.ndarray
   offset: int
   size: tuple
@@ -314,8 +336,8 @@ class _TensorRef(NamedTuple):
   def materialize(self) -> np.ndarray:
     itemsize = self.storage.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(
-        self.storage[self.offset:], shape=tuple(self.size),
-        strides=tuple(s * itemsize for s in self.stride))
+      self.storage[self.offset :], shape=tuple(self.size), strides=tuple(s * itemsize for s in self.stride)
+    )
     return np.array(view)
 
 
@@ -328,9 +350,9 @@ def _rebuild_parameter(data, *unused_grad_hooks):
 
 
 _ALLOWED_GLOBALS = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+  ("collections", "OrderedDict"): collections.OrderedDict,
+  ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+  ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
 }
 
 
@@ -362,7 +384,7 @@ class _TorchUnpickler(pickle.Unpickler):
 def _load_zip(path):
   with zipfile.ZipFile(path) as archive:
     pkl = next(n for n in archive.namelist() if n.endswith("data.pkl"))
-    prefix = pkl[:-len("data.pkl")]
+    prefix = pkl[: -len("data.pkl")]
 
     def storage(dtype, key, numel):
       return np.frombuffer(archive.read(f"{prefix}data/{key}"), dtype, count=numel)
@@ -404,13 +426,13 @@ def load_torch_state_dict(path) -> dict[str, np.ndarray]:
   try:
     obj = _load_zip(path) if zipfile.is_zipfile(path) else _load_legacy(path)
     return {name: ref.materialize() for name, ref in obj.items()}
-  except (pickle.UnpicklingError, EOFError, KeyError, AttributeError, ValueError,
-          StopIteration) as e:
+  except (pickle.UnpicklingError, EOFError, KeyError, AttributeError, ValueError, StopIteration) as e:
     raise UserError(f"{path} is not a PyTorch state dict of tensors ({e}).") from e
 
 
 # ----------------------------------------------------------------------------
 # Weights: torch names -> Flax variables, and the standard FID weights file
+
 
 def _flax_entry(name: str, value: np.ndarray):
   """(Flax variable path, value) of one torch state-dict entry; None for BN's step counter."""
@@ -441,9 +463,11 @@ def variables_from_state_dict(state_dict: dict[str, np.ndarray]):
   want_shapes = _variable_shapes()
   if got_shapes != want_shapes:
     differ = sorted("/".join(k) for k in set(got_shapes) ^ set(want_shapes)) or sorted(
-        "/".join(k) for k in want_shapes if got_shapes[k] != want_shapes[k])
-    raise UserError(f"the state dict does not fit the FID Inception network "
-                    f"(first mismatches: {differ[:3]}).")
+      "/".join(k) for k in want_shapes if got_shapes[k] != want_shapes[k]
+    )
+    raise UserError(
+      f"the state dict does not fit the FID Inception network (first mismatches: {differ[:3]})."
+    )
   return traverse_util.unflatten_dict(flat)
 
 
@@ -486,9 +510,10 @@ def fid_weights_file(cache_dir=None, download: bool = True) -> pathlib.Path:
       cache_dir.mkdir(parents=True, exist_ok=True)
       _download(FID_WEIGHTS_URL, path)
     except OSError as e:  # urllib's URLError included
-      raise UserError(f"FID Inception weights not found and the download failed ({e}): "
-                      f"{where}.") from e
+      raise UserError(f"FID Inception weights not found and the download failed ({e}): {where}.") from e
   if not _sha256(path).startswith(FID_WEIGHTS_SHA256_PREFIX):
-    raise UserError(f"{path} is not the FID Inception weights file (its sha256 does not start "
-                    f"with {FID_WEIGHTS_SHA256_PREFIX}): delete it and download it again.")
+    raise UserError(
+      f"{path} is not the FID Inception weights file (its sha256 does not start "
+      f"with {FID_WEIGHTS_SHA256_PREFIX}): delete it and download it again."
+    )
   return path

@@ -6,12 +6,12 @@ covariances is where FID loses precision, and it runs once per evaluation. The k
 metrics compute their pairwise distances in row chunks of bounded size, so 10k x 10k
 sets need tens of MiB, not the GiB of the full distance matrix.
 """
+
 import logging
 from collections.abc import Mapping
 
 import numpy as np
-from scipy import linalg
-from scipy import special
+from scipy import linalg, special
 
 
 def gaussian_stats(features) -> tuple[np.ndarray, np.ndarray]:
@@ -32,8 +32,10 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
   sigma1 = np.atleast_2d(np.asarray(sigma1, np.float64))
   sigma2 = np.atleast_2d(np.asarray(sigma2, np.float64))
   if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
-    raise ValueError(f"the two Gaussians differ in dimension: means {mu1.shape} vs {mu2.shape}, "
-                     f"covariances {sigma1.shape} vs {sigma2.shape}.")
+    raise ValueError(
+      f"the two Gaussians differ in dimension: means {mu1.shape} vs {mu2.shape}, "
+      f"covariances {sigma1.shape} vs {sigma2.shape}."
+    )
   diff = mu1 - mu2
   covmean = linalg.sqrtm(sigma1.dot(sigma2))
   if not np.isfinite(covmean).all():
@@ -42,14 +44,15 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
   if np.iscomplexobj(covmean):
     if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-      raise ValueError(f"FID: sqrtm has an imaginary component of {np.max(np.abs(covmean.imag))}; "
-                       "the covariances are not valid.")
+      raise ValueError(
+        f"FID: sqrtm has an imaginary component of {np.max(np.abs(covmean.imag))}; "
+        "the covariances are not valid."
+      )
     covmean = covmean.real
   return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
-def inception_score(logits, num_splits: int = 10,
-                    num_classes: int | None = None) -> tuple[float, float]:
+def inception_score(logits, num_splits: int = 10, num_classes: int | None = None) -> tuple[float, float]:
   """Mean and std over `num_splits` splits of exp(E_x KL(p(y|x) || p(y))).
 
   p(y|x) is the softmax over the first `num_classes` logits; None (default) uses all of
@@ -64,33 +67,34 @@ def inception_score(logits, num_splits: int = 10,
   log_p = special.log_softmax(logits, axis=1)
   scores = []
   for i in range(num_splits):
-    part = log_p[i * n // num_splits:(i + 1) * n // num_splits]
+    part = log_p[i * n // num_splits : (i + 1) * n // num_splits]
     log_py = special.logsumexp(part, axis=0) - np.log(len(part))  # log of the mean p(y|x)
     kl = np.sum(np.exp(part) * (part - log_py), axis=1)
     scores.append(np.exp(np.mean(kl)))
   return float(np.mean(scores)), float(np.std(scores))
 
 
-def intra_fid(features_by_class_fake: Mapping[int, np.ndarray],
-              stats_by_class_real: Mapping[int, tuple[np.ndarray, np.ndarray]]
-              ) -> tuple[float, dict[int, float]]:
+def intra_fid(
+  features_by_class_fake: Mapping[int, np.ndarray],
+  stats_by_class_real: Mapping[int, tuple[np.ndarray, np.ndarray]],
+) -> tuple[float, dict[int, float]]:
   """Mean over classes of the FID between each class's fake features and its real stats.
 
   Returns the mean and the per-class FIDs (to spot collapsed classes).
   """
   if set(features_by_class_fake) != set(stats_by_class_real):
     missing = sorted(set(features_by_class_fake) ^ set(stats_by_class_real))
-    raise ValueError(f"intra_fid needs the same classes on both sides; classes {missing[:5]} "
-                     "appear on one side only.")
+    raise ValueError(
+      f"intra_fid needs the same classes on both sides; classes {missing[:5]} appear on one side only."
+    )
   per_class = {
-      label: frechet_distance(*gaussian_stats(features), *stats_by_class_real[label])
-      for label, features in features_by_class_fake.items()
+    label: frechet_distance(*gaussian_stats(features), *stats_by_class_real[label])
+    for label, features in features_by_class_fake.items()
   }
   return float(np.mean(list(per_class.values()))), per_class
 
 
-def class_accuracy(logits, labels, num_classes: int
-                   ) -> tuple[float, list[float | None], np.ndarray]:
+def class_accuracy(logits, labels, num_classes: int) -> tuple[float, list[float | None], np.ndarray]:
   """How often a classifier assigns a sample to the label it was conditioned on.
 
   Returns the fraction of all samples whose argmax logit is their label, that fraction
@@ -99,16 +103,16 @@ def class_accuracy(logits, labels, num_classes: int
   """
   logits, labels = np.asarray(logits), np.asarray(labels)
   if logits.ndim != 2 or labels.shape != (len(logits),) or not len(labels):
-    raise ValueError(f"need logits (N, K) and labels (N,) with N > 0, got {logits.shape} and "
-                     f"{labels.shape}.")
+    raise ValueError(f"need logits (N, K) and labels (N,) with N > 0, got {logits.shape} and {labels.shape}.")
   if labels.min() < 0 or labels.max() >= num_classes:
     raise ValueError(f"labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}].")
   predicted = np.argmax(logits, axis=1)
   correct = predicted == labels
   confusion = np.zeros((num_classes, logits.shape[1]), np.int64)
   np.add.at(confusion, (labels, predicted), 1)
-  per_class = [float(correct[labels == c].mean()) if np.any(labels == c) else None
-               for c in range(num_classes)]
+  per_class = [
+    float(correct[labels == c].mean()) if np.any(labels == c) else None for c in range(num_classes)
+  ]
   return float(correct.mean()), per_class, confusion
 
 
@@ -127,7 +131,7 @@ def _row_chunks(a: np.ndarray, b: np.ndarray, max_elements: int):
   rows = max(1, max_elements // max(1, len(b)))
   b_sq = np.einsum("ij,ij->i", b, b)
   for start in range(0, len(a), rows):
-    chunk = a[start:start + rows]
+    chunk = a[start : start + rows]
     d2 = chunk @ b.T  # in place from here: one (rows, len(b)) array per chunk
     d2 *= -2.0
     d2 += np.einsum("ij,ij->i", chunk, chunk)[:, None]
@@ -142,8 +146,7 @@ def _as_features(features, name: str) -> np.ndarray:
   return features
 
 
-def knn_sq_radii(features, k: int = PRDC_K,
-                 max_chunk_elements: int = MAX_CHUNK_ELEMENTS) -> np.ndarray:
+def knn_sq_radii(features, k: int = PRDC_K, max_chunk_elements: int = MAX_CHUNK_ELEMENTS) -> np.ndarray:
   """Squared distance (N,) float64 of each point to its k-th nearest *other* point.
 
   The radius of the point's ball in the k-NN manifold estimate (NND_k in both papers):
@@ -156,12 +159,17 @@ def knn_sq_radii(features, k: int = PRDC_K,
   for start, d2 in _row_chunks(features, features, max_chunk_elements):
     rows = np.arange(len(d2))
     d2[rows, start + rows] = 0.0  # itself, exactly (the expansion leaves rounding there)
-    radii[start:start + len(d2)] = np.partition(d2, k, axis=1)[:, k]
+    radii[start : start + len(d2)] = np.partition(d2, k, axis=1)[:, k]
   return radii
 
 
-def prdc(real_features, fake_features, k: int = PRDC_K, real_sq_radii=None,
-         max_chunk_elements: int = MAX_CHUNK_ELEMENTS) -> dict[str, float]:
+def prdc(
+  real_features,
+  fake_features,
+  k: int = PRDC_K,
+  real_sq_radii=None,
+  max_chunk_elements: int = MAX_CHUNK_ELEMENTS,
+) -> dict[str, float]:
   """Precision, recall (Kynkäänniemi et al. 2019), density and coverage (Naeem et al. 2020).
 
   With B(x, r) the open ball and NND_k(x) the distance from x to its k-th nearest
@@ -174,8 +182,7 @@ def prdc(real_features, fake_features, k: int = PRDC_K, real_sq_radii=None,
   for all four. `real_sq_radii` (knn_sq_radii(real_features, k)) may be passed when the
   real set is scored many times.
   """
-  real, fake = _as_features(real_features, "real_features"), _as_features(fake_features,
-                                                                         "fake_features")
+  real, fake = _as_features(real_features, "real_features"), _as_features(fake_features, "fake_features")
   if real.shape[1] != fake.shape[1]:
     raise ValueError(f"real and fake features differ in dimension: {real.shape} vs {fake.shape}.")
   if real_sq_radii is None:
@@ -195,9 +202,12 @@ def prdc(real_features, fake_features, k: int = PRDC_K, real_sq_radii=None,
     real_balls_per_fake += np.count_nonzero(in_real_ball, axis=0)
     covered[start:stop] = in_real_ball.any(axis=1)
     on_fake_manifold[start:stop] = (d2 < fake_sq_radii[None, :]).any(axis=1)
-  return {"precision": float(on_real_manifold.mean()), "recall": float(on_fake_manifold.mean()),
-          "density": float(real_balls_per_fake.sum() / (k * len(fake))),
-          "coverage": float(covered.mean())}
+  return {
+    "precision": float(on_real_manifold.mean()),
+    "recall": float(on_fake_manifold.mean()),
+    "density": float(real_balls_per_fake.sum() / (k * len(fake))),
+    "coverage": float(covered.mean()),
+  }
 
 
 def expected_coverage_of_identical(num_real: int, num_fake: int, k: int = PRDC_K) -> float:

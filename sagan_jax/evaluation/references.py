@@ -2,6 +2,7 @@
 by a hash of everything they depend on (dataset, split, resolution, sample count, the feature
 space's weights): a fixed random subset of the reference split, preprocessed like training
 images but never flipped."""
+
 import hashlib
 import json
 import logging
@@ -9,7 +10,8 @@ import math
 import os
 import pathlib
 import re
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -26,34 +28,42 @@ CACHE_FORMAT = 1
 
 class Reference(NamedTuple):
   """Statistics of the real data in one feature space; per-class ones come from the features."""
+
   mu: np.ndarray
   sigma: np.ndarray
   features: np.ndarray  # (N, D) float32: per-class covariances of 1000 classes would not fit
-  labels: np.ndarray    # (N,) int32
+  labels: np.ndarray  # (N,) int32
   path: pathlib.Path
 
 
 def key(config, space: FeatureSpace) -> dict:
   d, e = config.dataset, config.eval
-  return {"format": CACHE_FORMAT, "dataset": d.name,
-          "data_dir": os.path.abspath(d.data_dir) if d.data_dir else "", "version": d.version,
-          "split": e.reference_split, "resolution": config.model.resolution,
-          "channels": config.model.image_channels, "num_samples": e.reference_samples,
-          "seed": REFERENCE_SEED, "features": space.id}
+  return {
+    "format": CACHE_FORMAT,
+    "dataset": d.name,
+    "data_dir": os.path.abspath(d.data_dir) if d.data_dir else "",
+    "version": d.version,
+    "split": e.reference_split,
+    "resolution": config.model.resolution,
+    "channels": config.model.image_channels,
+    "num_samples": e.reference_samples,
+    "seed": REFERENCE_SEED,
+    "features": space.id,
+  }
 
 
 def path(config, space: FeatureSpace) -> pathlib.Path:
   k = key(config, space)
   digest = hashlib.sha256(json.dumps(k, sort_keys=True).encode()).hexdigest()[:16]
   split = re.sub(r"[^\w.-]+", "_", k["split"])
-  name = (f"reference-{k['dataset']}-{split}-{k['resolution']}px-{k['num_samples']}-"
-          f"{space.name}-{digest}.npz")
+  name = f"reference-{k['dataset']}-{split}-{k['resolution']}px-{k['num_samples']}-{space.name}-{digest}.npz"
   return cache_dir(config) / "reference_stats" / name
 
 
 def real_batches(config, num: int):
   """(host batches of ``num`` real images, their labels) of the reference split."""
   from sagan_jax.data import order, pipeline  # tf.data: only the reference statistics read data
+
   config = config.copy_and_resolve_references()
   config.dataset.split = config.eval.reference_split
   config.dataset.random_flip = False
@@ -61,7 +71,8 @@ def real_batches(config, num: int):
   source = pipeline.load_source(config)
   num = min(num, source.num_examples)
   index_batches = order.local_index_batches(
-      source.num_examples, global_batch=batch_size, seed=REFERENCE_SEED, start_index=0)
+    source.num_examples, global_batch=batch_size, seed=REFERENCE_SEED, start_index=0
+  )
   ds = source.examples(index_batches, config).batch(batch_size)
   batches = list(ds.take(math.ceil(num / batch_size)).as_numpy_iterator())
   labels = np.concatenate([b["label"] for b in batches])[:num]
@@ -80,13 +91,15 @@ def load_or_compute(config, space: FeatureSpace, features_of: Callable) -> Refer
   ``features_of(host_batches, num)`` extracts the space's features on the devices."""
   target = path(config, space)
   if not _on_every_process(target.exists()):
-    logging.info("computing reference statistics of %s in the %s space (once; cached)",
-                 config.dataset.name, space.name)
+    logging.info(
+      "computing reference statistics of %s in the %s space (once; cached)", config.dataset.name, space.name
+    )
     images, labels = real_batches(config, config.eval.reference_samples)
     features = features_of(images, len(labels))
     mu, sigma = metrics.gaussian_stats(features)
-    stats = dict(mu=mu, sigma=sigma, features=features, labels=labels,
-                 key=json.dumps(key(config, space), sort_keys=True))
+    stats = dict(
+      mu=mu, sigma=sigma, features=features, labels=labels, key=json.dumps(key(config, space), sort_keys=True)
+    )
     # Every process writes: on pods, each host's cache is its own disk.
     tmp = target.with_name(f"{target.stem}.tmp{os.getpid()}.npz")  # savez appends .npz otherwise
     try:
@@ -96,10 +109,14 @@ def load_or_compute(config, space: FeatureSpace, features_of: Callable) -> Refer
     except OSError as e:
       tmp.unlink(missing_ok=True)
       if disk_full(e):
-        raise DiskFull(f"no space left on the device of {target.parent} while caching the "
-                       f"reference statistics ({e.strerror}); free space there or set "
-                       f"--config.eval.cache_dir to a folder on another disk") from None
-      raise UserError(f"cannot write the reference statistics to {target} ({e.strerror}); set "
-                      f"--config.eval.cache_dir to a writable folder") from e
+        raise DiskFull(
+          f"no space left on the device of {target.parent} while caching the "
+          f"reference statistics ({e.strerror}); free space there or set "
+          f"--config.eval.cache_dir to a folder on another disk"
+        ) from None
+      raise UserError(
+        f"cannot write the reference statistics to {target} ({e.strerror}); set "
+        f"--config.eval.cache_dir to a writable folder"
+      ) from e
   with np.load(target) as stored:
     return Reference(stored["mu"], stored["sigma"], stored["features"], stored["labels"], target)

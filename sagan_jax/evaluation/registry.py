@@ -6,7 +6,9 @@ the samples' features, logits and labels against the real data's reference.
 Adding a metric: a function ``score(sample, reference, context) -> (scalars, details)`` and
 one ``register(Metric(...))`` call; nothing else of the evaluator changes.
 """
-from typing import Callable, NamedTuple
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,24 +20,26 @@ INCEPTION, FMNIST_CLASSIFIER = "inception", "fmnist_classifier"
 
 class Samples(NamedTuple):
   """What a metric reads of the generated samples, in its feature space."""
+
   features: np.ndarray  # (N, D)
-  logits: np.ndarray    # (N, K)
-  labels: np.ndarray    # (N,) the labels the samples were conditioned on
+  logits: np.ndarray  # (N, K)
+  labels: np.ndarray  # (N,) the labels the samples were conditioned on
 
 
 class Context(NamedTuple):
   """What a metric may need beyond the samples and the reference."""
+
   num_classes: int
   is_splits: int
-  cache: dict          # per evaluator and space: values computed once from the reference
+  cache: dict  # per evaluator and space: values computed once from the reference
 
 
 class Metric(NamedTuple):
   name: str
-  space: str                          # INCEPTION or FMNIST_CLASSIFIER
-  protocol: str                       # what the number is, written in every metrics line
+  space: str  # INCEPTION or FMNIST_CLASSIFIER
+  protocol: str  # what the number is, written in every metrics line
   min_samples: Callable[[Context], int]
-  score: Callable                     # (Samples, reference, Context) -> (scalars, details)
+  score: Callable  # (Samples, reference, Context) -> (scalars, details)
 
 
 REGISTRY: dict[str, Metric] = {}
@@ -60,10 +64,12 @@ def get(name: str) -> Metric:
 
 # The metrics
 
+
 def _fid(sample, reference, context):
   del context
-  return {"fid": metrics.frechet_distance(*metrics.gaussian_stats(sample.features),
-                                          reference.mu, reference.sigma)}, {}
+  return {
+    "fid": metrics.frechet_distance(*metrics.gaussian_stats(sample.features), reference.mu, reference.sigma)
+  }, {}
 
 
 def _fid_fmnist(sample, reference, context):
@@ -81,55 +87,104 @@ def _intra_fid(sample, reference, context):
   classes = range(context.num_classes)
   counts = np.bincount(reference.labels, minlength=len(classes))
   if counts.min() < 2:
-    raise UserError(f"the reference set has fewer than 2 images of class(es) "
-                    f"{np.flatnonzero(counts < 2)[:10].tolist()}; raise eval.reference_samples")
+    raise UserError(
+      f"the reference set has fewer than 2 images of class(es) "
+      f"{np.flatnonzero(counts < 2)[:10].tolist()}; raise eval.reference_samples"
+    )
   mean, by_class = metrics.intra_fid(
-      {c: sample.features[sample.labels == c] for c in classes},
-      {c: metrics.gaussian_stats(reference.features[reference.labels == c]) for c in classes})
+    {c: sample.features[sample.labels == c] for c in classes},
+    {c: metrics.gaussian_stats(reference.features[reference.labels == c]) for c in classes},
+  )
   return {"intra_fid": mean}, {"intra_fid_per_class": [by_class[c] for c in sorted(by_class)]}
 
 
 def _class_accuracy(sample, reference, context):
   del reference
-  accuracy, per_class, confusion = metrics.class_accuracy(sample.logits, sample.labels,
-                                                          context.num_classes)
+  accuracy, per_class, confusion = metrics.class_accuracy(sample.logits, sample.labels, context.num_classes)
   # confusion: row = conditioning label, column = predicted class
-  return ({"class_accuracy": accuracy},
-          {"class_accuracy_per_class": per_class, "class_confusion": confusion.tolist()})
+  return (
+    {"class_accuracy": accuracy},
+    {"class_accuracy_per_class": per_class, "class_confusion": confusion.tolist()},
+  )
 
 
 def _prdc(sample, reference, context):
   k = metrics.PRDC_K
   if len(reference.features) <= k:
-    raise UserError(f"prdc needs more than k={k} reference images, the reference holds "
-                    f"{len(reference.features)}; raise eval.reference_samples")
+    raise UserError(
+      f"prdc needs more than k={k} reference images, the reference holds "
+      f"{len(reference.features)}; raise eval.reference_samples"
+    )
   radii = context.cache.get("knn_sq_radii")
   if radii is None:
     radii = context.cache["knn_sq_radii"] = metrics.knn_sq_radii(reference.features, k)
   scores = metrics.prdc(reference.features, sample.features, k, real_sq_radii=radii)
-  protocol = {"k": k, "num_real": len(reference.features), "num_fake": len(sample.features),
-              "distance": "euclidean, strict < k-NN radius (Naeem et al. 2020)",
-              "coverage_if_identical": round(metrics.expected_coverage_of_identical(
-                  len(reference.features), len(sample.features), k), 4)}
+  protocol = {
+    "k": k,
+    "num_real": len(reference.features),
+    "num_fake": len(sample.features),
+    "distance": "euclidean, strict < k-NN radius (Naeem et al. 2020)",
+    "coverage_if_identical": round(
+      metrics.expected_coverage_of_identical(len(reference.features), len(sample.features), k), 4
+    ),
+  }
   return scores, {"prdc_protocol": protocol}
 
 
-register(Metric("fid", INCEPTION,
-                "Fréchet distance of FID-Inception pool3 features (2048-d) to the reference's",
-                lambda c: 2, _fid))
-register(Metric("is", INCEPTION,
-                "Inception Score over the FID-Inception's 1008-way softmax, mean and std over "
-                "is_splits contiguous splits", lambda c: c.is_splits, _inception_score))
-register(Metric("intra_fid", INCEPTION,
-                "mean over classes of the FID between a class's samples and its reference images",
-                lambda c: 2 * c.num_classes, _intra_fid))
-register(Metric("fid_fmnist", FMNIST_CLASSIFIER,
-                "Fréchet distance in the project's Fashion-MNIST classifier's feature space "
-                "(not an FID: comparable only with the same classifier)", lambda c: 2, _fid_fmnist))
-register(Metric("class_accuracy", FMNIST_CLASSIFIER,
-                "fraction of samples the project's Fashion-MNIST classifier assigns to their "
-                "conditioning label", lambda c: c.num_classes, _class_accuracy))
-register(Metric("prdc", FMNIST_CLASSIFIER,
-                f"precision, recall (Kynkäänniemi et al. 2019), density, coverage (Naeem et al. "
-                f"2020) with k={metrics.PRDC_K} in the Fashion-MNIST classifier's features",
-                lambda c: metrics.PRDC_K + 1, _prdc))
+register(
+  Metric(
+    "fid",
+    INCEPTION,
+    "Fréchet distance of FID-Inception pool3 features (2048-d) to the reference's",
+    lambda c: 2,
+    _fid,
+  )
+)
+register(
+  Metric(
+    "is",
+    INCEPTION,
+    "Inception Score over the FID-Inception's 1008-way softmax, mean and std over "
+    "is_splits contiguous splits",
+    lambda c: c.is_splits,
+    _inception_score,
+  )
+)
+register(
+  Metric(
+    "intra_fid",
+    INCEPTION,
+    "mean over classes of the FID between a class's samples and its reference images",
+    lambda c: 2 * c.num_classes,
+    _intra_fid,
+  )
+)
+register(
+  Metric(
+    "fid_fmnist",
+    FMNIST_CLASSIFIER,
+    "Fréchet distance in the project's Fashion-MNIST classifier's feature space "
+    "(not an FID: comparable only with the same classifier)",
+    lambda c: 2,
+    _fid_fmnist,
+  )
+)
+register(
+  Metric(
+    "class_accuracy",
+    FMNIST_CLASSIFIER,
+    "fraction of samples the project's Fashion-MNIST classifier assigns to their conditioning label",
+    lambda c: c.num_classes,
+    _class_accuracy,
+  )
+)
+register(
+  Metric(
+    "prdc",
+    FMNIST_CLASSIFIER,
+    f"precision, recall (Kynkäänniemi et al. 2019), density, coverage (Naeem et al. "
+    f"2020) with k={metrics.PRDC_K} in the Fashion-MNIST classifier's features",
+    lambda c: metrics.PRDC_K + 1,
+    _prdc,
+  )
+)

@@ -1,9 +1,11 @@
 """The feature spaces metrics are scored in: the FID Inception with the standard weights, and
 the project's Fashion-MNIST classifier (offline). Each is a network, its weights, and what
 identifies them in reference-cache keys and metrics lines."""
+
 import hashlib
 import pathlib
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -17,11 +19,12 @@ from sagan_jax.evaluation.registry import FMNIST_CLASSIFIER, INCEPTION
 
 class FeatureSpace(NamedTuple):
   """A feature extractor and what identifies it in cache keys and metrics lines."""
-  name: str        # registry.INCEPTION or registry.FMNIST_CLASSIFIER
-  id: str          # identifies the weights; part of the reference cache key
+
+  name: str  # registry.INCEPTION or registry.FMNIST_CLASSIFIER
+  id: str  # identifies the weights; part of the reference cache key
   apply: Callable  # (variables, images NHWC in [-1, 1]) -> (features (N, D), logits (N, K))
   variables: Any
-  info: dict       # written to every metrics line
+  info: dict  # written to every metrics line
 
 
 def cache_dir(config) -> pathlib.Path:
@@ -34,17 +37,25 @@ def inception_space(config) -> FeatureSpace:
   if config.eval.inception_weights:
     path = pathlib.Path(config.eval.inception_weights)
     if path.name != inception.FID_WEIGHTS_NAME:
-      raise UserError(f"eval.inception_weights must be the standard FID weights file named "
-                      f"{inception.FID_WEIGHTS_NAME}, got {path}; FIDs of other weights are not "
-                      f"comparable")
+      raise UserError(
+        f"eval.inception_weights must be the standard FID weights file named "
+        f"{inception.FID_WEIGHTS_NAME}, got {path}; FIDs of other weights are not "
+        f"comparable"
+      )
     weights = inception.fid_weights_file(path.parent, download=False)
   else:
     weights = inception.fid_weights_file(cache_dir(config))
   return FeatureSpace(
-      INCEPTION, weights.stem, lambda v, x: inception.FIDInceptionV3().apply(v, x),
-      inception.load_variables(weights),
-      {"weights": weights.name, "input": "bilinear resize to 299x299 without antialiasing",
-       "is_softmax_classes": inception.NUM_LOGITS})
+    INCEPTION,
+    weights.stem,
+    lambda v, x: inception.FIDInceptionV3().apply(v, x),
+    inception.load_variables(weights),
+    {
+      "weights": weights.name,
+      "input": "bilinear resize to 299x299 without antialiasing",
+      "is_softmax_classes": inception.NUM_LOGITS,
+    },
+  )
 
 
 def _params_digest(params) -> str:
@@ -58,12 +69,20 @@ def fmnist_space(config) -> FeatureSpace:
   """The Fashion-MNIST classifier, trained once on the run's data and cached."""
   epochs, num_train = config.eval.fmnist_classifier_epochs, config.eval.fmnist_classifier_num_train
   params, accuracy = fmnist_classifier.get_classifier(
-      cache_dir(config), epochs=epochs, num_train=num_train or None,
-      data_dir=fashion_mnist.find_dir(config.dataset.data_dir))
+    cache_dir(config),
+    epochs=epochs,
+    num_train=num_train or None,
+    data_dir=fashion_mnist.find_dir(config.dataset.data_dir),
+  )
   # Named by its content: reference statistics never outlive the classifier they were made with.
   space_id = f"fmnist_classifier-e{epochs}-n{num_train or 'all'}-{_params_digest(params)}"
-  return FeatureSpace(FMNIST_CLASSIFIER, space_id, fmnist_classifier.FMnistClassifier().apply,
-                      params, {"id": space_id, "test_accuracy": accuracy})
+  return FeatureSpace(
+    FMNIST_CLASSIFIER,
+    space_id,
+    fmnist_classifier.FMnistClassifier().apply,
+    params,
+    {"id": space_id, "test_accuracy": accuracy},
+  )
 
 
 def build(name: str, config) -> FeatureSpace:

@@ -11,14 +11,15 @@ released code instead max-pools keys and values 2×2 and gives h C/2 channels:
 ``ResidualControl`` is Table 1's control: a residual block with exactly the attention
 block's parameter count, put where attention would be.
 """
-import functools
-from typing import Any, Optional
 
-from absl import logging
-import jax
-import jax.numpy as jnp
+import functools
+from typing import Any
+
 import flax
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from absl import logging
 
 from sagan_jax.models.kernels import PLAIN, QUERY_SUM_MAX_CHANNELS, Kernels
 from sagan_jax.models.layers import SNConv
@@ -40,7 +41,10 @@ def flash_kernel(dtype, head_dim: int, platform: str) -> tuple:
   if platform != "cuda":
     return "xla", "not a CUDA GPU"
   if jnp.dtype(dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
-    return "xla", f"cuDNN flash attention takes bf16/fp16, got {jnp.dtype(dtype)} (set config.dtype='bfloat16')"
+    return (
+      "xla",
+      f"cuDNN flash attention takes bf16/fp16, got {jnp.dtype(dtype)} (set config.dtype='bfloat16')",
+    )
   if head_dim % 8 or head_dim > 128:
     return "xla", f"cuDNN flash attention needs a head dim that is a multiple of 8 and <= 128, got {head_dim}"
   return "cudnn", ""
@@ -54,9 +58,12 @@ def _fused_attention(queries, keys, values, platform: str):
   implementation, why = flash_kernel(queries.dtype, queries.shape[-1], platform)
   if why and platform in ("cuda", "rocm") and why not in _warned:
     _warned.add(why)  # once per reason: this runs at trace time, once per layer shape
-    logging.warning("attention_impl='dot_product_attention' falls back to XLA's form, which "
-                    "materialises the N×N scores: %s; attention_impl='chunked' keeps only "
-                    "B×chunk×N of them alive", why)
+    logging.warning(
+      "attention_impl='dot_product_attention' falls back to XLA's form, which "
+      "materialises the N×N scores: %s; attention_impl='chunked' keeps only "
+      "B×chunk×N of them alive",
+      why,
+    )
   q, k, v = (a[:, :, None, :] for a in (queries, keys, values))  # one head: (B, N, 1, C)
   return jax.nn.dot_product_attention(q, k, v, scale=1.0, implementation=implementation)[:, :, 0, :]
 
@@ -102,8 +109,9 @@ def _sum_over_queries(weights, x, query_sums: str):
   forward and backward alone 1.2–2.5× faster at N=256 (benchmarks/attention_backward.py).
   """
   if query_sums == "per_channel" and x.shape[-1] <= QUERY_SUM_MAX_CHANNELS:
-    return jnp.stack([jnp.sum(weights * x[:, :, None, c], axis=1, dtype=jnp.float32)
-                      for c in range(x.shape[-1])], axis=-1).astype(x.dtype)
+    return jnp.stack(
+      [jnp.sum(weights * x[:, :, None, c], axis=1, dtype=jnp.float32) for c in range(x.shape[-1])], axis=-1
+    ).astype(x.dtype)
   return jnp.einsum("bji,bjc->bic", weights, x)
 
 
@@ -145,23 +153,24 @@ def _max_pool_2x2(x):
 
 
 class SelfAttention(nn.Module):
-  key_channel_ratio: int = 8     # f, g have C / key_channel_ratio channels.
-  value_channel_ratio: int = 8   # h has C / value_channel_ratio channels (paper 8, released code 2).
-  pool_kv: bool = False          # released code: 2×2 max-pool keys and values.
+  key_channel_ratio: int = 8  # f, g have C / key_channel_ratio channels.
+  value_channel_ratio: int = 8  # h has C / value_channel_ratio channels (paper 8, released code 2).
+  pool_kv: bool = False  # released code: 2×2 max-pool keys and values.
   use_sn: bool = True
-  impl: str = "xla"              # 'xla' explicit softmax, 'dot_product_attention' (cuDNN flash
-                                 # attention on CUDA GPUs, see flash_kernel), or 'chunked'.
-  query_chunk: int = 256         # 'chunked': queries per chunk.
-  dtype: Optional[Any] = None
-  kernels: Kernels = PLAIN       # formulations (models/kernels.py)
+  impl: str = "xla"  # 'xla' explicit softmax, 'dot_product_attention' (cuDNN flash
+  # attention on CUDA GPUs, see flash_kernel), or 'chunked'.
+  query_chunk: int = 256  # 'chunked': queries per chunk.
+  dtype: Any | None = None
+  kernels: Kernels = PLAIN  # formulations (models/kernels.py)
 
   @nn.compact
   def __call__(self, x, update_stats: bool = False):
     b, height, width, c = x.shape
     # At least one channel, so tiny smoke-test widths still build.
     ck, cv = max(1, c // self.key_channel_ratio), max(1, c // self.value_channel_ratio)
-    conv = lambda feats, name: SNConv(feats, (1, 1), use_bias=False, use_sn=self.use_sn,
-                                      dtype=self.dtype, kernels=self.kernels, name=name)
+    conv = lambda feats, name: SNConv(
+      feats, (1, 1), use_bias=False, use_sn=self.use_sn, dtype=self.dtype, kernels=self.kernels, name=name
+    )
     f = conv(ck, "f")(x, update_stats)  # keys
     g = conv(ck, "g")(x, update_stats)  # queries
     h = conv(cv, "h")(x, update_stats)  # values
@@ -177,8 +186,9 @@ class SelfAttention(nn.Module):
     elif self.impl == "dot_product_attention":
       if ck != cv:
         raise ValueError(
-            "attention_impl='dot_product_attention' needs equal key and value channels "
-            f"(got {ck} and {cv}); use value_channel_ratio == key_channel_ratio or impl 'xla'")
+          "attention_impl='dot_product_attention' needs equal key and value channels "
+          f"(got {ck} and {cv}); use value_channel_ratio == key_channel_ratio or impl 'xla'"
+        )
       o = _fused_attention(queries, keys, values, self.kernels.platform)
     elif self.impl == "chunked":
       o = _chunked_attention(queries, keys, values, self.query_chunk)
@@ -196,21 +206,23 @@ class ResidualControl(nn.Module):
   each; γ), so Table 1's comparison isolates attention from the extra parameters.
   γ starts at 0 as in the attention block: both begin as the identity.
   """
+
   key_channel_ratio: int = 8
   value_channel_ratio: int = 8
-  pool_kv: bool = False          # accepted for a uniform signature; nothing to pool here.
+  pool_kv: bool = False  # accepted for a uniform signature; nothing to pool here.
   use_sn: bool = True
-  impl: str = "xla"              # accepted for a uniform signature.
-  query_chunk: int = 256         # accepted for a uniform signature.
-  dtype: Optional[Any] = None
+  impl: str = "xla"  # accepted for a uniform signature.
+  query_chunk: int = 256  # accepted for a uniform signature.
+  dtype: Any | None = None
   kernels: Kernels = PLAIN
 
   @nn.compact
   def __call__(self, x, update_stats: bool = False):
     c = x.shape[-1]
     hidden = max(1, c // self.key_channel_ratio) + max(1, c // self.value_channel_ratio)
-    conv = lambda feats, name: SNConv(feats, (1, 1), use_bias=False, use_sn=self.use_sn,
-                                      dtype=self.dtype, kernels=self.kernels, name=name)
+    conv = lambda feats, name: SNConv(
+      feats, (1, 1), use_bias=False, use_sn=self.use_sn, dtype=self.dtype, kernels=self.kernels, name=name
+    )
     h = conv(c, "b")(nn.relu(conv(hidden, "a")(x, update_stats)), update_stats)
     gamma = self.param("gamma", nn.initializers.zeros, (), jnp.float32)
     return (x + gamma.astype(h.dtype) * h).astype(x.dtype)
@@ -219,7 +231,7 @@ class ResidualControl(nn.Module):
 def sown_attention(intermediates) -> dict:
   """{layer path: β} from a model's 'intermediates' collection (each layer sows its β once)."""
   flat = flax.traverse_util.flatten_dict(intermediates.get("intermediates", {}), sep="/")
-  return {k[:-len("/attention")]: v[0] for k, v in flat.items() if k.endswith("/attention")}
+  return {k[: -len("/attention")]: v[0] for k, v in flat.items() if k.endswith("/attention")}
 
 
 def explicit_attention(model: nn.Module) -> nn.Module:

@@ -12,6 +12,7 @@ the conv the model defines; what differs is how it is computed, as ``Kernels`` s
   norm are unchanged.
 A 1×1 conv commutes with both resamplings, so it always convolves the low-resolution map.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,9 +39,16 @@ def kernel_grad_by_taps(x, grad_out, kernel_shape):
   xp = jnp.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw), (0, 0)))
   g = grad_out.reshape(-1, cout)
   # (out, in) per tap: this operand order ran faster on XLA:CPU than (in, out).
-  taps = [jax.lax.dot_general(g, xp[:, i:i + h, j:j + w].reshape(-1, cin), (((0,), (0,)), ((), ())),
-                              preferred_element_type=jnp.float32)
-          for i in range(kh) for j in range(kw)]
+  taps = [
+    jax.lax.dot_general(
+      g,
+      xp[:, i : i + h, j : j + w].reshape(-1, cin),
+      (((0,), (0,)), ((), ())),
+      preferred_element_type=jnp.float32,
+    )
+    for i in range(kh)
+    for j in range(kw)
+  ]
   return jnp.stack(taps).reshape(kh, kw, cout, cin).transpose(0, 1, 3, 2)
 
 
@@ -66,7 +74,7 @@ conv2d_tap_kernel_grad.defvjp(_tap_fwd, _tap_bwd)
 # The 'taps' rule for 3×3 kernels, measured on an AVX2 x86 CPU (XLA:CPU's own kernel gradient
 # fell off a cliff there once a device's share of the input reached 2^20 values with ≥ 32
 # input channels; with fewer than 8 output channels the taps' GEMMs were too thin).
-TAPS_3X3_MIN_VALUES_PER_DEVICE = 2 ** 20
+TAPS_3X3_MIN_VALUES_PER_DEVICE = 2**20
 TAPS_3X3_MIN_IN_CHANNELS, TAPS_3X3_MIN_OUT_CHANNELS = 32, 8
 
 
@@ -86,8 +94,11 @@ def use_taps(x_shape, kernel_shape, kernels: Kernels) -> bool:
     return False
   b, h, w, _ = x_shape
   per_device = max(b // kernels.num_devices, 1) * h * w * cin
-  return (cin >= TAPS_3X3_MIN_IN_CHANNELS and cout >= TAPS_3X3_MIN_OUT_CHANNELS
-          and per_device >= TAPS_3X3_MIN_VALUES_PER_DEVICE)
+  return (
+    cin >= TAPS_3X3_MIN_IN_CHANNELS
+    and cout >= TAPS_3X3_MIN_OUT_CHANNELS
+    and per_device >= TAPS_3X3_MIN_VALUES_PER_DEVICE
+  )
 
 
 def conv2d(x, kernel, kernels: Kernels = PLAIN):
@@ -125,18 +136,20 @@ def _phase_conv(x, kernel):
   cout = kernel.shape[-1]
   phase_kernel = jnp.einsum("aty,bux,yxio->tuiabo", _UP_TAPS, _UP_TAPS, kernel.astype(jnp.float32))
   phase_kernel = phase_kernel.reshape(2, 2, cin, 4 * cout).astype(x.dtype)
-  y = jax.lax.conv_general_dilated(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), phase_kernel, (1, 1),
-                                   "VALID", dimension_numbers=_CONV_DIMS).reshape(b, h + 1, w + 1, 2, 2, cout)
+  y = jax.lax.conv_general_dilated(
+    jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), phase_kernel, (1, 1), "VALID", dimension_numbers=_CONV_DIMS
+  ).reshape(b, h + 1, w + 1, 2, 2, cout)
   # Phase (a, c) of low-resolution pixel (i, j) is output pixel (i + a, j + c) of that conv.
-  rows = [jnp.stack([y[:, a:a + h, c:c + w, a, c] for c in (0, 1)], axis=3) for a in (0, 1)]
+  rows = [jnp.stack([y[:, a : a + h, c : c + w, a, c] for c in (0, 1)], axis=3) for a in (0, 1)]
   return jnp.stack(rows, axis=2).reshape(b, 2 * h, 2 * w, cout)
 
 
 def _strided_pool_conv(x, kernel):
   """avg_pool_2x2(conv(x, kernel)) for a 3×3 kernel, as one 4×4 conv of stride 2."""
   pool_kernel = jnp.einsum("uy,vx,yxio->uvio", _POOL_TAPS, _POOL_TAPS, kernel.astype(jnp.float32))
-  return jax.lax.conv_general_dilated(x, pool_kernel.astype(x.dtype), (2, 2), ((1, 1), (1, 1)),
-                                      dimension_numbers=_CONV_DIMS)
+  return jax.lax.conv_general_dilated(
+    x, pool_kernel.astype(x.dtype), (2, 2), ((1, 1), (1, 1)), dimension_numbers=_CONV_DIMS
+  )
 
 
 def _adjoint_kernel(kernel):

@@ -3,10 +3,12 @@
 x → down-blocks (BigGAN D, pre-activation after the first) → ReLU → global sum pool
 → SN-linear + ⟨SN-embed(y), h⟩ (Miyato & Koyama's projection).
 """
-from typing import Any, Optional, Sequence
 
-import jax.numpy as jnp
+from collections.abc import Sequence
+from typing import Any
+
 import flax.linen as nn
+import jax.numpy as jnp
 
 from sagan_jax.models.attention import attention_block
 from sagan_jax.models.kernels import PLAIN, Kernels
@@ -14,10 +16,10 @@ from sagan_jax.models.layers import SNConv, SNDense, SNEmbed
 
 # resolution -> (output width multipliers, downsample flags) of the blocks.
 D_ARCH = {
-    32: ((4, 4, 4, 4), (True, True, False, False)),
-    64: ((1, 2, 4, 8, 16), (True, True, True, True, False)),
-    128: ((1, 2, 4, 8, 16, 16), (True, True, True, True, True, False)),
-    256: ((1, 2, 4, 8, 8, 16, 16), (True, True, True, True, True, True, False)),
+  32: ((4, 4, 4, 4), (True, True, False, False)),
+  64: ((1, 2, 4, 8, 16), (True, True, True, True, False)),
+  128: ((1, 2, 4, 8, 16, 16), (True, True, True, True, True, False)),
+  256: ((1, 2, 4, 8, 8, 16, 16), (True, True, True, True, True, True, False)),
 }
 
 
@@ -36,14 +38,14 @@ class DBlock(nn.Module):
   downsample: bool
   preactivation: bool
   use_sn: bool
-  dtype: Optional[Any] = None
+  dtype: Any | None = None
   kernels: Kernels = PLAIN
 
   @nn.compact
   def __call__(self, x, update_stats: bool):
-    conv = lambda feats, k, name, resample="none": SNConv(feats, k, resample, use_sn=self.use_sn,
-                                                          dtype=self.dtype, kernels=self.kernels,
-                                                          name=name)
+    conv = lambda feats, k, name, resample="none": SNConv(
+      feats, k, resample, use_sn=self.use_sn, dtype=self.dtype, kernels=self.kernels, name=name
+    )
     pool = "down" if self.downsample else "none"  # 2×2 mean after the conv
     h = nn.relu(x) if self.preactivation else x
     h = conv(self.features, (3, 3), "conv1")(h, update_stats)
@@ -63,8 +65,8 @@ class Discriminator(nn.Module):
   attention_sides: Sequence[int] = ()
   use_sn: bool = True
   attention_kwargs: Any = None
-  dtype: Optional[Any] = None
-  kernels: Kernels = PLAIN           # how convs and attention are computed (models/kernels.py)
+  dtype: Any | None = None
+  kernels: Kernels = PLAIN  # how convs and attention are computed (models/kernels.py)
 
   @nn.compact
   def __call__(self, x, y, *, update_stats: bool = False):
@@ -73,18 +75,25 @@ class Discriminator(nn.Module):
     sides = discriminator_sides(self.resolution)
     bad = sorted(set(self.attention_sides) - set(sides))
     if bad:
-      raise ValueError(f"discriminator has no feature side {bad} at resolution "
-                       f"{self.resolution}; its sides are {sides}")
+      raise ValueError(
+        f"discriminator has no feature side {bad} at resolution {self.resolution}; its sides are {sides}"
+      )
     out_mult, downs = D_ARCH[self.resolution]
     h, side, attended = x, self.resolution, set()
-    for i, (mult, down) in enumerate(zip(out_mult, downs)):
-      h = DBlock(mult * self.ch, down, i > 0, self.use_sn, self.dtype, self.kernels,
-                 name=f"block{i}")(h, update_stats)
+    for i, (mult, down) in enumerate(zip(out_mult, downs, strict=True)):
+      h = DBlock(mult * self.ch, down, i > 0, self.use_sn, self.dtype, self.kernels, name=f"block{i}")(
+        h, update_stats
+      )
       side = side // 2 if down else side
       if side in self.attention_sides and side not in attended:
         attended.add(side)
-        h = attention_block(use_sn=self.use_sn, dtype=self.dtype, kernels=self.kernels,
-                            **(self.attention_kwargs or {}), name=f"attention{side}")(h, update_stats)
+        h = attention_block(
+          use_sn=self.use_sn,
+          dtype=self.dtype,
+          kernels=self.kernels,
+          **(self.attention_kwargs or {}),
+          name=f"attention{side}",
+        )(h, update_stats)
     h = jnp.sum(nn.relu(h).astype(jnp.float32), axis=(1, 2))
     out = SNDense(1, use_sn=self.use_sn, name="linear")(h, update_stats)[:, 0]
     embed = SNEmbed(self.num_classes, h.shape[-1], use_sn=self.use_sn, name="embed")(y, update_stats)

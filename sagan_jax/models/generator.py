@@ -3,10 +3,12 @@
 z → SN-linear → 4×4 map → up-blocks (each doubles the side) → BN, ReLU, 3×3 conv, tanh.
 Widths follow BigGAN-PyTorch's tables (the public SAGAN/BigGAN reference), in units of ``ch``.
 """
-from typing import Any, Optional, Sequence
 
-import jax.numpy as jnp
+from collections.abc import Sequence
+from typing import Any
+
 import flax.linen as nn
+import jax.numpy as jnp
 
 from sagan_jax.models.attention import attention_block
 from sagan_jax.models.kernels import PLAIN, Kernels
@@ -14,10 +16,10 @@ from sagan_jax.models.layers import BatchNorm, SNConv, SNDense
 
 # resolution -> (input width multipliers, output width multipliers) of the up-blocks.
 G_ARCH = {
-    32: ((4, 4, 4), (4, 4, 4)),
-    64: ((16, 16, 8, 4), (16, 8, 4, 2)),
-    128: ((16, 16, 8, 4, 2), (16, 8, 4, 2, 1)),
-    256: ((16, 16, 8, 8, 4, 2), (16, 8, 8, 4, 2, 1)),
+  32: ((4, 4, 4), (4, 4, 4)),
+  64: ((16, 16, 8, 4), (16, 8, 4, 2)),
+  128: ((16, 16, 8, 4, 2), (16, 8, 4, 2, 1)),
+  256: ((16, 16, 8, 8, 4, 2), (16, 8, 8, 4, 2, 1)),
 }
 BOTTOM_SIDE = 4
 
@@ -33,14 +35,14 @@ class GBlock(nn.Module):
   num_classes: int
   use_sn: bool
   sn_gains: bool
-  dtype: Optional[Any] = None
+  dtype: Any | None = None
   kernels: Kernels = PLAIN
 
   @nn.compact
   def __call__(self, x, y, train: bool, update_stats: bool):
-    conv = lambda feats, k, name, resample="none": SNConv(feats, k, resample, use_sn=self.use_sn,
-                                                          dtype=self.dtype, kernels=self.kernels,
-                                                          name=name)
+    conv = lambda feats, k, name, resample="none": SNConv(
+      feats, k, resample, use_sn=self.use_sn, dtype=self.dtype, kernels=self.kernels, name=name
+    )
     bn = lambda name: BatchNorm(self.num_classes, sn_gains=self.sn_gains, dtype=self.dtype, name=name)
     h = nn.relu(bn("bn1")(x, y, train=train, update_stats=update_stats))
     h = conv(self.features, (3, 3), "conv1", resample="up")(h, update_stats)  # upsample, then conv
@@ -58,10 +60,10 @@ class Generator(nn.Module):
   image_channels: int = 3
   attention_sides: Sequence[int] = ()
   use_sn: bool = True
-  sn_gains: bool = False             # SN on the conditional-BN class gains/biases.
-  attention_kwargs: Any = None       # SelfAttention fields (pool_kv, value_channel_ratio, impl…).
-  dtype: Optional[Any] = None
-  kernels: Kernels = PLAIN           # how convs and attention are computed (models/kernels.py)
+  sn_gains: bool = False  # SN on the conditional-BN class gains/biases.
+  attention_kwargs: Any = None  # SelfAttention fields (pool_kv, value_channel_ratio, impl…).
+  dtype: Any | None = None
+  kernels: Kernels = PLAIN  # how convs and attention are computed (models/kernels.py)
 
   @nn.compact
   def __call__(self, z, y, *, train: bool, update_stats: bool = False):
@@ -70,20 +72,35 @@ class Generator(nn.Module):
     sides = generator_sides(self.resolution)
     bad = sorted(set(self.attention_sides) - set(sides))
     if bad:
-      raise ValueError(f"generator has no feature side {bad} at resolution {self.resolution}; "
-                       f"its sides are {sides}")
+      raise ValueError(
+        f"generator has no feature side {bad} at resolution {self.resolution}; its sides are {sides}"
+      )
     in_mult, out_mult = G_ARCH[self.resolution]
     c0 = in_mult[0] * self.ch
-    h = SNDense(BOTTOM_SIDE * BOTTOM_SIDE * c0, use_sn=self.use_sn, dtype=self.dtype,
-                name="linear")(z, update_stats)
+    h = SNDense(BOTTOM_SIDE * BOTTOM_SIDE * c0, use_sn=self.use_sn, dtype=self.dtype, name="linear")(
+      z, update_stats
+    )
     h = h.reshape(z.shape[0], BOTTOM_SIDE, BOTTOM_SIDE, c0)
-    for i, (mult, side) in enumerate(zip(out_mult, sides)):
-      h = GBlock(mult * self.ch, self.num_classes, self.use_sn, self.sn_gains, self.dtype,
-                 self.kernels, name=f"block{i}")(h, y, train, update_stats)
+    for i, (mult, side) in enumerate(zip(out_mult, sides, strict=True)):
+      h = GBlock(
+        mult * self.ch,
+        self.num_classes,
+        self.use_sn,
+        self.sn_gains,
+        self.dtype,
+        self.kernels,
+        name=f"block{i}",
+      )(h, y, train, update_stats)
       if side in self.attention_sides:
-        h = attention_block(use_sn=self.use_sn, dtype=self.dtype, kernels=self.kernels,
-                            **(self.attention_kwargs or {}), name=f"attention{side}")(h, update_stats)
+        h = attention_block(
+          use_sn=self.use_sn,
+          dtype=self.dtype,
+          kernels=self.kernels,
+          **(self.attention_kwargs or {}),
+          name=f"attention{side}",
+        )(h, update_stats)
     h = nn.relu(BatchNorm(dtype=self.dtype, name="bn_out")(h, train=train, update_stats=update_stats))
-    h = SNConv(self.image_channels, (3, 3), use_sn=self.use_sn, dtype=self.dtype,
-               kernels=self.kernels, name="conv_out")(h, update_stats)
+    h = SNConv(
+      self.image_channels, (3, 3), use_sn=self.use_sn, dtype=self.dtype, kernels=self.kernels, name="conv_out"
+    )(h, update_stats)
     return jnp.tanh(h.astype(jnp.float32))

@@ -7,24 +7,25 @@ Every choice computes the same model (equal within float32 rounding, value and g
 tests/test_convolution.py and tests/test_attention.py check each against float64 numpy);
 what differs is the work and the layout XLA gets.
 """
+
 from typing import NamedTuple
 
 # field -> its choices
 CHOICES = {
-    # dL/dkernel of a stride-1 conv: XLA's own (a convolution whose window is the whole map),
-    # one matmul for 1×1 kernels ('taps_1x1'), or also one GEMM per tap for 3×3 kernels with
-    # ≥ 32 input and ≥ 8 output channels once a device's share of the input reaches 2^20
-    # values ('taps': where XLA:CPU's own fell off a cliff on an AVX2 CPU).
-    "conv_kernel_grad": ("xla", "taps_1x1", "taps"),
-    # G's nearest 2× upsample + 3×3 conv and D's 3×3 conv + 2×2 mean: as written ('composed'),
-    # or as convs of the low-resolution map ('low_resolution': 2.25× fewer multiplies).
-    "resampling_conv": ("composed", "low_resolution"),
-    # the explicit attention's backward pass: autodiff of the softmax, or the hand-written one
-    # that reduces dO·o instead of a second pass over the N×N scores.
-    "attention_backward": ("autodiff", "hand_written"),
-    # Σ_j w[b,j,i] x[b,j,c] (a sum over the major axis of the scores): one dot, or one
-    # multiply-and-column-sum per channel where there are ≤ 8 channels ('per_channel').
-    "attention_query_sums": ("dot", "per_channel"),
+  # dL/dkernel of a stride-1 conv: XLA's own (a convolution whose window is the whole map),
+  # one matmul for 1×1 kernels ('taps_1x1'), or also one GEMM per tap for 3×3 kernels with
+  # ≥ 32 input and ≥ 8 output channels once a device's share of the input reaches 2^20
+  # values ('taps': where XLA:CPU's own fell off a cliff on an AVX2 CPU).
+  "conv_kernel_grad": ("xla", "taps_1x1", "taps"),
+  # G's nearest 2× upsample + 3×3 conv and D's 3×3 conv + 2×2 mean: as written ('composed'),
+  # or as convs of the low-resolution map ('low_resolution': 2.25× fewer multiplies).
+  "resampling_conv": ("composed", "low_resolution"),
+  # the explicit attention's backward pass: autodiff of the softmax, or the hand-written one
+  # that reduces dO·o instead of a second pass over the N×N scores.
+  "attention_backward": ("autodiff", "hand_written"),
+  # Σ_j w[b,j,i] x[b,j,c] (a sum over the major axis of the scores): one dot, or one
+  # multiply-and-column-sum per channel where there are ≤ 8 channels ('per_channel').
+  "attention_query_sums": ("dot", "per_channel"),
 }
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 QUERY_SUM_MAX_CHANNELS = 8  # 'per_channel' applies up to this many channels
@@ -32,8 +33,9 @@ QUERY_SUM_MAX_CHANNELS = 8  # 'per_channel' applies up to this many channels
 
 class Kernels(NamedTuple):
   """The resolved choices (no 'auto'), and the two facts of the target some of them need."""
-  platform: str = "cpu"          # where the program runs: one of PLATFORMS
-  num_devices: int = 1           # devices the global batch is split over (the 'taps' rule)
+
+  platform: str = "cpu"  # where the program runs: one of PLATFORMS
+  num_devices: int = 1  # devices the global batch is split over (the 'taps' rule)
   conv_kernel_grad: str = "xla"
   resampling_conv: str = "composed"
   attention_backward: str = "hand_written"

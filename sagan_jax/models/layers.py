@@ -6,11 +6,13 @@ their own mutable collection ``SPECTRAL`` (never mixed with ``batch_stats``):
 they move only when a layer is called with ``update_stats=True`` (training steps)
 and are frozen otherwise (evaluation, sampling).
 """
-from typing import Any, Optional, Sequence
 
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 from sagan_jax.models.convolution import resampling_conv2d
 from sagan_jax.models.kernels import PLAIN, Kernels
@@ -29,6 +31,7 @@ class SpectralWeight(nn.Module):
   The gradient does not flow through u and v (the common choice: Flax, PyTorch,
   compare_gan); it does flow through sigma = vᵀ W u.
   """
+
   n_steps: int = 1
   eps: float = 1e-12
 
@@ -36,9 +39,10 @@ class SpectralWeight(nn.Module):
   def __call__(self, kernel, update_stats: bool):
     w = kernel.reshape(-1, kernel.shape[-1]).astype(jnp.float32)
     u_var = self.variable(
-        SPECTRAL, "u",
-        lambda: _l2_normalize(
-            jax.random.normal(self.make_rng("params"), (w.shape[1],)), self.eps))
+      SPECTRAL,
+      "u",
+      lambda: _l2_normalize(jax.random.normal(self.make_rng("params"), (w.shape[1],)), self.eps),
+    )
     v_var = self.variable(SPECTRAL, "v", lambda: _l2_normalize(w @ u_var.value, self.eps))
     sigma_var = self.variable(SPECTRAL, "sigma", lambda: jnp.ones((), jnp.float32))
     u, v = u_var.value, v_var.value
@@ -59,19 +63,21 @@ class SpectralWeight(nn.Module):
 class SNConv(nn.Module):
   """Conv with a spectrally normalised kernel (kernel viewed as (kh*kw*in, out)); ``resample``
   'up' upsamples its input 2× (nearest) first, 'down' averages its output over 2×2 windows."""
+
   features: int
   kernel_size: Sequence[int] = (3, 3)
   resample: str = "none"
   use_bias: bool = True
   use_sn: bool = True
-  dtype: Optional[Dtype] = None
+  dtype: Dtype | None = None
   kernel_init: Any = nn.initializers.xavier_uniform()
   kernels: Kernels = PLAIN  # how the conv is computed (models/kernels.py)
 
   @nn.compact
   def __call__(self, x, update_stats: bool = False):
-    kernel = self.param("kernel", self.kernel_init,
-                        (*self.kernel_size, x.shape[-1], self.features), jnp.float32)
+    kernel = self.param(
+      "kernel", self.kernel_init, (*self.kernel_size, x.shape[-1], self.features), jnp.float32
+    )
     if self.use_sn:
       kernel = SpectralWeight(name="sn")(kernel, update_stats)
     dtype = self.dtype or jnp.float32
@@ -83,10 +89,11 @@ class SNConv(nn.Module):
 
 class SNDense(nn.Module):
   """Dense layer with a spectrally normalised kernel."""
+
   features: int
   use_bias: bool = True
   use_sn: bool = True
-  dtype: Optional[Dtype] = None
+  dtype: Dtype | None = None
   kernel_init: Any = nn.initializers.xavier_uniform()
 
   @nn.compact
@@ -107,6 +114,7 @@ class SNEmbed(nn.Module):
   The normalisation views the table as a (num_classes, features) matrix, as the
   projection discriminator's SN embedding does.
   """
+
   num_embeddings: int
   features: int
   use_sn: bool = True
@@ -114,8 +122,7 @@ class SNEmbed(nn.Module):
 
   @nn.compact
   def __call__(self, labels, update_stats: bool = False):
-    table = self.param("embedding", self.embedding_init,
-                       (self.num_embeddings, self.features), jnp.float32)
+    table = self.param("embedding", self.embedding_init, (self.num_embeddings, self.features), jnp.float32)
     if self.use_sn:
       table = SpectralWeight(name="sn")(table, update_stats)
     return jnp.take(table, labels, axis=0)
@@ -131,11 +138,12 @@ class BatchNorm(nn.Module):
   standing statistics can be measured without a second model definition.
   Under ``jax.jit`` over a mesh the mean spans the global batch (cross-replica BN).
   """
+
   num_classes: int = 0
   momentum: float = 0.9  # Flax convention: PyTorch's 0.1.
   eps: float = 1e-5
   sn_gains: bool = False
-  dtype: Optional[Dtype] = None
+  dtype: Dtype | None = None
 
   @nn.compact
   def __call__(self, x, labels=None, *, train: bool, update_stats: bool = False):
@@ -160,11 +168,15 @@ class BatchNorm(nn.Module):
         raise ValueError("conditional BatchNorm needs labels")
       # Plain gains start at the identity; SN'd ones need a non-zero matrix to normalise.
       init = nn.initializers.xavier_uniform() if self.sn_gains else nn.initializers.zeros
-      gain = 1.0 + SNEmbed(self.num_classes, c, use_sn=self.sn_gains, embedding_init=init,
-                           name="gain")(labels, update_stats)
-      bias = SNEmbed(self.num_classes, c, use_sn=self.sn_gains, embedding_init=init,
-                     name="bias")(labels, update_stats)
+      gain = 1.0 + SNEmbed(self.num_classes, c, use_sn=self.sn_gains, embedding_init=init, name="gain")(
+        labels, update_stats
+      )
+      bias = SNEmbed(self.num_classes, c, use_sn=self.sn_gains, embedding_init=init, name="bias")(
+        labels, update_stats
+      )
       y = y * gain[:, None, None, :] + bias[:, None, None, :]
     else:
-      y = y * self.param("scale", nn.initializers.ones, (c,)) + self.param("bias", nn.initializers.zeros, (c,))
+      y = y * self.param("scale", nn.initializers.ones, (c,)) + self.param(
+        "bias", nn.initializers.zeros, (c,)
+      )
     return y.astype(self.dtype or x.dtype)

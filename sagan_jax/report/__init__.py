@@ -14,6 +14,7 @@ reads it) inlined; the script draws the data into the page. Every file goes thro
 layer (etils.epath; TensorFlow's gfile for the event files), so DIR may be a gs:// URL, and
 nothing of a remote run is written to the local disk.
 """
+
 import html
 import importlib.resources
 import json
@@ -48,9 +49,18 @@ def _json_for_script(value) -> str:
   return json.dumps(_finite(value), separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
 
 
-def write_report(workdir: str, out: str | None = None, figures: bool = True, *, step=None,
-                 run=None, columns=None, num_real=None, budget_bytes=None,
-                 query_stride=None) -> str:
+def write_report(
+  workdir: str,
+  out: str | None = None,
+  figures: bool = True,
+  *,
+  step=None,
+  run=None,
+  columns=None,
+  num_real=None,
+  budget_bytes=None,
+  query_stride=None,
+) -> str:
   """Writes the page; returns its path.
 
   ``figures``: open the checkpoint (the latest, or ``step``; or use the opened ``run``) and build
@@ -62,6 +72,7 @@ def write_report(workdir: str, out: str | None = None, figures: bool = True, *, 
   from sagan_jax import workdir as workdir_lib
   from sagan_jax.errors import UserError
   from sagan_jax.report import data as data_lib
+
   where = workdir_lib.path(workdir)
   if not (where / workdir_lib.CONFIG).exists():
     raise UserError(f"{workdir} holds no training run (no config.json); pass a run's --workdir")
@@ -69,13 +80,19 @@ def write_report(workdir: str, out: str | None = None, figures: bool = True, *, 
   maps, absent = None, ""
   if figures:
     from sagan_jax.report import explorer
+
     if run is None and not checkpointing.checkpoint_steps(workdir):
       absent = "The run has no checkpoint yet: no attention maps to explore."
     else:
       if run is None:
         run = run_lib.open_run(workdir, step)
-      maps = explorer.collect(run, columns=columns, num_real=num_real, query_stride=query_stride,
-                              budget=budget_bytes or explorer.DEFAULT_BUDGET_BYTES)
+      maps = explorer.collect(
+        run,
+        columns=columns,
+        num_real=num_real,
+        query_stride=query_stride,
+        budget=budget_bytes or explorer.DEFAULT_BUDGET_BYTES,
+      )
       config = run.config
   else:
     absent = "Built without the explorer (--figures=false)."
@@ -83,10 +100,13 @@ def write_report(workdir: str, out: str | None = None, figures: bool = True, *, 
   script = _resource("page.js")
   if "</script" in script.lower():
     raise ValueError("page.js must not contain '</script'")
-  fields = {"TITLE": html.escape(f"sagan_jax report: {where.name}"),
-            "RUN": html.escape(os.fspath(where)),
-            "MODEL": html.escape(data_lib.model_summary(config)),
-            "DATA": _json_for_script(data), "SCRIPT": script}
+  fields = {
+    "TITLE": html.escape(f"sagan_jax report: {where.name}"),
+    "RUN": html.escape(os.fspath(where)),
+    "MODEL": html.escape(data_lib.model_summary(config)),
+    "DATA": _json_for_script(data),
+    "SCRIPT": script,
+  }
   page = PLACEHOLDERS.sub(lambda match: fields[match.group(1)], _resource("page.html"))
   path = workdir_lib.path(out) if out else where / workdir_lib.REPORT
   path.parent.mkdir(parents=True, exist_ok=True)

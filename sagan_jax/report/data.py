@@ -2,6 +2,7 @@
 event files, metrics.jsonl, samples/, the figures of python -m sagan_jax.visualize,
 config.json) and put in JSON-ready form. No markup here: page.html lays the page out and
 page.js draws these values into it."""
+
 import base64
 import json
 import logging
@@ -16,18 +17,18 @@ from sagan_jax import config as config_lib
 from sagan_jax import figures as figures_lib
 from sagan_jax import workdir as workdir_lib
 
-MAX_POINTS = 1500   # points per curve on the page (longer series are thinned evenly)
-MAX_FRAMES = 60     # sample grids in the slider (evenly spaced over the run, the last kept)
+MAX_POINTS = 1500  # points per curve on the page (longer series are thinned evenly)
+MAX_FRAMES = 60  # sample grids in the slider (evenly spaced over the run, the last kept)
 # metrics.jsonl fields that are not scores: not plotted (they stay in the table)
 EVALUATION_FIELDS = ("step", "num_samples", "seconds", "is_splits", "is_std")
 # metrics.jsonl's per-class results: too long for the protocol of the last evaluation
 PER_CLASS_FIELDS = ("class_confusion", "per_class_fid", "class_accuracy_per_class")
 CURVE_GROUPS = (
-    ("Losses", ("d_loss", "g_loss")),
-    ("D outputs", ("d_real", "d_fake")),
-    ("Gradient norms", ("d_grad_norm", "g_grad_norm")),
-    ("Attention γ", ("gamma/",)),
-    ("Throughput (steps/s)", ("steps_per_sec",)),
+  ("Losses", ("d_loss", "g_loss")),
+  ("D outputs", ("d_real", "d_fake")),
+  ("Gradient norms", ("d_grad_norm", "g_grad_norm")),
+  ("Attention γ", ("gamma/",)),
+  ("Throughput (steps/s)", ("steps_per_sec",)),
 )
 
 
@@ -36,14 +37,17 @@ def read_scalars(workdir: str) -> dict:
   that ends in a damaged record (a kill or a full disk while it was written) gives what comes
   before it, with a warning naming it."""
   import tensorflow as tf
+
   series = {}
   pattern = os.fspath(workdir_lib.path(workdir, workdir_lib.EVENTS_GLOB))
   for path in sorted(tf.io.gfile.glob(pattern)):  # gs:// through TF's own file systems
     try:
       for event in tf.compat.v1.train.summary_iterator(path):
         for value in event.summary.value:
-          if value.HasField("tensor") and value.tensor.dtype in (tf.float32.as_datatype_enum,
-                                                                  tf.float64.as_datatype_enum):
+          if value.HasField("tensor") and value.tensor.dtype in (
+            tf.float32.as_datatype_enum,
+            tf.float64.as_datatype_enum,
+          ):
             array = tf.make_ndarray(value.tensor)
             number = float(array.reshape(())) if array.size == 1 else None
           elif value.HasField("simple_value"):
@@ -53,8 +57,11 @@ def read_scalars(workdir: str) -> dict:
           if number is not None and math.isfinite(number):  # a NaN loss cannot be plotted
             series.setdefault(value.tag, []).append((event.step, number))
     except tf.errors.DataLossError as e:
-      logging.warning("%s ends in a damaged record (%s); the report shows what comes before it",
-                      path, " ".join(str(e).split())[:160])
+      logging.warning(
+        "%s ends in a damaged record (%s); the report shows what comes before it",
+        path,
+        " ".join(str(e).split())[:160],
+      )
   return {tag: sorted(dict(points).items()) for tag, points in series.items()}
 
 
@@ -86,24 +93,42 @@ def curve_plots(scalars: dict, evaluations: list) -> list:
   series per sample count, so periodic and final evaluations are not mixed)."""
   plots, used = [], set()
   for title, prefixes in CURVE_GROUPS:
-    tags = [t for t in sorted(scalars) if any(t == p or (p.endswith("/") and t.startswith(p))
-                                              for p in prefixes)]
+    tags = [
+      t for t in sorted(scalars) if any(t == p or (p.endswith("/") and t.startswith(p)) for p in prefixes)
+    ]
     used.update(tags)
     if tags:
       target = "plot-gamma" if prefixes == ("gamma/",) else "plots-train"
-      plots.append({"target": target, "title": title,
-                    "series": [{"label": _series_label(t), "points": _thin(scalars[t])} for t in tags]})
+      plots.append(
+        {
+          "target": target,
+          "title": title,
+          "series": [{"label": _series_label(t), "points": _thin(scalars[t])} for t in tags],
+        }
+      )
   for tag in sorted(set(scalars) - used):
-    plots.append({"target": "plots-other", "title": tag,
-                  "series": [{"label": tag, "points": _thin(scalars[tag])}]})
-  names = sorted({k for e in evaluations for k, v in e.items()
-                  if isinstance(v, (int, float)) and not isinstance(v, bool)
-                  and k not in EVALUATION_FIELDS})
+    plots.append(
+      {"target": "plots-other", "title": tag, "series": [{"label": tag, "points": _thin(scalars[tag])}]}
+    )
+  names = sorted(
+    {
+      k
+      for e in evaluations
+      for k, v in e.items()
+      if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in EVALUATION_FIELDS
+    }
+  )
   for name in names:
     counts = sorted({e.get("num_samples") for e in evaluations if name in e}, key=str)
-    series = [{"label": f"{name} ({n} samples)" if n else name,
-               "points": sorted([e["step"], e[name]] for e in evaluations
-                                if name in e and e.get("num_samples") == n)} for n in counts]
+    series = [
+      {
+        "label": f"{name} ({n} samples)" if n else name,
+        "points": sorted(
+          [e["step"], e[name]] for e in evaluations if name in e and e.get("num_samples") == n
+        ),
+      }
+      for n in counts
+    ]
     plots.append({"target": "plots-eval", "title": name, "series": series, "opts": {"markers": True}})
   return plots
 
@@ -114,14 +139,19 @@ def last_logged(scalars: dict) -> dict | None:
   last = {tag: points[-1] for tag, points in scalars.items()}
   if "d_loss" not in last:
     return None
-  return {"step": last["d_loss"][0],
-          "values": [[t, f"{v:.4g}"] for t, (_, v) in sorted(last.items()) if not t.startswith("gamma")]}
+  return {
+    "step": last["d_loss"][0],
+    "values": [[t, f"{v:.4g}"] for t, (_, v) in sorted(last.items()) if not t.startswith("gamma")],
+  }
 
 
 def gamma_rows(scalars: dict) -> list:
   """[[layer, γ as text]] of every attention (or control) layer at its last logged step."""
-  return [[_series_label(t), f"{points[-1][1]:.4g}"] for t, points in sorted(scalars.items())
-          if t.startswith("gamma/")]
+  return [
+    [_series_label(t), f"{points[-1][1]:.4g}"]
+    for t, points in sorted(scalars.items())
+    if t.startswith("gamma/")
+  ]
 
 
 def evaluation_table(evaluations: list) -> dict | None:
@@ -136,8 +166,11 @@ def evaluation_table(evaluations: list) -> dict | None:
 def last_protocol(evaluations: list) -> str | None:
   """The last evaluation's protocol (its list and object fields but the per-class results) as
   indented JSON; None when it has none."""
-  protocol = {k: v for k, v in (evaluations[-1] if evaluations else {}).items()
-              if isinstance(v, (list, dict)) and k not in PER_CLASS_FIELDS}
+  protocol = {
+    k: v
+    for k, v in (evaluations[-1] if evaluations else {}).items()
+    if isinstance(v, (list, dict)) and k not in PER_CLASS_FIELDS
+  }
   return json.dumps(protocol, indent=1) if protocol else None
 
 
@@ -145,8 +178,10 @@ def _step_pngs(folder: epath.Path) -> list:
   """folder/step_<digits>[_…].png, by name (the step is zero-padded); others are not the run's."""
   if not folder.is_dir():
     return []
-  return sorted((p for p in folder.glob("step_*.png")
-                 if re.fullmatch(r"step_\d+(_.*)?\.png", p.name)), key=lambda p: p.name)
+  return sorted(
+    (p for p in folder.glob("step_*.png") if re.fullmatch(r"step_\d+(_.*)?\.png", p.name)),
+    key=lambda p: p.name,
+  )
 
 
 def _latest(folder: epath.Path) -> list:
@@ -160,8 +195,11 @@ def _latest(folder: epath.Path) -> list:
 
 def sample_frames(workdir: str, most: int = MAX_FRAMES) -> list:
   """[{'step', 'src'}] of samples/step_*.png, at most ``most`` evenly spaced (the last kept)."""
-  paths = [p for p in _step_pngs(workdir_lib.path(workdir, workdir_lib.SAMPLES))
-           if re.fullmatch(r"step_\d+\.png", p.name)]
+  paths = [
+    p
+    for p in _step_pngs(workdir_lib.path(workdir, workdir_lib.SAMPLES))
+    if re.fullmatch(r"step_\d+\.png", p.name)
+  ]
   paths = [paths[i] for (i,) in _thin([(i,) for i in range(len(paths))], most)]
   return [{"step": int(p.name[5:-4]), "src": _file_data(p)} for p in paths]
 
@@ -177,6 +215,7 @@ def static_figures(workdir: str) -> list:
 def colour_maps() -> dict:
   """{name: base64 of a 256×3 uint8 lookup table}: the figures' inferno first, viridis."""
   from matplotlib import colormaps
+
   luts = {"inferno": figures_lib._colormap(np.linspace(0, 1, 256))}
   luts["viridis"] = (colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
   return {k: base64.b64encode(np.ascontiguousarray(v, np.uint8).tobytes()).decode() for k, v in luts.items()}
@@ -187,18 +226,31 @@ def model_summary(config) -> str:
   m = config.model
   sides = lambda w: ", ".join(f"feat{s}" for s in config_lib.attention_sides(m, w)) or "none"
   block = m.get("attention_block", "self_attention")
-  form = ("residual control block (Table 1), no attention" if block == "residual" else
-          "pooled keys/values 2×2 (released code)" if m.pool_kv else "paper's form (no pooling)")
-  return (f"{m.resolution}×{m.resolution}, {m.num_classes} classes, ch={m.ch}; attention G: {sides('g')}; "
-          f"D: {sides('d')}; {form}; impl {m.attention_impl}")
+  form = (
+    "residual control block (Table 1), no attention"
+    if block == "residual"
+    else "pooled keys/values 2×2 (released code)"
+    if m.pool_kv
+    else "paper's form (no pooling)"
+  )
+  return (
+    f"{m.resolution}×{m.resolution}, {m.num_classes} classes, ch={m.ch}; attention G: {sides('g')}; "
+    f"D: {sides('d')}; {form}; impl {m.attention_impl}"
+  )
 
 
 def page_data(workdir: str) -> dict:
   """The page's data but the explorer's: colour maps, the last logged step, γ, the curves,
   the sample grids, the evaluations with the last protocol, the static figures, the config."""
   scalars, evaluations = read_scalars(workdir), workdir_lib.read_metrics_lines(workdir)
-  return {"luts": colour_maps(), "last": last_logged(scalars), "gammas": gamma_rows(scalars),
-          "plots": curve_plots(scalars, evaluations), "samples": sample_frames(workdir),
-          "evaluations": evaluation_table(evaluations), "protocol": last_protocol(evaluations),
-          "figures": static_figures(workdir),
-          "config": json.dumps(workdir_lib.read_config_dict(workdir), indent=1)}
+  return {
+    "luts": colour_maps(),
+    "last": last_logged(scalars),
+    "gammas": gamma_rows(scalars),
+    "plots": curve_plots(scalars, evaluations),
+    "samples": sample_frames(workdir),
+    "evaluations": evaluation_table(evaluations),
+    "protocol": last_protocol(evaluations),
+    "figures": static_figures(workdir),
+    "config": json.dumps(workdir_lib.read_config_dict(workdir), indent=1),
+  }
