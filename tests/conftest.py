@@ -49,10 +49,23 @@ def compiled():
 # The integration tier: files whose tests train, compile train steps, or start the tools as
 # processes. Every other file is the unit tier (`make test-fast`, pytest -m "not integration").
 INTEGRATION = {
-  "test_benchmark.py", "test_cpu_devices.py", "test_distributed.py", "test_divergence.py",
-  "test_ema.py", "test_ema_schedule_experiment.py", "test_end_to_end.py", "test_evaluator.py",
-  "test_faults.py", "test_input_pipeline.py", "test_precision.py", "test_recompile.py",
-  "test_report.py", "test_robustness.py", "test_sharding.py", "test_soak.py", "test_sweeps.py",
+  "test_benchmark.py",
+  "test_cpu_devices.py",
+  "test_distributed.py",
+  "test_divergence.py",
+  "test_ema.py",
+  "test_ema_schedule_experiment.py",
+  "test_end_to_end.py",
+  "test_evaluator.py",
+  "test_faults.py",
+  "test_input_pipeline.py",
+  "test_precision.py",
+  "test_recompile.py",
+  "test_report.py",
+  "test_robustness.py",
+  "test_sharding.py",
+  "test_soak.py",
+  "test_sweeps.py",
   "test_visualize.py",
 }
 
