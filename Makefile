@@ -10,7 +10,7 @@ WORKDIR ?= runs/fashion_mnist
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 FMNIST_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/sagan_jax/fashion-mnist
 
-.PHONY: train test test-fast lint data venv browser
+.PHONY: train test test-fast test-plan lint data venv plan-venv browser
 
 # cpu, cuda12, cuda13 or tpu: tools/bootstrap.py detects it (nvidia-smi and the driver's CUDA
 # version, a TPU chip); ACCELERATOR=... overrides (cuda: the driver's CUDA major). The stamp names
@@ -24,6 +24,12 @@ ACCEL_REQUIREMENTS := $(wildcard requirements-$(ACCELERATOR).txt)  # none for cp
 venv: $(VENV)/.installed-$(ACCELERATOR)
 $(VENV)/.installed-$(ACCELERATOR): requirements.txt requirements-test.txt benchmarks/pytorch/requirements.txt $(ACCEL_REQUIREMENTS) tools/bootstrap.py
 	$(BOOTSTRAP) --venv $(VENV) --accelerator $(ACCELERATOR) --python='$(PYTHON)'
+
+# The TPU and CUDA compilers of python -m sagan_jax.plan (libtpu, JAX's CUDA plugin), in a venv
+# of their own: .venv-plan/bin/python -m sagan_jax.plan --config=... --target=v5e-8
+plan-venv: .venv-plan/.installed-plan
+.venv-plan/.installed-plan: requirements.txt requirements-plan.txt tools/bootstrap.py
+	$(BOOTSTRAP) --venv .venv-plan --accelerator plan --python='$(PYTHON)'
 
 data:
 	@if [ -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] || [ -f $(FMNIST_CACHE)/train-images-idx3-ubyte.gz ]; then :; \
@@ -53,6 +59,10 @@ test: venv data browser
 # The unit tier alone: no training, no compiled train step, no tool started as a process.
 test-fast: venv data
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not integration" tests
+
+# The accelerator programs compiled without the accelerators (a TPU topology, an H100 target).
+test-plan: plan-venv
+	SAGAN_JAX_PLAN_TESTS=1 JAX_PLATFORMS=cpu TPU_SKIP_MDS_QUERY=1 .venv-plan/bin/python -m pytest -q tests/test_plan.py -k compiles_for
 
 # The formatter and the linter, with the settings in pyproject.toml.
 lint: venv

@@ -1,10 +1,18 @@
 """The pure train step: ``d_steps_per_g_step`` D updates, one G update, the EMA of G.
 
-One call makes the D updates (one per slice of the batch's leading axis, unrolled), then
-one G update, then the EMA. It is one ``jax.jit`` over a ``Mesh``: parameters replicated,
-batches split on the data axis, so BN statistics span the global batch. An update whose
-loss, gradients or new state is not finite is not applied.
+One call makes the D updates (one per slice of the batch's leading axis), then one G update,
+then the EMA. Each program is one ``jax.jit`` over a ``Mesh``: parameters replicated, batches
+split on the data axis, so BN statistics span the global batch. An update whose loss,
+gradients or new state is not finite is not applied.
+
+At 1:1 the iteration is one program. At n:1 the first n-1 D updates are one compiled D-update
+program called n-1 times, and the last is the 1:1 program: memory and compile time stay those
+of a 1:1 step (n unrolled updates held n D passes' buffers and compiled n times the code; a
+``lax.scan`` runs convolution gradients far slower on XLA:CPU).
 """
+
+import dataclasses
+from typing import Any
 
 import flax
 import jax
@@ -67,12 +75,13 @@ def split_by_shard(x, num_shards: int):
   return tuple(x[:, i].reshape(-1, *x.shape[3:]) for i in range(2))
 
 
-def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
-  """Returns jit(train_step)(state, batch, key_data) -> (state, metrics); batch arrays are
-  (D steps, B, …); key_data is the run's random key (``programs.seed_key_data``), an
-  argument so that runs of other seeds share the compiled step."""
+def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh) -> "TrainStep":
+  """Returns the train step: ``step(state, batch, key_data) -> (state, metrics)``; batch arrays
+  are (D steps, B, …); key_data is the run's random key (``programs.seed_key_data``), an
+  argument so that runs of other seeds share the compiled programs."""
   d_loss_fn, g_loss_fn = losses.get_losses(config.loss)
   m = config.model
+  n_d = config.d_steps_per_g_step
   batch_shard = sharding.batch_sharding(mesh)
   constrain = lambda x: jax.lax.with_sharding_constraint(x, batch_shard)
   num_shards = mesh.shape[sharding.DATA_AXIS]
@@ -172,30 +181,132 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh):
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, state.g_params)
     return state.replace(ema_params=ema)
 
-  def train_step(state, batch, key_data):
+  def d_key(key_data, step, index):
+    """The key of D update ``index`` of iteration ``step`` (the same in either program)."""
+    keys = step_keys(jax.random.wrap_key_data(key_data), step)
+    return jax.random.split(keys[0], n_d)[index]
+
+  def d_update_at(state, batch, key_data, index, d_finite):
+    """D update ``index`` (< n_d - 1) of this iteration; d_finite: all earlier ones applied."""
+    inputs = (batch["image"][index], batch["label"][index], d_key(key_data, state.step, index))
+    state, metrics = d_update(state, inputs)
+    return state, d_finite & metrics["d_finite"]
+
+  def train_step(state, batch, key_data, d_finite):
+    """The iteration's last D update, the G update and the EMA."""
+    last = n_d - 1
+    state, d_metrics = d_update(
+      state, (batch["image"][last], batch["label"][last], d_key(key_data, state.step, last))
+    )
     keys = step_keys(jax.random.wrap_key_data(key_data), state.step)
-    n_d = batch["image"].shape[0]
-    d_keys = jax.random.split(keys[0], n_d)
-    d_metrics = []
-    for i in range(n_d):  # unrolled: XLA:CPU runs convolution gradients far slower in a loop
-      state, metrics = d_update(state, (batch["image"][i], batch["label"][i], d_keys[i]))
-      d_metrics.append(metrics)
-    d_metrics = jax.tree.map(lambda *values: jnp.stack(values), *d_metrics)
     state, g_metrics = g_update(state, keys[1])
-    all_finite = jnp.all(d_metrics.pop("d_finite")) & g_metrics.pop("g_finite")
+    all_finite = d_finite & d_metrics.pop("d_finite") & g_metrics.pop("g_finite")
     streak = jnp.where(all_finite, 0, state.nonfinite_streak + 1)
     state = update_ema(state.replace(step=state.step + 1, nonfinite_streak=streak))
-    metrics = {k: v[-1] for k, v in d_metrics.items()}  # the last D step's values
-    metrics.update(g_metrics)
+    metrics = {**d_metrics, **g_metrics}  # D's: the last D update's values
     metrics["nonfinite_streak"] = streak
     metrics.update({f"gamma/g/{k}": v for k, v in attention_gammas(state.g_params).items()})
     metrics.update({f"gamma/d/{k}": v for k, v in attention_gammas(state.d_params).items()})
     return state, metrics
 
   replicated = sharding.replicated(mesh)
-  return jax.jit(
+  batches = sharding.batch_sharding(mesh, 1)
+  last = jax.jit(
     train_step,
-    in_shardings=(replicated, sharding.batch_sharding(mesh, 1), replicated),
+    in_shardings=(replicated, batches, replicated, replicated),
     out_shardings=(replicated, replicated),
     donate_argnums=(0,),
   )
+  earlier = None
+  if n_d > 1:
+    earlier = jax.jit(
+      d_update_at,
+      in_shardings=(replicated, batches, replicated, replicated, replicated),
+      out_shardings=(replicated, replicated),
+      donate_argnums=(0,),
+    )
+  return TrainStep(n_d, earlier, last, mesh)
+
+
+@dataclasses.dataclass
+class TrainStep:
+  """One train iteration as jitted programs: ``earlier`` (one D update, called n_d - 1 times;
+  None at 1:1) then ``last`` (the last D update, G, the EMA). Called, lowered and compiled as
+  one jitted function is (``lower`` gives a StepPrograms)."""
+
+  d_steps: int
+  earlier: Any
+  last: Any
+  mesh: Mesh
+  _all_finite: Any = None
+
+  @property
+  def all_finite(self):
+    """d_finite at an iteration's start ("every earlier D update was applied"): an array on the
+    mesh like the programs' own d_finite outputs (a host bool would compile the D-update
+    program twice); made at the first call (a compile-only mesh holds no arrays)."""
+    if self._all_finite is None:
+      self._all_finite = sharding.replicate(True, self.mesh)
+    return self._all_finite
+
+  def _programs(self, fn):
+    """[(what fn gives for a program, times it runs per iteration)]."""
+    parts = [(fn(self.last, True), 1)]
+    if self.earlier is not None:
+      parts.insert(0, (fn(self.earlier, False), self.d_steps - 1))
+    return parts
+
+  def __call__(self, state, batch, key_data):
+    d_finite = self.all_finite
+    for index in range(self.d_steps - 1):
+      state, d_finite = self.earlier(state, batch, key_data, index, d_finite)
+    return self.last(state, batch, key_data, d_finite)
+
+  def lower(self, state, batch, key_data) -> "StepPrograms":
+    d_finite = jax.ShapeDtypeStruct((), jnp.bool_, sharding=sharding.replicated(self.mesh))
+    args = lambda is_last: (state, batch, key_data) + (() if is_last else (0,)) + (d_finite,)
+    lowered = self._programs(lambda jitted, is_last: jitted.lower(*args(is_last)))
+    return StepPrograms(lowered, self)
+
+  def eval_shape(self, state, batch, key_data):
+    """The iteration's outputs (those of its last program)."""
+    d_finite = jax.ShapeDtypeStruct((), jnp.bool_, sharding=sharding.replicated(self.mesh))
+    return self.last.eval_shape(state, batch, key_data, d_finite)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepPrograms:
+  """A train iteration's lowered (or compiled) programs with how often each runs: FLOPs and
+  bytes add up over an iteration; memory is the largest program's."""
+
+  parts: list  # [(jax Lowered or Compiled, runs per iteration)]
+  step: TrainStep
+
+  def compile(self) -> "StepPrograms":
+    return StepPrograms([(part.compile(), runs) for part, runs in self.parts], self.step)
+
+  def __call__(self, state, batch, key_data):
+    d_finite = self.step.all_finite
+    *earlier, (last, _) = self.parts
+    for program, runs in earlier:
+      for index in range(runs):
+        state, d_finite = program(state, batch, key_data, index, d_finite)
+    return last(state, batch, key_data, d_finite)
+
+  def cost_analysis(self) -> dict:
+    """XLA's cost figures summed over the iteration ({} where the compiler gives none)."""
+    total = {}
+    for part, runs in self.parts:
+      for name, value in (part.cost_analysis() or {}).items():
+        if isinstance(value, int | float):
+          total[name] = total.get(name, 0.0) + runs * float(value)
+    return total
+
+  def memory_analysis(self):
+    """The memory figures of the program that needs the most (compiled programs only)."""
+    analyses = [part.memory_analysis() for part, _ in self.parts]
+    total = lambda a: a.argument_size_in_bytes + a.output_size_in_bytes + a.temp_size_in_bytes
+    return max(analyses, key=total)
+
+  def as_text(self) -> str:
+    return "\n".join(part.as_text() for part, _ in self.parts)

@@ -307,6 +307,8 @@ def registry():
     ("cuda12", {"jax-cuda12-plugin": "0.12.0.1", "jax-cuda12-pjrt": "0.12.0.1"}),
     ("cuda13", {"jax-cuda13-plugin": "0.12.0.1", "jax-cuda13-pjrt": "0.12.0.1"}),
     ("tpu", {"libtpu": "0.0.50.1", "google-cloud-storage": "3.17.1"}),
+    # the planner's venv: both compilers, no test dependencies (torch stays out)
+    ("plan", {"libtpu": "0.0.50.1", "jax-cuda13-plugin": "0.12.0.1", "jax-cuda13-pjrt": "0.12.0.1"}),
   ],
 )
 def test_accelerator_install_resolves_against_the_registry(tmp_path, registry, accelerator, expect):
@@ -325,6 +327,7 @@ def test_accelerator_install_resolves_against_the_registry(tmp_path, registry, a
   assert installed["jax"] == installed["jaxlib"] == "0.12.0.1"
   for name, version in expect.items():
     assert installed[name] == version
+  assert ("torch" in installed) == (accelerator != "plan")
 
 
 def test_training_warns_when_jax_misses_the_hosts_accelerator(tmp_path, monkeypatch):

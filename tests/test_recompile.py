@@ -66,7 +66,7 @@ def test_train_step_and_sampler_compile_once(compile_events):
     functools.partial(programs.init_state, config, g, d, g_tx, d_tx), out_shardings=sharding.replicated(mesh)
   )(key)
   step = make_train_step(config, g, d, g_tx, d_tx, mesh)
-  assert step._cache_size() == 0
+  assert step.earlier is None and step.last._cache_size() == 0  # 1:1: one program
   rng = np.random.default_rng(0)
   losses = []
   for i in range(4):
@@ -74,7 +74,7 @@ def test_train_step_and_sampler_compile_once(compile_events):
     before = sum(compile_events.values())
     state, metrics = step(state, batch, key)
     losses.append(float(metrics["d_loss"]))
-    assert step._cache_size() == 1, f"the train step was compiled again at call {i + 1}"
+    assert step.last._cache_size() == 1, f"the train step was compiled again at call {i + 1}"
     if i == 0:
       assert compile_events[TRACE_EVENT, "train_step"] == 1, dict(compile_events)
       assert compile_events[COMPILE_EVENT, "jit(train_step)"] == 1, dict(compile_events)
@@ -101,7 +101,7 @@ def test_train_step_and_sampler_compile_once(compile_events):
   assert not np.allclose(first, second) and not np.allclose(second, third)
   sizes = {k: f._cache_size() for k, f in jitted.items()}
   assert all(n <= 1 for n in sizes.values()) and any(n == 1 for n in sizes.values()), sizes
-  assert step._cache_size() == 1 and compile_events[TRACE_EVENT, "train_step"] == 1
+  assert step.last._cache_size() == 1 and compile_events[TRACE_EVENT, "train_step"] == 1
 
 
 def _edited(config, field, value):
@@ -173,10 +173,55 @@ def test_seeds_are_data_one_compile_serves_every_seed_and_gives_the_constant_see
   step = make_train_step(config, g, d, g_tx, d_tx, mesh)
   constant = programs.seed_key_data(2)
   init = jax.jit(lambda: programs.init_state(config, g, d, g_tx, d_tx, constant))
-  state, metrics = jax.jit(lambda s, b: step.__wrapped__(s, b, constant))(init(), batch)
+  state, metrics = jax.jit(lambda s, b: step.last.__wrapped__(s, b, constant, step.all_finite))(init(), batch)
   for a, b in zip(
     jax.tree.leaves(jax.device_get((state.g_params, metrics["d_loss"]))),
     jax.tree.leaves(results[2]),
     strict=True,
   ):
     np.testing.assert_array_equal(a, b)
+
+
+def test_n_d_updates_are_one_d_update_program_called_n_minus_1_times(compile_events):
+  """D:G 3:1: the earlier D updates compile one program (called twice an iteration, never
+  again), and the iteration computes what one unrolled program of the same updates does."""
+  config = fashion_mnist.get_config("smoke")
+  config.d_steps_per_g_step = 3
+  mesh = sharding.create_mesh(jax.devices()[:1])
+  g, d = programs.build_models(config)
+  g_tx, d_tx = programs.build_optimizers(config)
+  key = sharding.replicate(programs.seed_key_data(config.seed), mesh)
+  init = jax.jit(functools.partial(programs.init_state, config, g, d, g_tx, d_tx))
+  step = make_train_step(config, g, d, g_tx, d_tx, mesh)
+  rng = np.random.default_rng(0)
+  batches = [sharding.global_batch(_batch(rng, config), mesh) for _ in range(2)]
+  state = init(key)
+  for batch in batches:
+    state, metrics = step(state, batch, key)
+  assert compile_events[COMPILE_EVENT, "jit(d_update_at)"] == 1, dict(compile_events)
+  assert compile_events[COMPILE_EVENT, "jit(train_step)"] == 1, dict(compile_events)
+  assert step.earlier._cache_size() == 1 and step.last._cache_size() == 1
+
+  def unrolled(s, b, k):
+    d_finite = step.all_finite
+    for index in range(config.d_steps_per_g_step - 1):
+      s, d_finite = step.earlier.__wrapped__(s, b, k, index, d_finite)
+    return step.last.__wrapped__(s, b, k, d_finite)
+
+  reference = jax.jit(unrolled)
+  expected = init(key)
+  for batch in batches:
+    expected, expected_metrics = reference(expected, batch, key)
+  assert int(state.step) == 2
+  for name in ("d_loss", "g_loss", "d_real", "d_fake"):
+    np.testing.assert_allclose(metrics[name], expected_metrics[name], rtol=1e-4, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(expected), strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+  # every D update moved D: the first two alone already differ from the initial D
+  first_two = init(key)
+  for index in range(2):
+    first_two, _ = step.earlier(first_two, batches[0], key, index, step.all_finite)
+  start = jax.tree.leaves(init(key).d_params)
+  assert all(
+    not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(first_two.d_params), start, strict=True)
+  )

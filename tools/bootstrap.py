@@ -5,6 +5,8 @@ cpu:    requirements.txt + requirements-test.txt (jaxlib's CPU build)
 cuda12: the same + requirements-cuda12.txt (JAX's CUDA 12 plugin, CUDA libraries as pip wheels)
 cuda13: the same + requirements-cuda13.txt (CUDA 13: needs NVIDIA driver 580 or newer)
 tpu:    the same + requirements-tpu.txt (libtpu)
+plan:   requirements.txt + requirements-plan.txt, for `make plan-venv` (.venv-plan): the TPU and
+        CUDA compilers python -m sagan_jax.plan uses on a host without the chips
 
 ACCELERATOR=cpu|cuda|cuda12|cuda13|tpu (or --accelerator) overrides the detection: an NVIDIA
 GPU when `nvidia-smi -L` lists one (CUDA 13 where the driver runs it, else 12; `cuda` picks the
@@ -45,7 +47,12 @@ def log(message):
   print(f"bootstrap: {message}", file=sys.stderr)
 
 
+PLAN = "plan"  # not an accelerator: the compilers for the planner, in a venv of their own
+
+
 def requirement_files(accelerator):
+  if accelerator == PLAN:
+    return ("requirements.txt", "requirements-plan.txt")
   extra = () if accelerator == "cpu" else (f"requirements-{accelerator}.txt",)
   return BASE_REQUIREMENTS + extra
 
@@ -63,6 +70,8 @@ def _names(path):
 
 def stale_packages(venv, accelerator):
   """Packages of another accelerator installed in venv: left there, JAX would still load them."""
+  if accelerator == PLAN:
+    return []  # the planner's venv holds the TPU and CUDA compilers on purpose
   base = set().union(*(_names(p) for p in BASE_REQUIREMENTS))
   others = set()
   for other in ACCELERATORS:
@@ -173,7 +182,10 @@ def main(argv=None):
   parser.add_argument("--root", default="/", help=argparse.SUPPRESS)  # fake /sys, /dev in tests
   args = parser.parse_args(argv)
   try:
-    accelerator, why = choose(args.accelerator.strip(), args.root)
+    if args.accelerator.strip() == PLAN:
+      accelerator, why = PLAN, "the planner's compilers"
+    else:
+      accelerator, why = choose(args.accelerator.strip(), args.root)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
