@@ -8,9 +8,10 @@ Attention form: the paper's (f, g, h with C/8 channels, no pooling of keys/value
 Table 1's best FID, and where the released code puts G's attention. The authors' released code
 instead uses pool_kv=True, value_channel_ratio=2; with those and attention_resolutions=(64,), G
 and D have 42,017,412 and 39,448,258 parameters, exactly the public PyTorch reference
-(BigGAN-PyTorch's SAGAN). feat64 attends over 4096 positions: its N×N map is 64 MiB per image
-per layer in float32 — use model.attention_impl='dot_product_attention' with dtype='bfloat16'
-on a GPU (cuDNN flash attention), 'chunked' elsewhere (TPU, float32), or pool_kv=True there.
+(BigGAN-PyTorch's SAGAN). Planned without the hardware (python -m sagan_jax.plan, docs/plan.md):
+at batch 256 this config (feat32, float32) needs 4.4 GiB per chip of a v5e-8 and 27 GiB of one
+H100; at feat64 11.3 GiB per v5e chip, but 90 GiB of one H100 in float32 — there use
+dtype='bfloat16' (46 GiB), model.attention_impl='chunked' (26 GiB) or pool_kv=True (40 GiB).
 Never trained to the end here (no GPU or TPU so far).
 """
 from configs import default

@@ -164,22 +164,23 @@ def plan(config, target: targets.Target, devices, gpu_memory_fraction: float = 0
   row["compile_s"] = time.perf_counter() - start
   memory = _memory(compiled.memory_analysis())
   cost = compiled.cost_analysis() if target.platform != "cuda" else None  # none from the GPU compiler
-  # Per chip, after partitioning; the GPU compiler reports none, so the unfused program's count
-  # stands in there (an upper bound on bytes: fusion keeps intermediates on chip).
-  bytes_per_chip = (cost or {}).get("bytes accessed") or global_cost.get("bytes accessed", math.nan) / chips
+  # Per chip, after partitioning and fusion. The GPU compiler reports none: the unfused
+  # program's count is recorded there, far above what a fused program moves.
+  fused_bytes = (cost or {}).get("bytes accessed")
+  bytes_per_chip = fused_bytes or global_cost.get("bytes accessed", math.nan) / chips
   row.update(memory=memory, fits=fits(memory, target, gpu_memory_fraction))
   row["sampler_bytes"] = _sampler_memory(config, built, mesh, state, key)
-  row.update(flops_per_chip=model_flops, bytes_per_chip=bytes_per_chip)
+  row.update(flops_per_chip=model_flops, bytes_per_chip=bytes_per_chip, bytes_fused=bool(fused_bytes))
   if target.peak_f32_tflops:
     compute_s = model_flops / (target.peak_tflops(config.dtype) * 1e12)
     memory_s = bytes_per_chip / (target.memory_tbps * 1e12)
-    bound = max(compute_s, memory_s)
-    row.update(
-      compute_bound_s=compute_s,
-      memory_bound_s=memory_s,
-      limited_by="memory bandwidth" if memory_s > compute_s else "compute",
-      images_per_s=config.batch_size / bound,
-    )
+    row.update(compute_bound_s=compute_s, memory_bound_s=memory_s)
+    if fused_bytes:  # both are lower bounds on the step: the slower one bounds it
+      row["limited_by"] = "memory bandwidth" if memory_s > compute_s else "compute"
+      row["images_per_s"] = config.batch_size / max(compute_s, memory_s)
+    else:  # the unfused program's bytes are no bound (2-10× what fusion leaves): compute only
+      row["limited_by"] = "compute (no byte count from this compiler)"
+      row["images_per_s"] = config.batch_size / compute_s
   return row
 
 
@@ -287,13 +288,19 @@ def format_row(row: dict) -> str:
     f"temporaries {gib(m['temporaries'])}, code {gib(m['code'])}; "
     f"sampling a batch: {gib(row['sampler_bytes'])}",
     f"  per chip per step: {row['flops_per_chip'] / 1e12:.3f} TFLOP, {row['bytes_per_chip'] / 1e9:.1f} GB "
-    f"accessed; compiled in {row['compile_s']:.0f} s",
+    f"accessed{'' if row['bytes_fused'] else ' (unfused program: far above the fused one)'}; "
+    f"compiled in {row['compile_s']:.0f} s",
   ]
-  if "images_per_s" in row:
+  if "images_per_s" in row and row["bytes_fused"]:
     lines.append(
       f"  step ≥ {row['compute_bound_s'] * 1e3:.1f} ms at peak compute, "
       f"≥ {row['memory_bound_s'] * 1e3:.1f} ms at memory bandwidth: {row['limited_by']}-bound, "
       f"≤ {row['images_per_s']:,.0f} images/s"
+    )
+  elif "images_per_s" in row:
+    lines.append(
+      f"  step ≥ {row['compute_bound_s'] * 1e3:.1f} ms at peak compute: ≤ {row['images_per_s']:,.0f} "
+      f"images/s (this compiler reports no byte count: no bandwidth bound)"
     )
   return "\n".join(lines)
 
@@ -319,26 +326,41 @@ def _run():
   print(
     f"target {target.name}: {len(devices)} × {devices[0].device_kind}; peaks: {target.source}", flush=True
   )
-  rows = []
 
   def emit(row, what=""):
-    rows.append(dict(row, variant=what))
     print((f"[{what}] " if what else "") + format_row(row), flush=True)
+    if FLAGS.json_out:  # as each plan ends: a long search keeps what it has found
+      with open(FLAGS.json_out, "a") as f:
+        f.write(json.dumps(dict(row, variant=what)) + "\n")
 
   base = plan(config, target, devices, FLAGS.gpu_memory_fraction)
   emit(base)
   if FLAGS.suggest == "always" or (FLAGS.suggest == "auto" and not base["fits"]):
     for what, overrides in variants(config, target):
-      emit(plan(with_overrides(config, overrides), target, devices, FLAGS.gpu_memory_fraction), what)
+      try:
+        row = plan(with_overrides(config, overrides), target, devices, FLAGS.gpu_memory_fraction)
+      except Exception as e:  # pylint: disable=broad-except  (one knob that cannot be planned here)
+        print(f"[{what}] not planned: {_first_line(e)}", flush=True)
+        continue
+      emit(row, what)
   if FLAGS.max_batch:
     print("largest batch that fits:", flush=True)
     best = max_batch(config, target, devices, FLAGS.gpu_memory_fraction, lambda s: print(s, flush=True))
     print(f"  {best if best else 'none: not even one example per chip'}", flush=True)
-    rows.append({"target": target.name, "max_batch": best})
-  if FLAGS.json_out:
-    with open(FLAGS.json_out, "a") as f:
-      for row in rows:
-        f.write(json.dumps(row) + "\n")
+    emit_search = {"target": target.name, "variant": "max_batch", "max_batch": best}
+    if FLAGS.json_out:
+      with open(FLAGS.json_out, "a") as f:
+        f.write(json.dumps(emit_search) + "\n")
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip() or type(e).__name__
+  if "cuDNN not found" in text:
+    return (
+      "cuDNN is not installed in this environment (JAX reads its version while tracing cuDNN "
+      "attention); .venv-plan/bin/pip install nvidia-cudnn-cu13 adds it"
+    )
+  return " ".join(text.splitlines()[0].split())[:300]
 
 
 def main(argv):
