@@ -29,22 +29,28 @@ from ml_collections import config_flags
 from sagan_jax import cli
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Path to a config file (optionally :variant).")
-flags.DEFINE_string("target", None, f"one of {', '.join(list(targets.TARGETS) + [targets.CPU])}")
-flags.DEFINE_bool("max_batch", False, "also search the largest global batch that fits (a compile a try)")
-flags.DEFINE_enum(
-  "suggest",
-  "auto",
-  ["auto", "always", "never"],
-  "plan the knobs that save memory (bf16, chunked or flash attention, pooled keys, half the batch): "
-  "'auto' where the config does not fit",
-)
-flags.DEFINE_float(
-  "gpu_memory_fraction", 0.75, "a GPU's memory a JAX process may use (XLA_PYTHON_CLIENT_MEM_FRACTION)"
-)
-flags.DEFINE_integer("cpu_devices", 0, "'cpu' target: plan over this many of the host's CPU devices")
-flags.DEFINE_string("json_out", "", "also write every plan as one JSON line to this file")
-flags.mark_flags_as_required(["config", "target"])
+
+
+def define_flags():
+  """The tool's flags (defined when it runs, not when its functions are imported: the other
+  tools define --config too)."""
+  config_flags.DEFINE_config_file("config", None, "Path to a config file (optionally :variant).")
+  flags.DEFINE_string("target", None, f"one of {', '.join(list(targets.TARGETS) + [targets.CPU])}")
+  flags.DEFINE_bool("max_batch", False, "also search the largest global batch that fits (a compile a try)")
+  flags.DEFINE_enum(
+    "suggest",
+    "auto",
+    ["auto", "always", "never"],
+    "plan the knobs that save memory (bf16, chunked or flash attention, pooled keys, half the batch): "
+    "'auto' where the config does not fit",
+  )
+  flags.DEFINE_float(
+    "gpu_memory_fraction", 0.75, "a GPU's memory a JAX process may use (XLA_PYTHON_CLIENT_MEM_FRACTION)"
+  )
+  flags.DEFINE_integer("cpu_devices", 0, "'cpu' target: plan over this many of the host's CPU devices")
+  flags.DEFINE_string("json_out", "", "also write every plan as one JSON line to this file")
+  flags.mark_flags_as_required(["config", "target"])
+
 
 # The compiler's words where a TPU program does not fit, e.g. "HLO temporaries 18.34G exceed
 # available HBM 15.75G" or "Used 18.9G of 15.75G hbm".
@@ -369,4 +375,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main, flags_parser=cli.parse_flags)

@@ -181,26 +181,24 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh) ->
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, state.g_params)
     return state.replace(ema_params=ema)
 
-  def d_key(key_data, step, index):
-    """The key of D update ``index`` of iteration ``step`` (the same in either program)."""
+  def iteration_keys(key_data, step):
+    """(the D updates' keys, the G update's key) of iteration ``step``: the same in either program."""
     keys = step_keys(jax.random.wrap_key_data(key_data), step)
-    return jax.random.split(keys[0], n_d)[index]
+    return jax.random.split(keys[0], n_d), keys[1]
 
   def d_update_at(state, batch, key_data, index, d_finite):
     """D update ``index`` (< n_d - 1) of this iteration; d_finite: all earlier ones applied."""
-    inputs = (batch["image"][index], batch["label"][index], d_key(key_data, state.step, index))
-    state, metrics = d_update(state, inputs)
+    d_keys, _ = iteration_keys(key_data, state.step)
+    state, metrics = d_update(state, (batch["image"][index], batch["label"][index], d_keys[index]))
     return state, d_finite & metrics["d_finite"]
 
   def train_step(state, batch, key_data, d_finite):
     """The iteration's last D update, the G update and the EMA."""
+    d_keys, g_key = iteration_keys(key_data, state.step)
     last = n_d - 1
-    state, d_metrics = d_update(
-      state, (batch["image"][last], batch["label"][last], d_key(key_data, state.step, last))
-    )
-    keys = step_keys(jax.random.wrap_key_data(key_data), state.step)
-    state, g_metrics = g_update(state, keys[1])
-    all_finite = d_finite & d_metrics.pop("d_finite") & g_metrics.pop("g_finite")
+    state, d_metrics = d_update(state, (batch["image"][last], batch["label"][last], d_keys[last]))
+    state, g_metrics = g_update(state, g_key)
+    all_finite = jnp.logical_and(d_metrics.pop("d_finite") & g_metrics.pop("g_finite"), d_finite)
     streak = jnp.where(all_finite, 0, state.nonfinite_streak + 1)
     state = update_ema(state.replace(step=state.step + 1, nonfinite_streak=streak))
     metrics = {**d_metrics, **g_metrics}  # D's: the last D update's values
