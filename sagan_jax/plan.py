@@ -121,10 +121,10 @@ def _sampler_memory(config, built, mesh, state, key):
 
   from sagan_jax import sharding
 
-  programs_ = built.sampler
+  sampler = built.sampler
   stats = None
-  if programs_.sample_bn_stats == "standing":
-    stats = jax.eval_shape(programs_.standing_stats, state, key)
+  if sampler.sample_bn_stats == "standing":
+    stats = jax.eval_shape(sampler.standing_stats, state, key)
     stats = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)), stats
     )
@@ -132,7 +132,7 @@ def _sampler_memory(config, built, mesh, state, key):
   n = config.eval.batch_size
   z = jax.ShapeDtypeStruct((n, config.model.z_dim), np.float32, sharding=batch)
   y = jax.ShapeDtypeStruct((n,), np.int32, sharding=batch)
-  return _memory(programs_.generate.lower(state, stats, z, y).compile().memory_analysis())["total"]
+  return _memory(sampler.generate.lower(state, stats, z, y).compile().memory_analysis())["total"]
 
 
 def plan(config, target: targets.Target, devices, gpu_memory_fraction: float = 0.75) -> dict:
@@ -231,13 +231,9 @@ def variants(config, target: targets.Target) -> list:
 
 
 def with_overrides(config, overrides: dict):
+  """A copy of ``config`` with the dotted fields of ``overrides`` set."""
   config = config.copy_and_resolve_references()
-  for path, value in overrides.items():
-    *parents, field = path.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[field] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 
