@@ -123,20 +123,25 @@ def quiet_orbax() -> None:
   sys.excepthook = _quiet_excepthook
 
 
-def start(*, distributed: bool, log_level=logging.INFO):
+def start(
+  *, distributed: bool, log_level=logging.INFO, tensorflow: bool = True, compilation_cache: bool = False
+):
   """Common start of a tool. ``distributed``: a command that may run as several processes and
   compiles large programs (main, evaluate): jax.distributed on multi-process launches and the
-  persistent XLA cache. Every tool keeps TensorFlow (tf.data, event files) off the GPUs and
-  orbax's narration out of its log."""
+  persistent XLA cache (``compilation_cache``: the cache alone). A tool that reads data or event
+  files (``tensorflow``) keeps TensorFlow off the GPUs; every tool keeps orbax's narration out
+  of its log."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   with signals.interrupts_deferred():
-    import tensorflow as tf
+    if tensorflow:
+      import tensorflow as tf
 
-    tf.config.set_visible_devices([], "GPU")  # TF would otherwise take the GPUs' memory
+      tf.config.set_visible_devices([], "GPU")  # TF would otherwise take the GPUs' memory
     import jax  # noqa: F401  (its native libraries load while SIGINT waits)
 
     if distributed:
       maybe_initialize_distributed()
+    if distributed or compilation_cache:
       enable_compilation_cache()
   logging.getLogger().setLevel(log_level)
   quiet_orbax()

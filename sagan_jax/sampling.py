@@ -38,6 +38,46 @@ def fixed_noise(labels, z_dim: int, seed: int, multiple: int):
   return z, np.resize(labels, padded).astype(np.int32), n
 
 
+def truncated_normal(rng: np.random.Generator, shape, truncation: float | None = None) -> np.ndarray:
+  """float32 N(0, I) noise; with ``truncation`` T > 0, every entry outside [-T, T] is drawn
+  again until none is (BigGAN's truncation trick, by resampling rather than clipping)."""
+  z = rng.standard_normal(shape).astype(np.float32)
+  if truncation is None:
+    return z
+  if not truncation > 0:
+    raise ValueError(f"truncation must be > 0 (or None for none), not {truncation}")
+  outside = np.abs(z) > truncation
+  while outside.any():
+    z[outside] = rng.standard_normal(int(outside.sum())).astype(np.float32)
+    outside = np.abs(z) > truncation
+  return z
+
+
+def interpolate(a: np.ndarray, b: np.ndarray, weights, method: str = "slerp") -> np.ndarray:
+  """Rows a → b at each of ``weights`` (in [0, 1]): (len(weights), *a.shape). 'lerp' is the
+  straight line; 'slerp' the great circle at linearly interpolated norm, which keeps an
+  interpolated Gaussian z as long as its ends (a straight line passes closer to 0)."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  t = np.asarray(weights, np.float64).reshape((-1,) + (1,) * a.ndim)
+  if method == "lerp":
+    return ((1 - t) * a + t * b).astype(np.float32)
+  if method != "slerp":
+    raise ValueError(f"interpolation {method!r}: use 'slerp' or 'lerp'")
+  norm_a = np.linalg.norm(a, axis=-1, keepdims=True)
+  norm_b = np.linalg.norm(b, axis=-1, keepdims=True)
+  unit_a, unit_b = a / np.maximum(norm_a, 1e-12), b / np.maximum(norm_b, 1e-12)
+  angle = np.arccos(np.clip(np.sum(unit_a * unit_b, axis=-1, keepdims=True), -1.0, 1.0))
+  sin = np.sin(angle)
+  parallel = sin < 1e-6  # (anti)parallel ends: no plane to turn in; the straight line then
+  safe_sin = np.where(parallel, 1.0, sin)
+  on_circle = np.where(
+    parallel,
+    (1 - t) * unit_a + t * unit_b,
+    (np.sin((1 - t) * angle) * unit_a + np.sin(t * angle) * unit_b) / safe_sin,
+  )
+  return (on_circle * ((1 - t) * norm_a + t * norm_b)).astype(np.float32)
+
+
 def grid_inputs(config, num_devices: int):
   """(z, y, rows, cols) of the sample grid: one row per shown class, fixed across steps."""
   classes, cols = grid_classes(config.model.num_classes), config.num_sample_columns

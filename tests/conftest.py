@@ -63,6 +63,7 @@ INTEGRATION = {
   "test_recompile.py",
   "test_report.py",
   "test_robustness.py",
+  "test_sample.py",
   "test_sharding.py",
   "test_soak.py",
   "test_sweeps.py",

@@ -112,7 +112,8 @@ class SNEmbed(nn.Module):
   """Class embedding (num_classes, features), optionally spectrally normalised.
 
   The normalisation views the table as a (num_classes, features) matrix, as the
-  projection discriminator's SN embedding does.
+  projection discriminator's SN embedding does. ``labels``: (B,) class indices, or (B,
+  num_classes) float class weights, which mix the classes' rows (class interpolation).
   """
 
   num_embeddings: int
@@ -125,6 +126,8 @@ class SNEmbed(nn.Module):
     table = self.param("embedding", self.embedding_init, (self.num_embeddings, self.features), jnp.float32)
     if self.use_sn:
       table = SpectralWeight(name="sn")(table, update_stats)
+    if jnp.issubdtype(labels.dtype, jnp.floating):
+      return jnp.dot(labels.astype(table.dtype), table)
     return jnp.take(table, labels, axis=0)
 
 
