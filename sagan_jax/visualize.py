@@ -2,11 +2,14 @@
 
 python -m sagan_jax.visualize --workdir=DIR [--step=N] [--classes=0,3,7] [--queries=K]
     [--network=generator|discriminator|both] [--sheets] [--heat_scale=query|figure]
+    [--nearest=K [--nearest_space=auto|pixels|fmnist_classifier|inception] [--nearest_pool=N]]
 writes, for the run's latest (or the named) checkpoint,
   DIR/attention/step_N_generator.png      EMA-G samples (fixed seeds), last G attention layer
   DIR/attention/step_N_discriminator.png  real images, last D attention layer
   DIR/sheets/step_N_class_C.png           a grid of samples of class C (with --sheets)
   DIR/sheets/step_N_classes.png           one row per class, untruncated z (with --sheets)
+  DIR/nearest/step_N_<space>.png          per row a sample, then its K nearest training images
+                                          (with --nearest=K; is the model copying its data?)
 Each attention row is: the image with coloured query points, then per query the
 softmax weights over key positions, upsampled to the image and overlaid, the most
 attended key cell boxed in the query's colour. Each map spans the colour scale unless
@@ -26,6 +29,7 @@ import numpy as np
 from sagan_jax import figures, sampling, sharding
 from sagan_jax import workdir as workdir_lib
 from sagan_jax.errors import UserError
+from sagan_jax.evaluation import registry
 from sagan_jax.run import open_run
 
 
@@ -34,6 +38,53 @@ def _sample(run, z, y, attention=False):
   sampler = run.programs.sampler
   fn = sampler.with_attention if attention else sampler
   return jax.device_get(fn(run.state, put(z), put(y)))
+
+
+NEAREST_SPACES = ("auto", "pixels", registry.FMNIST_CLASSIFIER, registry.INCEPTION)
+NEAREST_METRIC = {registry.FMNIST_CLASSIFIER: "fid_fmnist", registry.INCEPTION: "fid"}  # loads the space
+
+
+def nearest_indices(queries: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
+  """(Q, k) indices of each query's k nearest pool rows, nearest first (Euclidean distance)."""
+  queries, pool = np.asarray(queries, np.float64), np.asarray(pool, np.float64)
+  distances = (
+    np.sum(queries**2, 1)[:, None] - 2 * queries @ pool.T + np.sum(pool**2, 1)[None, :]
+  )  # squared, up to rounding; only the order is used
+  nearest = np.argpartition(distances, k - 1, axis=1)[:, :k]
+  order = np.take_along_axis(distances, nearest, 1).argsort(axis=1, kind="stable")
+  return np.take_along_axis(nearest, order, 1)
+
+
+def nearest_space(config, space: str) -> str:
+  """'auto': the Fashion-MNIST classifier for Fashion-MNIST, else the FID Inception."""
+  if space != "auto":
+    return space
+  return registry.FMNIST_CLASSIFIER if config.dataset.name == "fashion_mnist" else registry.INCEPTION
+
+
+def nearest_figure(run, images: np.ndarray, k: int, space: str, pool: int) -> tuple:
+  """(uint8 figure, space used): per row a sample (float, [-1, 1]) then its k nearest training
+  images of a pool of ``pool`` (the first of a fixed shuffle of the training split, unflipped),
+  nearest first, by distance in ``space``'s features (or raw pixels)."""
+  from sagan_jax.evaluation import evaluator, references  # tf.data and the feature networks
+
+  config = run.config.copy_and_resolve_references()
+  config.eval.reference_split = config.dataset.split  # the images the model was trained on
+  batches, _ = references.real_batches(config, pool)
+  real = np.concatenate(batches)[:pool]
+  if k > len(real):
+    raise UserError(f"--nearest={k} but the training split holds {len(real)} images; lower --nearest")
+  space = nearest_space(config, space)
+  if space == "pixels":
+    queries, keys = images.reshape(len(images), -1), real.reshape(len(real), -1)
+  else:
+    scorer = evaluator.Evaluator(
+      config, run.mesh, run.programs.sampler, run.workdir, run.programs.kernels, (NEAREST_METRIC[space],)
+    )
+    queries, keys = scorer.image_features(images)[space][0], scorer.image_features(real)[space][0]
+  nearest = nearest_indices(queries, keys, k)
+  panels = np.concatenate([images[:, None], real[nearest]], axis=1)  # (rows, 1 + k, H, W, C)
+  return figures.tile(figures.to_uint8(panels), pad=2), space
 
 
 def write_run_figures(
@@ -48,6 +99,9 @@ def write_run_figures(
   sheet_size=8,
   seed=0,
   heat_scale="query",
+  nearest=0,
+  nearest_space_name="auto",
+  nearest_pool=10_000,
   run=None,
 ) -> list:
   """Writes the figures of a checkpoint of the run in workdir; returns their paths.
@@ -100,6 +154,11 @@ def write_run_figures(
       sampling.discriminator_attention(run.programs.discriminator, state, images, labels),
       "discriminator",
     )
+  if nearest:
+    shown = np.resize(np.asarray(classes), num_images)
+    z, y, n = sampling.class_sheet_inputs(config, shown, 1, run.mesh.size, seed)
+    figure, space = nearest_figure(run, _sample(run, z, y)[:n], nearest, nearest_space_name, nearest_pool)
+    save(figure, workdir_lib.NEAREST, space)
   if sheets:
     per_class = sheet_size * sheet_size
     for c in classes:
@@ -137,6 +196,9 @@ def _figures():
     sheet_size=f.sheet_size,
     seed=f.seed,
     heat_scale=f.heat_scale,
+    nearest=f.nearest,
+    nearest_space_name=f.nearest_space,
+    nearest_pool=f.nearest_pool,
   )
 
 
@@ -167,6 +229,16 @@ if __name__ == "__main__":
     "query",
     list(figures.HEAT_SCALES),
     "Colour scale of the attention maps: per map, or one for the whole figure.",
+  )
+  flags.DEFINE_integer("nearest", 0, "> 0: also the K nearest training images of each sample (copying?).")
+  flags.DEFINE_enum(
+    "nearest_space",
+    "auto",
+    list(NEAREST_SPACES),
+    "Features of --nearest ('auto': the Fashion-MNIST classifier's for Fashion-MNIST, else Inception's).",
+  )
+  flags.DEFINE_integer(
+    "nearest_pool", 10_000, "Training images --nearest searches (a fixed shuffle's first)."
   )
   flags.mark_flags_as_required(["workdir"])
   app.run(_main, flags_parser=cli.parse_flags)

@@ -27,6 +27,7 @@ LABEL_MAP = "label_map.txt"  # an image folder's classes, '<label>\t<name>' per 
 SAMPLES = "samples"  # the sample grid, step_<8 digits>.png
 ATTENTION = "attention"  # python -m sagan_jax.visualize's attention figures
 SHEETS = "sheets"  # … and its class sheets
+NEAREST = "nearest"  # … and its nearest training images of samples
 REPORT = "report.html"  # python -m sagan_jax.report's page
 PROFILE = "profile"  # jax.profiler traces (config.profile_steps)
 EVENTS_GLOB = "events.out.tfevents.*"  # TensorBoard's event files (clu's writer)

@@ -308,6 +308,20 @@ def test_the_explorer_says_why_it_is_empty(smoke_config, tmp_path, browser, chan
   assert_offline(page)
 
 
+def test_a_model_without_logs_or_data_shows_what_it_can(smoke_config, tmp_path, browser):
+  """A workdir with a model but no training record (copied without its logs, or converted) on a
+  machine without its data: the page says so; G's maps are explored, D's absence is explained."""
+  smoke_config.dataset.data_dir = str(tmp_path / "not_on_this_machine")
+  run = untrained_run(smoke_config, str(tmp_path))
+  path = report.write_report(run.workdir, run=run)
+  page = open_page(browser, path)
+  assert "holds no training logs" in page.locator("#no-logs").inner_text()
+  assert page.locator("#explorer-note").is_visible()
+  assert "D's maps need real training images" in page.locator("#explorer-partial").inner_text()
+  assert [layer["net"] for layer in page_data(path)["explorer"]["layers"]] == ["G"]
+  assert_offline(page)
+
+
 def test_the_page_lays_out_the_run_files(smoke_config, tmp_path, browser):
   """Without the explorer: the evaluations (table, plot, protocol), the figures of visualize's
   newest step, no γ and no samples yet, the config; the run's text stays text on the page."""
@@ -335,6 +349,7 @@ def test_the_page_lays_out_the_run_files(smoke_config, tmp_path, browser):
   assert page.locator("h1").inner_text() == f"sagan_jax run: {tmp_path}"
   assert page.locator("#explorer-absent").inner_text() == "Built without the explorer (--figures=false)."
   assert page.locator("#explorer-note").is_hidden() and page.locator("#last-logged").is_hidden()
+  assert page.locator("#no-logs").is_hidden()  # its evaluations are a record of training
   assert page.locator("#gamma-absent").is_visible() and page.locator("#gamma-table").is_hidden()
   assert page.locator("#samples-count").text_content() == ": none written yet"
   assert page.locator("#evaluations").is_visible() and page.locator("#plots-eval svg").count() == 1

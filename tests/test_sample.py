@@ -199,3 +199,48 @@ def test_sample_command_line(run_dir, tmp_path):
   assert again.stderr.strip().splitlines() == [
     "error: --truncation=-1.0: must be > 0 (leave it out for untruncated z)"
   ]
+
+
+def test_nearest_indices_match_a_float64_sort():
+  from sagan_jax.visualize import nearest_indices
+
+  rng = np.random.default_rng(0)
+  pool, queries = rng.standard_normal((200, 12)), rng.standard_normal((7, 12))
+  want = np.argsort(((queries[:, None] - pool[None]) ** 2).sum(-1), axis=1)[:, :5]
+  np.testing.assert_array_equal(nearest_indices(queries, pool, 5), want)
+  assert nearest_indices(pool[[3, 150]], pool, 1)[:, 0].tolist() == [3, 150]  # a copy finds itself
+
+
+def test_visualize_nearest_training_images(run_dir, fake_fmnist_dir):
+  from configs import fashion_mnist
+  from sagan_jax import visualize
+  from sagan_jax.run import open_run
+
+  assert visualize.nearest_space(fashion_mnist.get_config(), "auto") == "fmnist_classifier"
+  assert visualize.nearest_space(fashion_mnist.get_config(), "pixels") == "pixels"
+  data = json.load(open(os.path.join(run_dir, "config.json")))["dataset"]["data_dir"]
+  shutil.copytree(fake_fmnist_dir, data)  # the training images, back where the run read them
+  try:
+    run = open_run(run_dir)
+    paths = visualize.write_run_figures(
+      run_dir,
+      classes=[0, 4, 9],
+      nearest=3,
+      nearest_space_name="pixels",
+      nearest_pool=40,
+      network="generator",
+      run=run,
+    )
+    samples = np.linspace(-1, 1, 3 * 32 * 32).reshape(3, 32, 32, 1).astype(np.float32)
+    figure, space = visualize.nearest_figure(run, samples, 2, "pixels", 40)
+  finally:
+    shutil.rmtree(data)
+  assert os.path.join(run_dir, "nearest", "step_00000004_pixels.png") in paths
+  tile = 32 + 2
+  shown = np.asarray(Image.open(os.path.join(run_dir, "nearest", "step_00000004_pixels.png")))
+  assert shown.shape == (3 * tile + 2, 4 * tile + 2)  # per class a row: the sample, 3 neighbours
+  assert space == "pixels" and figure.shape == (3 * tile + 2, 3 * tile + 2, 1)
+  # each neighbour is a training image: nearest first by pixel distance
+  real = figure[2:, tile + 2 :].reshape(3, tile, 2, tile, 1)[:, :32, :, :32].astype(np.float64)
+  distance = lambda r, c: np.sum((real[r, :, c] / 127.5 - 1 - samples[r]) ** 2)
+  assert all(distance(r, 0) <= 1.01 * distance(r, 1) for r in range(3))  # (the PNG rounds pixels)

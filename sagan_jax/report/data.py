@@ -239,11 +239,24 @@ def model_summary(config) -> str:
   )
 
 
+def no_logs_note(workdir: str, scalars: dict, evaluations: list) -> str:
+  """What the page says when the workdir holds a model but no record of training (a run
+  copied without its logs, or weights converted from another codebase): '' otherwise."""
+  if scalars or evaluations or sample_frames(workdir):
+    return ""
+  return (
+    "This workdir holds no training logs (no TensorBoard events, evaluations or sample grids): "
+    "a run copied without them, or a model converted from another codebase. The page shows "
+    "what its checkpoint and config give."
+  )
+
+
 def page_data(workdir: str) -> dict:
   """The page's data but the explorer's: colour maps, the last logged step, γ, the curves,
   the sample grids, the evaluations with the last protocol, the static figures, the config."""
   scalars, evaluations = read_scalars(workdir), workdir_lib.read_metrics_lines(workdir)
   return {
+    "no_logs": no_logs_note(workdir, scalars, evaluations),
     "luts": colour_maps(),
     "last": last_logged(scalars),
     "gammas": gamma_rows(scalars),

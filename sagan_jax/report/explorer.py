@@ -20,6 +20,7 @@ import numpy as np
 
 from sagan_jax import config as config_lib
 from sagan_jax import figures, sampling, sharding
+from sagan_jax.errors import UserError
 
 DEFAULT_BUDGET_BYTES = 3 * 2**20  # quantised map bytes on a page (before deflate and base64)
 MAX_COLUMNS = 5  # G images per class row at most
@@ -241,7 +242,11 @@ def collect(
       )
       params = run.state.ema_params
     else:
-      images, labels = real if real is not None else real_images(run, classes, p["real"])
+      try:
+        images, labels = real if real is not None else real_images(run, classes, p["real"])
+      except UserError as e:  # a converted or copied run on a machine without its data
+        out["networks"][net] = {"absent": f"D's maps need real training images, which do not load here: {e}"}
+        continue
       images, labels = np.asarray(images)[: p["real"]], np.asarray(labels)[: p["real"]]
       maps = _discriminator_maps(run, images, labels, strides, shapes)
       caption = "Real training images (D's input), one per class where the first batches hold it"

@@ -41,6 +41,10 @@
   const row = (cells, tag = "td") => el("tr", {}, ...cells.map((c) => el(tag, { text: c })));
 
   function setUpSections() {
+    if (DATA.no_logs) {
+      $("no-logs").textContent = DATA.no_logs;
+      show($("no-logs"));
+    }
     if (DATA.last) {
       $("last-step").textContent = DATA.last.step;
       $("last-values").textContent = DATA.last.values.map(([tag, v]) => `${tag} = ${v}`).join(", ");
@@ -102,6 +106,8 @@
                            "the page in a current Chromium, Firefox or Safari to explore the maps." }));
       return;
     }
+    const missing = Object.values(E.networks || {}).map((n) => n.absent).filter(Boolean);
+    if (missing.length) box.append(el("p", { class: "absent", id: "explorer-partial", text: missing.join(" ") }));
     const R = E.resolution, C = E.channels;
     const nets = {};
     for (const [name, n] of Object.entries(E.networks)) {
