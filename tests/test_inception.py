@@ -7,6 +7,7 @@ import pytest
 from conftest import import_pytorch_fid
 
 from sagan_jax.errors import UserError
+from sagan_jax import torch_pickle
 from sagan_jax.evaluation import inception
 
 
@@ -109,7 +110,7 @@ def test_reader_handles_dtypes_views_and_both_formats(tmp_path, zip_format):
   path = tmp_path / "state.pth"
   torch.save(state, path, _use_new_zipfile_serialization=zip_format)
 
-  loaded = inception.load_torch_state_dict(path)
+  loaded = torch_pickle.load_torch_state_dict(path)
 
   assert list(loaded) == list(state)
   for name, tensor in state.items():
@@ -119,18 +120,46 @@ def test_reader_handles_dtypes_views_and_both_formats(tmp_path, zip_format):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_a_training_checkpoint_reads_with_its_metadata_inert(tmp_path, zip_format):
+  """An mmengine-style checkpoint: tensors in nested dicts, metadata of classes the reader
+  does not build (a numpy scalar, a date) read as Opaque records, nothing executed."""
+  import datetime
+
+  torch, _ = _import_pytorch_fid_inception()
+  meta = {"epoch": np.int64(3), "when": datetime.date(2022, 1, 2)}
+  checkpoint = {
+    "meta": meta,
+    "state_dict": {"generator.w": torch.arange(6.0).reshape(2, 3), "steps": [torch.tensor(1), 2]},
+  }
+  path = tmp_path / "ckpt.pth"
+  torch.save(checkpoint, path, _use_new_zipfile_serialization=zip_format)
+  loaded = torch_pickle.load(path)
+  np.testing.assert_array_equal(loaded["state_dict"]["generator.w"], np.arange(6.0).reshape(2, 3))
+  assert loaded["state_dict"]["steps"][0] == 1 and loaded["state_dict"]["steps"][1] == 2
+  assert isinstance(loaded["meta"]["when"], torch_pickle.Opaque) and "datetime.date" in repr(
+    loaded["meta"]["when"]
+  )
+  with pytest.raises(UserError, match="not a PyTorch state dict"):
+    torch_pickle.load_torch_state_dict(path)  # the strict reader still refuses them
+  cut = tmp_path / "cut.pth"
+  cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+  with pytest.raises(UserError, match="not a complete torch.save file"):
+    torch_pickle.load(cut)
+
+
 def test_reader_refuses_other_files(tmp_path):
   junk = tmp_path / "junk.pth"
   junk.write_bytes(b"\x80\x02K\x07.")  # a pickle of 7, not a torch.save file
   with pytest.raises(UserError, match="not a PyTorch state dict"):
-    inception.load_torch_state_dict(junk)
+    torch_pickle.load_torch_state_dict(junk)
   with pytest.raises(UserError, match="does not exist"):
-    inception.load_torch_state_dict(tmp_path / "missing.pth")
+    torch_pickle.load_torch_state_dict(tmp_path / "missing.pth")
 
 
 def test_state_dict_with_wrong_names_is_refused(torch_reference):
   _, _, _, path = torch_reference
-  state = inception.load_torch_state_dict(path)
+  state = torch_pickle.load_torch_state_dict(path)
   del state["Mixed_7c.branch_pool.conv.weight"]
   with pytest.raises(UserError, match="does not fit the FID Inception network"):
     inception.variables_from_state_dict(state)

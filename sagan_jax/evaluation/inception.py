@@ -5,30 +5,24 @@ FIDInceptionA/C/E_1 average-pool without counting the zero padding (as the TF
 2015-12-05 graph does), FIDInceptionE_2 max-pools, BN eps is 1e-3 and the classifier
 has 1008 outputs. Parameter names mirror the PyTorch module names, so the standard
 weights file `pt_inception-2015-12-05-6726825d.pth` maps one to one. Reading it
-needs no PyTorch: `load_torch_state_dict` parses both of torch.save's formats.
+needs no PyTorch (sagan_jax.torch_pickle).
 """
 
-import collections
 import functools
 import hashlib
 import logging
-import os
 import pathlib
-import pickle
-import struct
 import urllib.request
-import zipfile
-from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 from flax import traverse_util
 
 from sagan_jax import workdir
 from sagan_jax.errors import UserError
+from sagan_jax.torch_pickle import load_torch_state_dict
 
 FID_WEIGHTS_URL = (
   "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
@@ -298,136 +292,6 @@ def random_variables(seed: int = 0):
       value = np.full(shape, 1.0 if leaf in ("scale", "var") else 0.0)
     flat[path] = jnp.asarray(value, jnp.float32)
   return traverse_util.unflatten_dict(flat)
-
-
-# ----------------------------------------------------------------------------
-# Reading torch.save files without PyTorch
-
-_STORAGE_DTYPES = {
-  "DoubleStorage": np.float64,
-  "FloatStorage": np.float32,
-  "HalfStorage": np.float16,
-  "BFloat16Storage": ml_dtypes.bfloat16,
-  "LongStorage": np.int64,
-  "IntStorage": np.int32,
-  "ShortStorage": np.int16,
-  "CharStorage": np.int8,
-  "ByteStorage": np.uint8,
-  "BoolStorage": np.bool_,
-}
-_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-
-
-class _StorageType:
-  """A torch.*Storage class as the pickle names it: only its dtype matters."""
-
-  def __init__(self, name):
-    self.dtype = np.dtype(_STORAGE_DTYPES[name])
-
-
-class _TensorRef(NamedTuple):
-  """A tensor as its storage and view; materialised once every storage is filled."""
-
-  storage: np.ndarray
-  offset: int
-  size: tuple
-  stride: tuple
-
-  def materialize(self) -> np.ndarray:
-    itemsize = self.storage.dtype.itemsize
-    view = np.lib.stride_tricks.as_strided(
-      self.storage[self.offset :], shape=tuple(self.size), strides=tuple(s * itemsize for s in self.stride)
-    )
-    return np.array(view)
-
-
-def _rebuild_tensor_v2(storage, offset, size, stride, *unused_grad_hooks_metadata):
-  return _TensorRef(storage, offset, size, stride)
-
-
-def _rebuild_parameter(data, *unused_grad_hooks):
-  return data
-
-
-_ALLOWED_GLOBALS = {
-  ("collections", "OrderedDict"): collections.OrderedDict,
-  ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-  ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-}
-
-
-class _TorchUnpickler(pickle.Unpickler):
-  """Unpickles a state dict with tensors as `_TensorRef`s; refuses every other class.
-
-  `storage(dtype, key, numel)` returns the flat numpy array of one storage.
-  """
-
-  def __init__(self, file, storage):
-    super().__init__(file)
-    self._storage = storage
-
-  def find_class(self, module, name):
-    if module == "torch" and name in _STORAGE_DTYPES:
-      return _StorageType(name)
-    if (module, name) in _ALLOWED_GLOBALS:
-      return _ALLOWED_GLOBALS[module, name]
-    raise pickle.UnpicklingError(f"unexpected object {module}.{name} in a state dict")
-
-  def persistent_load(self, pid):
-    # ("storage", storage_type, key, location, numel[, view_metadata (legacy only)])
-    kind, storage_type, key, _, numel = pid[:5]
-    if kind != "storage" or (len(pid) > 5 and pid[5] is not None):
-      raise pickle.UnpicklingError(f"unsupported persistent id {kind!r} (or a storage view)")
-    return self._storage(storage_type.dtype, str(key), numel)
-
-
-def _load_zip(path):
-  with zipfile.ZipFile(path) as archive:
-    pkl = next(n for n in archive.namelist() if n.endswith("data.pkl"))
-    prefix = pkl[: -len("data.pkl")]
-
-    def storage(dtype, key, numel):
-      return np.frombuffer(archive.read(f"{prefix}data/{key}"), dtype, count=numel)
-
-    with archive.open(pkl) as f:
-      return _TorchUnpickler(f, storage).load()
-
-
-def _load_legacy(path):
-  """Pre-1.6 format: magic, protocol, sys info, the object, storage keys, raw storages."""
-  with open(path, "rb") as f:
-
-    def load_plain():
-      # A fresh unpickler each time: one keeps read-ahead bytes between its loads.
-      return _TorchUnpickler(f, storage=None).load()
-
-    if load_plain() != _LEGACY_MAGIC:
-      raise pickle.UnpicklingError("not a torch.save file")
-    load_plain()  # protocol version
-    load_plain()  # sys info
-    storages = {}
-
-    def storage(dtype, key, numel):
-      # Filled in place below: the raw bytes follow the pickled object.
-      return storages.setdefault(key, np.empty(numel, dtype))
-
-    obj = _TorchUnpickler(f, storage).load()
-    for key in load_plain():
-      (numel,) = struct.unpack("<q", f.read(8))  # element count, then the bytes
-      target = storages[key]
-      target[:] = np.frombuffer(f.read(numel * target.dtype.itemsize), target.dtype)
-    return obj
-
-
-def load_torch_state_dict(path) -> dict[str, np.ndarray]:
-  """Reads a state dict saved by torch.save (zip or legacy format) into numpy arrays."""
-  if not os.path.isfile(path):
-    raise UserError(f"the weights file {path} does not exist.")
-  try:
-    obj = _load_zip(path) if zipfile.is_zipfile(path) else _load_legacy(path)
-    return {name: ref.materialize() for name, ref in obj.items()}
-  except (pickle.UnpicklingError, EOFError, KeyError, AttributeError, ValueError, StopIteration) as e:
-    raise UserError(f"{path} is not a PyTorch state dict of tensors ({e}).") from e
 
 
 # ----------------------------------------------------------------------------
