@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import import_pytorch_fid
 
-from sagan_jax.errors import UserError
 from sagan_jax import torch_pickle
+from sagan_jax.errors import UserError
 from sagan_jax.evaluation import inception
 
 
