@@ -67,6 +67,9 @@ def get_config(variant: str = ""):
   config.model.g_spectral_norm = True  # SN on every G conv/linear (paper §4.1).
   config.model.d_spectral_norm = True  # SN on every D conv/linear and the projection embedding.
   config.model.sn_cbn_gains = False    # SN on G's class-conditional BN gains (released code: no).
+  config.model.bn_eps = 1e-5           # ε of G's batch norms (mmagic's and StudioGAN's SAGAN: 1e-4).
+  config.model.d_shortcut_preactivated = False  # D's blocks after the first add a shortcut of relu(x)
+                                       # (what PyTorch's in-place ReLU computes: StudioGAN's SAGAN).
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.g_lr = 1e-4         # TTUR (paper §4.2): lr_G 1e-4 …

@@ -63,6 +63,8 @@ ADDED_MODEL_FIELDS = {
   "attention_block": "self_attention",
   "attention_query_chunk": 256,
   "d_ch": None,
+  "bn_eps": 1e-5,
+  "d_shortcut_preactivated": False,
   "kernels": {field: kernels_lib.AUTO for field in kernels_lib.FIELDS},
 }
 # Top-level fields added since, with the values that reproduce runs written before them.
@@ -116,6 +118,9 @@ def _check_model(m) -> None:
     raise UserError(f"model.attention_query_chunk must be positive, got {m.attention_query_chunk}")
   if m.attention_block not in ATTENTION_BLOCKS:
     raise UserError(f"model.attention_block {m.attention_block!r} is not one of {ATTENTION_BLOCKS}")
+  bn_eps = m.get("bn_eps", 1e-5)
+  if isinstance(bn_eps, bool) or not isinstance(bn_eps, (int, float)) or not bn_eps > 0:
+    raise UserError(f"model.bn_eps must be a positive number (1e-5: PyTorch's default), got {bn_eps!r}")
   wrong = kernels_lib.validate(m.kernels)
   if wrong:
     raise UserError(wrong)

@@ -68,6 +68,7 @@ def build_models(config, kernels: Kernels = PLAIN):
     attention_kwargs=attention,
     dtype=dtype,
     kernels=kernels,
+    bn_eps=m.bn_eps,
   )
   discriminator = Discriminator(
     resolution=m.resolution,
@@ -78,6 +79,7 @@ def build_models(config, kernels: Kernels = PLAIN):
     attention_kwargs=attention,
     dtype=dtype,
     kernels=kernels,
+    shortcut_preactivated=m.d_shortcut_preactivated,
   )
   return generator, discriminator
 

@@ -40,6 +40,7 @@ class DBlock(nn.Module):
   use_sn: bool
   dtype: Any | None = None
   kernels: Kernels = PLAIN
+  shortcut_preactivated: bool = False  # the shortcut reads relu(x) (PyTorch's in-place ReLU)
 
   @nn.compact
   def __call__(self, x, update_stats: bool):
@@ -47,10 +48,10 @@ class DBlock(nn.Module):
       feats, k, resample, use_sn=self.use_sn, dtype=self.dtype, kernels=self.kernels, name=name
     )
     pool = "down" if self.downsample else "none"  # 2×2 mean after the conv
-    h = nn.relu(x) if self.preactivation else x
-    h = conv(self.features, (3, 3), "conv1")(h, update_stats)
+    activated = nn.relu(x) if self.preactivation else x
+    h = conv(self.features, (3, 3), "conv1")(activated, update_stats)
     h = conv(self.features, (3, 3), "conv2", resample=pool)(nn.relu(h), update_stats)
-    shortcut = x
+    shortcut = activated if self.shortcut_preactivated else x
     if self.downsample or x.shape[-1] != self.features:
       # BigGAN's D convolves then pools (pools first in its first block, to save work); a 1×1
       # conv commutes with the mean, so both are the same map and the conv runs on the smaller.
@@ -67,6 +68,7 @@ class Discriminator(nn.Module):
   attention_kwargs: Any = None
   dtype: Any | None = None
   kernels: Kernels = PLAIN  # how convs and attention are computed (models/kernels.py)
+  shortcut_preactivated: bool = False  # blocks after the first: shortcut of relu(x), not x
 
   @nn.compact
   def __call__(self, x, y, *, update_stats: bool = False):
@@ -81,9 +83,16 @@ class Discriminator(nn.Module):
     out_mult, downs = D_ARCH[self.resolution]
     h, side, attended = x, self.resolution, set()
     for i, (mult, down) in enumerate(zip(out_mult, downs, strict=True)):
-      h = DBlock(mult * self.ch, down, i > 0, self.use_sn, self.dtype, self.kernels, name=f"block{i}")(
-        h, update_stats
-      )
+      h = DBlock(
+        mult * self.ch,
+        down,
+        i > 0,
+        self.use_sn,
+        self.dtype,
+        self.kernels,
+        self.shortcut_preactivated,
+        name=f"block{i}",
+      )(h, update_stats)
       side = side // 2 if down else side
       if side in self.attention_sides and side not in attended:
         attended.add(side)

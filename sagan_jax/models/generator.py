@@ -37,13 +37,16 @@ class GBlock(nn.Module):
   sn_gains: bool
   dtype: Any | None = None
   kernels: Kernels = PLAIN
+  bn_eps: float = 1e-5
 
   @nn.compact
   def __call__(self, x, y, train: bool, update_stats: bool):
     conv = lambda feats, k, name, resample="none": SNConv(
       feats, k, resample, use_sn=self.use_sn, dtype=self.dtype, kernels=self.kernels, name=name
     )
-    bn = lambda name: BatchNorm(self.num_classes, sn_gains=self.sn_gains, dtype=self.dtype, name=name)
+    bn = lambda name: BatchNorm(
+      self.num_classes, eps=self.bn_eps, sn_gains=self.sn_gains, dtype=self.dtype, name=name
+    )
     h = nn.relu(bn("bn1")(x, y, train=train, update_stats=update_stats))
     h = conv(self.features, (3, 3), "conv1", resample="up")(h, update_stats)  # upsample, then conv
     h = nn.relu(bn("bn2")(h, y, train=train, update_stats=update_stats))
@@ -64,6 +67,7 @@ class Generator(nn.Module):
   attention_kwargs: Any = None  # SelfAttention fields (pool_kv, value_channel_ratio, impl…).
   dtype: Any | None = None
   kernels: Kernels = PLAIN  # how convs and attention are computed (models/kernels.py)
+  bn_eps: float = 1e-5  # of every batch norm (PyTorch's default; mmagic and StudioGAN use 1e-4)
 
   @nn.compact
   def __call__(self, z, y, *, train: bool, update_stats: bool = False):
@@ -89,6 +93,7 @@ class Generator(nn.Module):
         self.sn_gains,
         self.dtype,
         self.kernels,
+        self.bn_eps,
         name=f"block{i}",
       )(h, y, train, update_stats)
       if side in self.attention_sides:
@@ -99,7 +104,9 @@ class Generator(nn.Module):
           **(self.attention_kwargs or {}),
           name=f"attention{side}",
         )(h, update_stats)
-    h = nn.relu(BatchNorm(dtype=self.dtype, name="bn_out")(h, train=train, update_stats=update_stats))
+    h = nn.relu(
+      BatchNorm(eps=self.bn_eps, dtype=self.dtype, name="bn_out")(h, train=train, update_stats=update_stats)
+    )
     h = SNConv(
       self.image_channels, (3, 3), use_sn=self.use_sn, dtype=self.dtype, kernels=self.kernels, name="conv_out"
     )(h, update_stats)
