@@ -7,12 +7,11 @@ Runs in a venv of its own (PyTorch and the sources; not this package's):
   $P install torch mmengine==0.10.7 mmcv-lite==2.1.0 && $P install --no-deps mmagic==1.2.0
   $P install torchvision click requests "numpy<2"
   git clone https://github.com/POSTECH-CVLab/PyTorch-StudioGAN /tmp/studiogan-git
-  for V in v0.2.0; do D=/tmp/studiogan/$V; mkdir -p $D/models $D/utils; touch $D/models/__init__.py $D/utils/__init__.py
-    git -C /tmp/studiogan-git show $V:src/models/resnet.py > $D/models/resnet.py
-    git -C /tmp/studiogan-git show $V:src/utils/model_ops.py > $D/utils/model_ops.py
-    printf 'class dummy_context_mgr:\\n  def __enter__(self): return None\\n  def __exit__(self, *a): return False\\n' > $D/utils/misc.py
-  done
-  /tmp/peers/bin/python experiments/converter_fixtures.py --studiogan=/tmp/studiogan/v0.2.0 --out=tests/fixtures/convert
+  D=/tmp/studiogan; mkdir -p $D/models $D/utils; touch $D/models/__init__.py $D/utils/__init__.py
+  git -C /tmp/studiogan-git show v0.2.0:src/models/resnet.py > $D/models/resnet.py
+  git -C /tmp/studiogan-git show v0.2.0:src/utils/model_ops.py > $D/utils/model_ops.py
+  echo 'import contextlib; dummy_context_mgr = contextlib.nullcontext' > $D/utils/misc.py
+  /tmp/peers/bin/python experiments/converter_fixtures.py --studiogan=$D --out=tests/fixtures/convert
 
 (Versions used: Python 3.11, torch 2.14.1, mmengine 0.10.7, mmcv-lite 2.1.0, mmagic 1.2.0, numpy 1.26.4;
 StudioGAN v0.2.0 = 12ab50a5, the code of its published SAGAN checkpoints.) mmagic's package
@@ -38,8 +37,8 @@ def mmagic_classes():
   import mmagic
 
   root = os.path.dirname(mmagic.__file__)
-  for name in ("mmagic.models", "mmagic.models.editors", "mmagic.models.editors.biggan", "mmagic.models.editors.sagan",
-               "mmagic.models.utils"):  # fmt: skip
+  editors = ("mmagic.models.editors", "mmagic.models.editors.biggan", "mmagic.models.editors.sagan")
+  for name in ("mmagic.models", *editors, "mmagic.models.utils"):
     package = types.ModuleType(name)
     package.__path__ = [os.path.join(root, *name.split(".")[1:])]
     sys.modules[name] = package
