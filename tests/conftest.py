@@ -50,6 +50,7 @@ def compiled():
 # processes. Every other file is the unit tier (`make test-fast`, pytest -m "not integration").
 INTEGRATION = {
   "test_benchmark.py",
+  "test_convert.py",
   "test_cpu_devices.py",
   "test_distributed.py",
   "test_divergence.py",

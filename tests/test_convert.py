@@ -129,6 +129,18 @@ def test_the_converted_workdir_is_a_run_the_tools_open(converted, tmp_path):
   assert "holds no training logs" in text and "D's maps need real training images" in text
 
 
+def test_configs_from_run_gives_the_converted_model_to_fine_tune(converted):
+  from configs import from_run
+  from sagan_jax import run
+
+  workdir = converted["studiogan_cifar"].workdir
+  config = from_run.get_config(workdir)
+  assert config.model.d_shortcut_preactivated and config.model.bn_eps == 1e-4
+  run.check_same_model(config, workdir, resuming=True)  # main resumes (fine-tunes) it
+  with pytest.raises(ValueError, match="name the run"):
+    from_run.get_config()
+
+
 def test_bad_input_is_one_error_and_writes_nothing(tmp_path):
   out = str(tmp_path / "out")
   with pytest.raises(UserError, match="--from=studiogan"):
