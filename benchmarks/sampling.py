@@ -19,7 +19,9 @@ from ml_collections import config_flags
 flags.DEFINE_integer("batch", 256, "images per generate call (config.eval.batch_size is set to it)")
 flags.DEFINE_integer("repeats", 5, "timed calls after the compiling one")
 flags.DEFINE_string("json_out", "", "also write the figures to this JSON file")
-config_flags.DEFINE_config_file("config", "configs/fashion_mnist.py", "config to benchmark", lock_config=False)
+config_flags.DEFINE_config_file(
+  "config", "configs/fashion_mnist.py", "config to benchmark", lock_config=False
+)
 FLAGS = flags.FLAGS
 
 
