@@ -5,9 +5,15 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.skipif(
+  not os.environ.get("SAGAN_JAX_SLOW_TESTS"),
+  reason="a study's script (~1 min of training and scoring): set SAGAN_JAX_SLOW_TESTS=1",
+)
 def test_schedules_of_one_run_are_scored_side_by_side(tmp_path, fake_fmnist_dir):
   out = tmp_path / "ema.json"
   cmd = [
