@@ -118,9 +118,6 @@ def _check_model(m) -> None:
     raise UserError(f"model.attention_query_chunk must be positive, got {m.attention_query_chunk}")
   if m.attention_block not in ATTENTION_BLOCKS:
     raise UserError(f"model.attention_block {m.attention_block!r} is not one of {ATTENTION_BLOCKS}")
-  bn_eps = m.get("bn_eps", 1e-5)
-  if isinstance(bn_eps, bool) or not isinstance(bn_eps, (int, float)) or not bn_eps > 0:
-    raise UserError(f"model.bn_eps must be a positive number (1e-5: PyTorch's default), got {bn_eps!r}")
   wrong = kernels_lib.validate(m.kernels)
   if wrong:
     raise UserError(wrong)
@@ -168,6 +165,9 @@ def check_evaluation(config, num_devices: int, metric_names=None) -> None:
     )
 
 
+MAX_SEED = 2**32  # numpy's and JAX's seeds alike take it
+
+
 def _number(config, name: str, integer: bool = False):
   """config's dotted field ``name``, refused unless a (whole) number."""
   value = config
@@ -196,6 +196,9 @@ def _check_numbers(config) -> None:
     "model.ch",
     "model.z_dim",
     "model.image_channels",
+    "model.key_channel_ratio",
+    "model.value_channel_ratio",
+    "model.attention_query_chunk",
     "eval.num_samples",
     "eval.batch_size",
     "eval.reference_samples",
@@ -211,6 +214,18 @@ def _check_numbers(config) -> None:
   for name in ("ema_start_step", "profile_steps", "cpu_devices", "eval.fmnist_classifier_num_train"):
     if _number(config, name, integer=True) < 0:
       raise UserError(f"{name} must be 0 or more, got {_number(config, name)}")
+  if not 0 <= _number(config, "seed", integer=True) < MAX_SEED:
+    raise UserError(f"seed must lie in [0, 2**32), got {config.seed}")
+  if config.model.image_channels not in (1, 3):
+    raise UserError(
+      f"model.image_channels must be 1 (grayscale) or 3 (RGB), got {config.model.image_channels}"
+    )
+  if config.dataset.name == "fashion_mnist" and config.model.image_channels != 1:
+    raise UserError(
+      f"model.image_channels must be 1 for Fashion-MNIST (grayscale), got {config.model.image_channels}"
+    )
+  if not 0 < _number(config, "model.bn_eps") < float("inf"):
+    raise UserError(f"model.bn_eps must be positive (1e-5: PyTorch's default), got {config.model.bn_eps}")
   for name in ("optimizer.g_lr", "optimizer.d_lr"):
     if not 0 < _number(config, name) < float("inf"):
       raise UserError(

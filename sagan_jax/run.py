@@ -6,6 +6,7 @@ The tools that read runs (evaluate, visualize, report) need only ``--workdir``: 
 config comes from the ``config.json`` training wrote there.
 """
 
+import json
 from typing import Any, NamedTuple
 
 from jax.sharding import Mesh
@@ -32,6 +33,27 @@ def check_same_model(config, workdir: str, resuming: bool) -> None:
     raise UserError(
       f"{workdir} holds a run of another model: {differing}; use a new --workdir or the workdir's config"
     )
+
+
+def check_no_other_run(config, workdir: str) -> None:
+  """Before a run starts from step 0 in ``workdir``: refuses a workdir that holds another run's
+  files (config.json, samples, logs, …) without a checkpoint to resume — a rerun would
+  overwrite them. The same config started again (a run stopped before its first checkpoint)
+  may start over."""
+  present = workdir_lib.run_files(workdir)
+  if not present:
+    return
+  what = (
+    f"{workdir} holds a run's files ({', '.join(present)}) but no checkpoint to resume; training here "
+    f"would overwrite them"
+  )
+  if workdir_lib.CONFIG in present:
+    saved = config_lib.from_saved(workdir_lib.read_config_dict(workdir))
+    same = json.loads(saved.to_json()) == json.loads(config.to_json())
+    if same:
+      return
+    what += " with another config's run"
+  raise UserError(f"{what}: restore its checkpoints/ folder to resume it, or give this run a new --workdir")
 
 
 def record_config(config, workdir: str, kernels: Kernels) -> None:

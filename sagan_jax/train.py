@@ -310,6 +310,8 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Hook] = ()) -> T
       resuming = bool(ckpt.all_steps())
       run.check_same_model(config, workdir, resuming=resuming)
       ckpt.check_resumable(lambda: programs(config, mesh).init.eval_shape())
+      if not resuming:  # every process reads the same files and decides alike
+        run.check_no_other_run(config, workdir)
       if not resuming and jax.process_index() == 0:
         run.record_config(config, workdir, kernels.resolve(config.model.kernels, mesh.devices.flat))
       if source.class_names and jax.process_index() == 0:

@@ -77,6 +77,18 @@ def write_atomic(target: epath.Path, data: str | bytes) -> None:
 # config.json
 
 
+# What a run writes besides its checkpoints: a workdir holding any of them holds a run.
+RUN_FILES = (CONFIG, METRICS, SAMPLES, REPORT, ATTENTION, SHEETS, EVENTS_GLOB)
+
+
+def run_files(workdir) -> list:
+  """The names of RUN_FILES present in ``workdir`` (event files by their pattern)."""
+  root = path(workdir)
+  if not root.exists():
+    return []
+  return [name for name in RUN_FILES if (list(root.glob(name)) if "*" in name else (root / name).exists())]
+
+
 def read_config_dict(workdir) -> dict:
   """The JSON object of a run's config.json, or a UserError saying what to do."""
   target = path(workdir, CONFIG)

@@ -443,6 +443,30 @@ def test_a_workdir_whose_checkpoints_were_all_set_aside_is_not_reused(trained_ru
   assert {name: open(os.path.join(workdir, name), "rb").read() for name in kept} == kept
 
 
+def test_a_run_without_its_checkpoints_is_not_taken_over(trained_run, tmp_path, fake_fmnist_dir):
+  """checkpoints/ gone (moved, deleted, a copy without it): another config is refused before
+  anything is written; the same config starts over (a run stopped before its first save)."""
+  workdir = copy_run(trained_run, tmp_path)
+  shutil.rmtree(os.path.join(workdir, "checkpoints"))
+  run_files = lambda: {
+    p: open(os.path.join(workdir, p), "rb").read() for p in files_under(workdir) if p != ".training.lock"
+  }
+  before = run_files()
+  other = smoke(fake_fmnist_dir, seed=3)
+  with pytest.raises(
+    UserError, match=r"holds a run's files \(config.json, samples, .*no checkpoint to resume.*another config"
+  ):
+    train.train_and_evaluate(other, workdir)
+  assert run_files() == before
+  shutil.rmtree(os.path.join(workdir, "samples"))
+  os.remove(os.path.join(workdir, "config.json"))
+  with pytest.raises(UserError, match=r"holds a run's files \(events.out.tfevents"):
+    train.train_and_evaluate(other, workdir)  # its logs alone are a run's too
+  same = copy_run(trained_run, tmp_path / "again")
+  shutil.rmtree(os.path.join(same, "checkpoints"))
+  assert int(train.train_and_evaluate(smoke(fake_fmnist_dir), same).step) == 4
+
+
 # Items 3 and 5: undecodable image folders.
 
 
@@ -698,6 +722,14 @@ BAD_VALUES = [
   ("model.num_classes", 0),
   ("model.z_dim", 0),
   ("optimizer.g_lr", "1e-4"),
+  ("model.key_channel_ratio", 0),
+  ("model.value_channel_ratio", -2),
+  ("model.attention_query_chunk", 0),
+  ("model.bn_eps", 0.0),
+  ("model.image_channels", 4),
+  ("model.image_channels", 3),  # Fashion-MNIST is grayscale
+  ("seed", -1),
+  ("seed", 2**64),
 ]
 
 
