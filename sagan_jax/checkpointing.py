@@ -17,6 +17,7 @@ from sagan_jax.errors import DiskFull, UserError, disk_full
 
 UNFINISHED = ".orbax-checkpoint-tmp"  # in the name of a save orbax has not finalised
 UNREADABLE = workdir_lib.UNREADABLE
+LISTINGS = 5  # a reader lists the steps again when the one it read was rotated away
 
 
 def checkpoint_dir(workdir):
@@ -267,37 +268,51 @@ class Checkpointer:
     return 0, None
 
   def restore_newest_readable(self, state_like, step: int | None = None):
-    """For readers (evaluate, visualize, report): (step, state) of ``step``, or of the newest
-    checkpoint that reads back, saying so when the newest does not. Moves nothing."""
-    steps = self.all_steps()
-    if step is not None:
-      if step not in steps:
+    """For readers (evaluate, visualize, report, sample): (step, state) of ``step``, or of the
+    newest checkpoint that reads back, saying so when the newest does not. Moves nothing.
+
+    A training beside the reader keeps saving and rotating its checkpoints: a step that
+    vanishes between the listing and its restore is not damaged but rotated away, so the
+    steps are listed again (at most LISTINGS times) and the newest is tried anew."""
+    failures = {}  # damaged: step -> what reading it raised
+    for _ in range(LISTINGS):
+      self._manager.reload()
+      steps = self.all_steps()
+      if step is not None and step not in steps:
         raise UserError(f"no checkpoint of step {step} in {self.directory}; it holds steps {steps}")
-      candidates = [step]
-    else:
-      candidates = list(reversed(steps))
-    failures = []
-    for candidate in candidates:
-      try:
-        state = self.restore(candidate, state_like)
-      except Exception as e:  # pylint: disable=broad-except
-        self.check_matches(candidate, state_like)
-        failures.append((candidate, f"{type(e).__name__}: {' '.join(str(e).split())[:160]}"))
-        continue
-      if failures:
-        logging.warning(
-          "checkpoint(s) %s in %s are unreadable (%s); using step %d, the newest "
-          "readable one (pass --step to choose another)",
-          [s for s, _ in failures],
-          self.directory,
-          failures[0][1],
-          candidate,
-        )
-      return candidate, state
-    readable_hint = [s for s in steps if s not in {f for f, _ in failures}]
+      candidates = [step] if step is not None else [s for s in reversed(steps) if s not in failures]
+      rotated = False
+      for candidate in candidates:
+        try:
+          state = self.restore(candidate, state_like)
+        except Exception as e:  # pylint: disable=broad-except
+          if not (self.directory / str(candidate)).exists():
+            rotated = True  # deleted by the training's rotation while this reader read
+            break
+          self.check_matches(candidate, state_like)
+          failures[candidate] = f"{type(e).__name__}: {' '.join(str(e).split())[:160]}"
+          continue
+        if failures:
+          logging.warning(
+            "checkpoint(s) %s in %s are unreadable (%s); using step %d, the newest "
+            "readable one (pass --step to choose another)",
+            list(failures),
+            self.directory,
+            next(iter(failures.values())),
+            candidate,
+          )
+        return candidate, state
+      if not rotated:
+        break
+    if not failures:
+      raise UserError(
+        f"the checkpoints in {self.directory} were rotated away {LISTINGS} times while being read "
+        f"(a training saving faster than they load); rerun, or raise its checkpoint_every_steps"
+      )
+    readable_hint = [s for s in self.all_steps() if s not in failures]
     raise UserError(
-      f"checkpoint(s) {[s for s, _ in failures]} in {self.directory} are unreadable "
-      f"({failures[0][1]})"
+      f"checkpoint(s) {list(failures)} in {self.directory} are unreadable "
+      f"({next(iter(failures.values()))})"
       + (
         f"; pass --step with one of {readable_hint}"
         if readable_hint

@@ -405,6 +405,33 @@ def test_tools_on_a_damaged_newest_checkpoint_use_the_newest_readable(trained_ru
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]  # readers move nothing
 
 
+def test_a_reader_beside_a_rotating_training_opens_the_newest_step(
+  trained_run, tmp_path, caplog, monkeypatch
+):
+  """A training rotates step 4 away and saves step 6 while a tool restores step 4: the tool lists
+  the steps again and opens 6 (it used to call 4 unreadable and fall back to an older step, or
+  fail when rotation had taken them all)."""
+  from sagan_jax import checkpointing, run
+
+  workdir = copy_run(trained_run, tmp_path)
+  directory = os.path.join(workdir, "checkpoints")
+  restore = checkpointing.Checkpointer.restore
+  rotations = []
+
+  def rotated_while_read(self, step, state_like):
+    if step == 4 and not rotations:  # the save of 6 and the rotation of 4 land mid-restore
+      rotations.append(step)
+      shutil.copytree(os.path.join(directory, "4"), os.path.join(directory, "6"))
+      shutil.rmtree(os.path.join(directory, "4"))
+      raise FileNotFoundError(os.path.join(directory, "4"))
+    return restore(self, step, state_like)
+
+  monkeypatch.setattr(checkpointing.Checkpointer, "restore", rotated_while_read)
+  opened = run.open_run(workdir)
+  assert opened.step == 6 and rotations == [4]
+  assert "unreadable" not in caplog.text
+
+
 # Item 2: a mismatch is not damage; a workdir whose checkpoints were all set aside is not reused.
 
 
