@@ -87,7 +87,10 @@ def enable_compilation_cache():
 def _quiet_orbax(record: logging.LogRecord) -> bool:
   """A log filter: orbax narrates every save at INFO (dropped), and a failed save logs its
   traceback once from each of its threads (kept as one line each: the failure itself reaches
-  the caller, which reports it, or prints its traceback if it is not a user's)."""
+  the caller, which reports it, or prints its traceback if it is not a user's); asyncio logs
+  each failed read of a damaged checkpoint's arrays (dropped)."""
+  if record.name == "asyncio" and "exception was never retrieved" in str(record.msg):
+    return False  # TensorStore's reads of a damaged checkpoint, one per array: the restore reports it
   if "orbax" not in record.pathname:
     return True
   if record.levelno < logging.WARNING:
@@ -106,6 +109,16 @@ def _closed_loop_callback(value, tb) -> bool:
   return tb is not None and tb.tb_frame.f_code.co_name == "_check_closed"
 
 
+def _in_checkpoint_io(tb) -> bool:
+  """Whether a traceback passes through orbax's or TensorStore's code."""
+  while tb is not None:
+    name = tb.tb_frame.f_code.co_filename
+    if "/orbax/" in name or "/tensorstore/" in name:
+      return True
+    tb = tb.tb_next
+  return False
+
+
 def quiet_orbax() -> None:
   """orbax's narration off, and a failed save or restore reported by the caller in one line
   rather than by every thread of it with a traceback."""
@@ -114,13 +127,21 @@ def quiet_orbax() -> None:
       handler.addFilter(_quiet_orbax)
   if getattr(sys.excepthook, "__name__", "") == "_quiet_excepthook":
     return
-  hook = sys.excepthook
+  hook, unraisable_hook = sys.excepthook, sys.unraisablehook
 
   def _quiet_excepthook(kind, value, tb):
     if not _closed_loop_callback(value, tb):
       hook(kind, value, tb)
 
+  def _quiet_unraisablehook(unraisable):
+    # A restore of a damaged checkpoint: TensorStore's callbacks and orbax's abandoned reads
+    # report each array this way (hundreds of tracebacks); the restore's failure reaches the caller.
+    value, tb = unraisable.exc_value, unraisable.exc_traceback
+    if not (_closed_loop_callback(value, tb) or _in_checkpoint_io(tb)):
+      unraisable_hook(unraisable)
+
   sys.excepthook = _quiet_excepthook
+  sys.unraisablehook = _quiet_unraisablehook
 
 
 def start(

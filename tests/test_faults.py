@@ -3,6 +3,7 @@ clear line (`error:` and exit code 2 for a mistake), refuses before anything is 
 is survived; nothing is lost and nothing hangs."""
 
 import errno
+import glob
 import json
 import os
 import shutil
@@ -403,6 +404,26 @@ def test_tools_on_a_damaged_newest_checkpoint_use_the_newest_readable(trained_ru
   ):
     run.open_run(workdir, step=4)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]  # readers move nothing
+
+
+def test_a_damaged_checkpoint_is_one_line_not_hundreds_of_tracebacks(trained_run, tmp_path):
+  """TensorStore's reads of a checkpoint whose array data is cut (its metadata intact) fail
+  one by one, each with a traceback from a thread or an abandoned coroutine (thousands of lines
+  before): a tool says once that it falls back, and nothing else."""
+  workdir = copy_run(trained_run, tmp_path)
+  data = glob.glob(os.path.join(workdir, "checkpoints", "4", "*", "ocdbt.process_0", "d", "*"))
+  assert data
+  for path in data:
+    os.truncate(path, os.path.getsize(path) // 2)
+  code, stderr = run_tool(["sagan_jax.visualize", f"--workdir={workdir}", "--network=generator"], timeout=300)
+  assert code == 0, stderr[-3000:]
+  lines = [
+    line
+    for line in stderr.splitlines()
+    if line.strip() and not line.startswith(("I0000", "WARNING: All log"))
+  ]
+  assert "Traceback" not in stderr and len(lines) <= 5, (len(stderr.splitlines()), lines[:8])
+  assert any("checkpoint(s) [4]" in line and "using step 2" in line for line in lines), lines
 
 
 def test_a_reader_beside_a_rotating_training_opens_the_newest_step(
