@@ -11,11 +11,16 @@ Runs in a venv of its own (PyTorch and the sources; not this package's):
   git -C /tmp/studiogan-git show v0.2.0:src/models/resnet.py > $D/models/resnet.py
   git -C /tmp/studiogan-git show v0.2.0:src/utils/model_ops.py > $D/utils/model_ops.py
   echo 'import contextlib; dummy_context_mgr = contextlib.nullcontext' > $D/utils/misc.py
-  /tmp/peers/bin/python experiments/converter_fixtures.py --studiogan=$D --out=tests/fixtures/convert
+  D4=/tmp/studiogan4; mkdir -p $D4/models $D4/utils; touch $D4/models/__init__.py $D4/utils/__init__.py
+  git -C /tmp/studiogan-git show 947b35e:src/models/resnet.py > $D4/models/resnet.py
+  git -C /tmp/studiogan-git show 947b35e:src/utils/ops.py > $D4/utils/ops.py
+  cp $D/utils/misc.py $D4/utils/misc.py
+  /tmp/peers/bin/python experiments/converter_fixtures.py --studiogan=$D --studiogan_v04=$D4 \\
+      --out=tests/fixtures/convert
 
 (Versions used: Python 3.11, torch 2.14.1, mmengine 0.10.7, mmcv-lite 2.1.0, mmagic 1.2.0, numpy 1.26.4;
-StudioGAN v0.2.0 = 12ab50a5, the code of its published SAGAN checkpoints.) mmagic's package
-``mmagic.models`` imports every model it has (and their dependencies): its SAGAN modules are
+StudioGAN v0.2.0 = 12ab50a5, the code of its published SAGAN checkpoints, and master 947b35e.)
+mmagic's package ``mmagic.models`` imports every model it has (and their dependencies): its SAGAN modules are
 imported on their own, the packages above them registered without running their __init__.
 
 Each model: random weights (the source's init), γ set to 0.7 and the BN running statistics
@@ -156,6 +161,33 @@ def studiogan_fixtures(out, source):
   np.savez(os.path.join(out, "studiogan_cifar.npz"), **refs)
 
 
+def studiogan_v04_fixtures(out, source):
+  """The later StudioGAN (master, v0.4): conditional BN as SN'd linear maps of one-hot labels,
+  the blocks handed their layers in namespaces."""
+  for name in [m for m in sys.modules if m.split(".")[0] in ("models", "utils")]:
+    del sys.modules[name]  # v0.2.0's modules of the same names
+  sys.path.insert(0, source)
+  resnet, ops = importlib.import_module("models.resnet"), importlib.import_module("utils.ops")
+  layers = types.SimpleNamespace(
+    g_conv2d=ops.snconv2d, g_deconv2d=ops.sndeconv2d, g_linear=ops.snlinear, g_embedding=ops.sn_embedding,
+    d_conv2d=ops.snconv2d, d_deconv2d=ops.sndeconv2d, d_linear=ops.snlinear, d_embedding=ops.sn_embedding,
+    g_bn=ops.ConditionalBatchNorm2d,
+    g_act_fn=torch.nn.ReLU(inplace=True), d_act_fn=torch.nn.ReLU(inplace=True),
+  )  # fmt: skip
+  model = types.SimpleNamespace(info_type="N/A", g_info_injection="N/A")
+  torch.manual_seed(4)
+  g = resnet.Generator(128, "N/A", 32, 4, True, [2], "cBN", 10, "ortho", "N/A", False, layers, model)
+  d = resnet.Discriminator(
+    32, 4, True, True, [1], "PD", "W/O", "N/A", False, 10, "ortho", "N/A", False, layers, model
+  )
+  randomise(g, "sigma")
+  randomise(d, "sigma")
+  refs = reference(g, d, 32, 10, lambda g, z, y: g(z, y), lambda d, x, y: d(x, y)["adv_output"])
+  torch.save({"state_dict": g.state_dict()}, os.path.join(out, "studiogan_v04_cifar_G.pth"))
+  torch.save({"state_dict": d.state_dict(), "step": 700}, os.path.join(out, "studiogan_v04_cifar_D.pth"))
+  np.savez(os.path.join(out, "studiogan_v04_cifar.npz"), **refs)
+
+
 def full_width(out):
   """mmagic's ImageNet-128 SAGAN at its full width (42M + 39M parameters, ~330 MB), random:
   every tensor shape of the published checkpoints (not committed; SAGAN_JAX_CONVERT_FULL=DIR
@@ -180,6 +212,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--studiogan", required=True, help="folder with StudioGAN v0.2.0's models/ and utils/")
   parser.add_argument("--out", default="tests/fixtures/convert")
+  parser.add_argument("--studiogan_v04", required=True, help="the same for StudioGAN's master: utils/ops.py")
   parser.add_argument("--full_width", default="", help="also write the full-width 128×128 model here")
   args = parser.parse_args()
   os.makedirs(args.out, exist_ok=True)
@@ -188,6 +221,7 @@ def main():
     full_width(args.full_width)
   mmagic_fixtures(args.out)
   studiogan_fixtures(args.out, args.studiogan)
+  studiogan_v04_fixtures(args.out, args.studiogan_v04)
   for name in sorted(os.listdir(args.out)):
     print(f"{os.path.getsize(os.path.join(args.out, name)):>9} {name}")
 

@@ -49,6 +49,12 @@ def converted(tmp_path_factory):
   runs = {
     "mmagic_cifar": convert("mmagic", fixture("mmagic_cifar.pth"), str(out / "mmagic_cifar")),
     "mmagic_128_ema": convert("mmagic", fixture("mmagic_128_ema.pth"), str(out / "mmagic_128_ema")),
+    "studiogan_v04_cifar": convert(
+      "studiogan",
+      fixture("studiogan_v04_cifar_G.pth"),
+      str(out / "studiogan_v04_cifar"),
+      discriminator=fixture("studiogan_v04_cifar_D.pth"),
+    ),
     "studiogan_cifar": convert(
       "studiogan",
       fixture("studiogan_cifar_G.pth"),
@@ -112,6 +118,14 @@ def test_studiogan_with_its_in_place_relu_discriminator(converted):
     {"params": state.d_params, SPECTRAL: state.d_spectral}, ref["x"], ref["y"]
   )
   assert np.abs(np.asarray(other) - ref["logits"]).max() > 1e-2
+
+
+def test_later_studiogan_with_linear_conditional_bn(converted):
+  """StudioGAN's master stores the cBN gains as SN'd linear maps of one-hot labels."""
+  model, ref = converted["studiogan_v04_cifar"], reference("studiogan_v04_cifar")
+  assert model.config.model.sn_cbn_gains and model.step == 0  # its G file names no step
+  np.testing.assert_allclose(eval_images(model, ref["z"], ref["y"]), ref["images"], atol=IMAGE_ATOL)
+  np.testing.assert_allclose(model.discriminate(ref["x"], ref["y"]), ref["logits"], **LOGIT_TOL)
 
 
 def test_the_converted_workdir_is_a_run_the_tools_open(converted, tmp_path):
