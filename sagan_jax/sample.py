@@ -124,18 +124,6 @@ def npz_bytes(images, labels) -> bytes:
   return buffer.getvalue()
 
 
-def publish(staging: str, target: str) -> None:
-  """Moves the finished ``staging`` folder or file to ``target``, replacing what is there: the
-  old output is moved aside first and deleted only once the new one is in place."""
-  aside = None
-  if os.path.lexists(target):
-    aside = os.path.join(os.path.dirname(target) or ".", f".{os.path.basename(target)}.old{os.getpid()}")
-    os.replace(target, aside)
-  os.replace(staging, target)
-  if aside:
-    shutil.rmtree(aside) if os.path.isdir(aside) and not os.path.islink(aside) else os.unlink(aside)
-
-
 def write_folder(out, model, labels, images, protocol, with_npz: bool, sheets=None) -> list:
   """Writes everything into a hidden sibling of ``out``, then puts it in place."""
   parent = os.path.dirname(os.path.abspath(out))
@@ -158,7 +146,7 @@ def write_folder(out, model, labels, images, protocol, with_npz: bool, sheets=No
         shutil.copyfile(os.fspath(label_map), os.path.join(staging, workdir_lib.LABEL_MAP))
     with open(os.path.join(staging, PROTOCOL), "w") as f:
       json.dump(protocol, f, indent=1)
-    publish(staging, out)
+    workdir_lib.publish(staging, out)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
   return [out]
@@ -177,7 +165,7 @@ def write_npz(out, images, labels, protocol) -> list:
         f.write(data.encode() if isinstance(data, str) else data)
       staged.append((tmp, target))
     for tmp, target in staged:
-      publish(tmp, target)
+      workdir_lib.publish(tmp, target)
   finally:
     for tmp, _ in staged:
       if os.path.lexists(tmp):

@@ -10,6 +10,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 
@@ -87,6 +88,18 @@ def run_files(workdir) -> list:
   if not root.exists():
     return []
   return [name for name in RUN_FILES if (list(root.glob(name)) if "*" in name else (root / name).exists())]
+
+
+def publish(staging: str, target: str) -> None:
+  """Moves a finished local ``staging`` folder or file to ``target``, replacing what is there:
+  the old one is moved aside first and deleted only once the new one is in place."""
+  aside = None
+  if os.path.lexists(target):
+    aside = os.path.join(os.path.dirname(target) or ".", f".{os.path.basename(target)}.old{os.getpid()}")
+    os.replace(target, aside)
+  os.replace(staging, target)
+  if aside:
+    shutil.rmtree(aside) if os.path.isdir(aside) and not os.path.islink(aside) else os.unlink(aside)
 
 
 def read_config_dict(workdir) -> dict:

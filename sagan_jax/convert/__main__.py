@@ -195,13 +195,7 @@ def write_workdir(out: str, config, state, provenance: dict, overwrite: bool) ->
       saver.close()
     with open(os.path.join(staging, SOURCE_JSON), "w") as f:
       json.dump(provenance, f, indent=1)
-    if os.path.lexists(out):
-      aside = os.path.join(parent, f".{os.path.basename(out)}.old{os.getpid()}")
-      os.replace(out, aside)
-      os.replace(staging, out)
-      shutil.rmtree(aside)
-    else:
-      os.replace(staging, out)
+    workdir_lib.publish(staging, out)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
   return out
