@@ -32,6 +32,8 @@ def get_config(variant: str = ""):
   config.dataset.split = "train"       # fashion_mnist: 'train' (60k) or 'test' (10k); TFDS: e.g. 'train',
                                        # 'train[:90%]'; folder: unused.
   config.dataset.random_flip = True    # random horizontal flip of training images (BigGAN's and SAGAN's).
+  config.dataset.min_decodable_fraction = 0.5  # folder: of the files of each class tried at start (up
+                                       # to 16), the share that must decode, or the class is refused.
   config.augment = ()                  # DiffAugment policies on every image D sees, real and generated:
                                        # of 'color', 'translation', 'cutout'; () = none.
 

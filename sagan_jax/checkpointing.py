@@ -108,6 +108,16 @@ def describe_mismatch(saved: dict, wanted: dict, limit: int = 3) -> str | None:
   return "; ".join(parts)
 
 
+def failure_cause(e: BaseException, limit: int = 240) -> str:
+  """What went wrong in a failed restore, in one short phrase: the innermost exception of the
+  chain (orbax wraps TensorStore's error, naming the file and byte range, in one whose text is
+  mostly the store's spec)."""
+  while (e.__cause__ or e.__context__) is not None:
+    e = e.__cause__ or e.__context__
+  text = " ".join(str(e).split())
+  return f"{type(e).__name__}: {text[:limit]}{'…' if len(text) > limit else ''}"
+
+
 class Checkpointer:
   """Wraps an orbax CheckpointManager over ``workdir/checkpoints``.
 
@@ -248,11 +258,10 @@ class Checkpointer:
           ) from None
         aside = self.workdir / UNREADABLE / f"{step}-{int(time.time())}"
         logging.warning(
-          "checkpoint %d in %s is unreadable (%s: %s); moved to %s, trying the previous one",
+          "checkpoint %d in %s is unreadable (%s); moved to %s, trying the previous one",
           step,
           self.directory,
-          type(e).__name__,
-          str(e)[:200],
+          failure_cause(e),
           aside,
         )
         if jax.process_index() == 0:
@@ -290,7 +299,7 @@ class Checkpointer:
             rotated = True  # deleted by the training's rotation while this reader read
             break
           self.check_matches(candidate, state_like)
-          failures[candidate] = f"{type(e).__name__}: {' '.join(str(e).split())[:160]}"
+          failures[candidate] = failure_cause(e)
           continue
         if failures:
           logging.warning(

@@ -116,6 +116,7 @@ def parse_flags(argv):
   as one ``error:`` line, exit code 2; positional arguments are refused the same way; old
   spellings of moved config fields are read at their new places."""
   from absl import flags
+  from ml_collections import ConfigDict
   from ml_collections.config_flags import config_flags
 
   signals.exit_on_second_signal()
@@ -129,6 +130,13 @@ def parse_flags(argv):
       flag = flag_values[name]
       if isinstance(flag.parser, config_flags.ConfigFileFlagParser) and flag.value is not None:
         getattr(flag.value, "get", None)
+        if not isinstance(flag.value, ConfigDict):
+          _fail(
+            f"--{name}={flag.serialize().split('=', 1)[-1]}: get_config() returned "
+            f"{str(flag.value)[:40]!r} ({type(flag.value).__name__}), not an ml_collections.ConfigDict; "
+            f"return the config "
+            f"(configs/default.py shows the form)"
+          )
   except KeyboardInterrupt:
     signals.stopped_outside_the_loop(signal.SIGINT)
   except Exception as e:  # pylint: disable=broad-except  (only user input is parsed here)

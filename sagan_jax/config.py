@@ -6,6 +6,7 @@ writes the file.
 anything is traced, so a bad value ends in one line that names the field.
 """
 
+import dataclasses
 import json
 
 import jax.numpy as jnp
@@ -67,6 +68,8 @@ ADDED_MODEL_FIELDS = {
   "d_shortcut_preactivated": False,
   "kernels": {field: kernels_lib.AUTO for field in kernels_lib.FIELDS},
 }
+# Dataset fields added since, likewise.
+ADDED_DATASET_FIELDS = {"min_decodable_fraction": 0.5}
 # Top-level fields added since, with the values that reproduce runs written before them.
 ADDED_FIELDS = {
   "ema_schedule": "constant",
@@ -90,10 +93,15 @@ def d_width(model_config) -> int:
 
 
 def _check_model(m) -> None:
-  if m.resolution not in G_ARCH:
-    raise UserError(f"model.resolution {m.resolution} is not supported; use one of {sorted(G_ARCH)}")
+  """What the model's fields say together (each alone: RULES)."""
   for which, sides in (("g", generator_sides(m.resolution)), ("d", discriminator_sides(m.resolution))):
-    bad = sorted(set(attention_sides(m, which)) - set(sides))
+    chosen = attention_sides(m, which)
+    if isinstance(chosen, str) or not all(isinstance(side, int) for side in chosen):
+      raise UserError(
+        f"model.{which}_attention_resolutions / attention_resolutions must be a tuple of sides, "
+        f"got {chosen!r}"
+      )
+    bad = sorted(set(chosen) - set(sides))
     if bad:
       net = "generator" if which == "g" else "discriminator"
       raise UserError(
@@ -101,23 +109,12 @@ def _check_model(m) -> None:
         f"feature sides are {sides}; fix model.attention_resolutions "
         f"(or model.{which}_attention_resolutions)"
       )
-  d_ch = m.get("d_ch")
-  if d_ch is not None and (isinstance(d_ch, bool) or not isinstance(d_ch, int) or d_ch <= 0):
-    raise UserError(
-      f"model.d_ch must be a positive whole number (or unset: D as wide as G, model.ch), got {d_ch!r}"
-    )
-  if m.attention_impl not in ATTENTION_IMPLS:
-    raise UserError(f"model.attention_impl {m.attention_impl!r} is not one of {ATTENTION_IMPLS}")
   if m.attention_impl == "dot_product_attention" and m.key_channel_ratio != m.value_channel_ratio:
     raise UserError(
       f"model.attention_impl 'dot_product_attention' needs equal key and value widths, but "
       f"key_channel_ratio is {m.key_channel_ratio} and value_channel_ratio {m.value_channel_ratio}; "
       f"use attention_impl 'chunked' or 'xla' for the released code's C/2 values"
     )
-  if m.attention_query_chunk <= 0:
-    raise UserError(f"model.attention_query_chunk must be positive, got {m.attention_query_chunk}")
-  if m.attention_block not in ATTENTION_BLOCKS:
-    raise UserError(f"model.attention_block {m.attention_block!r} is not one of {ATTENTION_BLOCKS}")
   wrong = kernels_lib.validate(m.kernels)
   if wrong:
     raise UserError(wrong)
@@ -166,110 +163,212 @@ def check_evaluation(config, num_devices: int, metric_names=None) -> None:
 
 
 MAX_SEED = 2**32  # numpy's and JAX's seeds alike take it
+INF = float("inf")
 
 
-def _number(config, name: str, integer: bool = False):
-  """config's dotted field ``name``, refused unless a (whole) number."""
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """What one config field may hold: a whole number, a number, a flag, one of some choices or
+  text; numbers within [least, below) (``open_low``: above ``least``, not at it)."""
+
+  kind: str  # 'whole', 'number', 'flag', 'choice' or 'text'
+  least: float = -INF
+  below: float = INF
+  open_low: bool = False
+  choices: tuple = ()
+  optional: bool = False  # None (unset) allowed
+  hint: str = ""  # what a sensible value is, after the message
+
+  def accepts(self, value) -> bool:
+    if value is None:
+      return self.optional
+    if self.kind == "flag":
+      return isinstance(value, bool)
+    if self.kind == "text":
+      return isinstance(value, str)
+    if self.kind == "choice":
+      return not isinstance(value, bool) and value in self.choices
+    kinds = (int,) if self.kind == "whole" else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+      return False
+    low_ok = value > self.least if self.open_low else value >= self.least
+    return low_ok and value < self.below  # NaN fails both
+
+  def describe(self) -> str:
+    if self.kind == "flag":
+      return "True or False"
+    if self.kind == "text":
+      return "text"
+    if self.kind == "choice":
+      return f"one of {self.choices}"
+    what = "a whole number" if self.kind == "whole" else "a number"
+    if self.below == INF:
+      bound = f" above {self.least:g}" if self.open_low else f" of {self.least:g} or more"
+      if self.least == -INF:
+        bound = ""
+    else:
+      bound = f" in {'(' if self.open_low else '['}{self.least:g}, {self.below:g})"
+    return what + bound + (" (or unset)" if self.optional else "")
+
+  def bad_values(self) -> list:
+    """Values outside the rule (tests walk every field with them)."""
+    wrong_type = {"flag": "yes", "text": 3}.get(self.kind, "12")
+    if self.kind in ("flag", "text"):
+      return [wrong_type]
+    if self.kind == "choice":
+      return [wrong_type, "no such choice"]
+    bad = [wrong_type, float("nan")]
+    if self.least > -INF:
+      bad.append(self.least if self.open_low else self.least - 1)
+    if self.below < INF:
+      bad.append(self.below)
+    if self.kind == "whole":
+      bad.append(self.least + 1.5 if self.least > -INF else 1.5)
+    return bad
+
+
+def _whole(least=1, below=INF, **kw) -> Rule:
+  return Rule("whole", least, below, **kw)
+
+
+def _positive(hint="") -> Rule:
+  return Rule("number", 0, INF, open_low=True, hint=hint)
+
+
+def _fraction(below=1.0, hint="") -> Rule:
+  return Rule("number", 0, below, hint=hint)
+
+
+def _choice(*choices) -> Rule:
+  return Rule("choice", choices=tuple(choices))
+
+
+FLAG, TEXT = Rule("flag"), Rule("text")
+_LR_HINT = " (the paper: g_lr 1e-4, d_lr 4e-4)"
+_ADAM_HINT = " (Adam's decay of its moment estimates; the paper: b1 0, b2 0.9)"
+# Every scalar field of a config and what it may hold; validate_config checks them all, and the
+# tests walk each with values outside its rule. Fields with structure (tuples of sides, policies
+# or metrics, model.kernels, the config.evals entries) have their own checks below.
+RULES = {
+  "seed": _whole(0, MAX_SEED),
+  "num_train_steps": _whole(),
+  "batch_size": _whole(),
+  "d_steps_per_g_step": _whole(),
+  "log_every_steps": _whole(),
+  "sample_every_steps": _whole(),
+  "checkpoint_every_steps": _whole(),
+  "keep_checkpoints": _whole(),
+  "async_checkpoints": FLAG,
+  "max_nonfinite_steps": _whole(),
+  "standing_stats_batches": _whole(),
+  "num_sample_columns": _whole(),
+  "profile_steps": _whole(0),
+  "cpu_devices": _whole(0),
+  "sample_bn_stats": _choice(*SAMPLE_BN_STATS),
+  "dtype": _choice(*sorted(DTYPES)),
+  "loss": _choice(*sorted(losses.LOSSES)),
+  "ema_decay": Rule("number", 0, 1.0 + 1e-12, hint=" (0.999 or 0.9999 are usual)"),
+  "ema_start_step": _whole(0),
+  "ema_schedule": _choice(*EMA_SCHEDULES),
+  "ema_power_gamma": Rule(
+    "number", 0, INF, hint=" (6.94 averages over the last ~10% of training, 16.97 over ~5%)"
+  ),
+  "optimizer.g_lr": _positive(_LR_HINT),
+  "optimizer.d_lr": _positive(_LR_HINT),
+  "optimizer.b1": _fraction(hint=_ADAM_HINT),
+  "optimizer.b2": _fraction(hint=_ADAM_HINT),
+  "optimizer.eps": _positive(
+    " (Adam divides by sqrt(v) + eps, and v is 0 for parameters without gradient yet); e.g. 1e-8"
+  ),
+  "dataset.name": TEXT,
+  "dataset.data_dir": TEXT,
+  "dataset.version": TEXT,
+  "dataset.manual_dir": TEXT,
+  "dataset.split": TEXT,
+  "dataset.random_flip": FLAG,
+  "dataset.min_decodable_fraction": Rule("number", 0, 1.0 + 1e-12),
+  "model.resolution": _choice(*sorted(G_ARCH)),
+  "model.image_channels": _choice(1, 3),
+  "model.num_classes": _whole(),
+  "model.ch": _whole(),
+  "model.d_ch": _whole(optional=True, hint=" (unset: D as wide as G, model.ch)"),
+  "model.z_dim": _whole(),
+  "model.key_channel_ratio": _whole(),
+  "model.value_channel_ratio": _whole(),
+  "model.attention_impl": _choice(*ATTENTION_IMPLS),
+  "model.attention_query_chunk": _whole(),
+  "model.attention_block": _choice(*ATTENTION_BLOCKS),
+  "model.pool_kv": FLAG,
+  "model.g_spectral_norm": FLAG,
+  "model.d_spectral_norm": FLAG,
+  "model.sn_cbn_gains": FLAG,
+  "model.bn_eps": _positive(" (1e-5: PyTorch's default)"),
+  "model.d_shortcut_preactivated": FLAG,
+  "eval.num_samples": _whole(),
+  "eval.batch_size": _whole(),
+  "eval.reference_split": TEXT,
+  "eval.reference_samples": _whole(),
+  "eval.is_splits": _whole(),
+  "eval.cache_dir": TEXT,
+  "eval.inception_weights": TEXT,
+  "eval.fmnist_classifier_epochs": _whole(),
+  "eval.fmnist_classifier_num_train": _whole(0),
+}
+# Each config.evals.<name> entry's numbers (its metrics are checked with the others).
+EVALS_RULES = {"every_steps": _whole(0), "num_samples": _whole()}
+# Fields with structure, checked by their own code: tuples, and model.kernels.<choice>.
+STRUCTURED_FIELDS = (
+  "augment",
+  "model.attention_resolutions",
+  "model.g_attention_resolutions",
+  "model.d_attention_resolutions",
+  "model.kernels",
+  "eval.metrics",
+  "evals",
+)
+
+
+def field_value(config, name: str):
+  """config's dotted field ``name``."""
   value = config
   for part in name.split("."):
     value = value[part]
-  kinds = (int,) if integer else (int, float)
-  if isinstance(value, bool) or not isinstance(value, kinds):
-    raise UserError(f"{name} must be {'a whole number' if integer else 'a number'}, got {value!r}")
   return value
 
 
-def _check_numbers(config) -> None:
-  """Counts, rates and coefficients in the ranges where training means something."""
-  for name in (
-    "num_train_steps",
-    "batch_size",
-    "d_steps_per_g_step",
-    "log_every_steps",
-    "sample_every_steps",
-    "checkpoint_every_steps",
-    "keep_checkpoints",
-    "max_nonfinite_steps",
-    "standing_stats_batches",
-    "num_sample_columns",
-    "model.num_classes",
-    "model.ch",
-    "model.z_dim",
-    "model.image_channels",
-    "model.key_channel_ratio",
-    "model.value_channel_ratio",
-    "model.attention_query_chunk",
-    "eval.num_samples",
-    "eval.batch_size",
-    "eval.reference_samples",
-    "eval.is_splits",
-    "eval.fmnist_classifier_epochs",
-  ):
-    if _number(config, name, integer=True) <= 0:
-      raise UserError(f"{name} must be positive, got {_number(config, name)}")
-  for name, entry in config.evals.items():
-    for field, least in (("every_steps", 0), ("num_samples", 1)):
-      if _number(config, f"evals.{name}.{field}", integer=True) < least:
-        raise UserError(f"evals.{name}.{field} must be {least} or more, got {entry[field]}")
-  for name in ("ema_start_step", "profile_steps", "cpu_devices", "eval.fmnist_classifier_num_train"):
-    if _number(config, name, integer=True) < 0:
-      raise UserError(f"{name} must be 0 or more, got {_number(config, name)}")
-  if not 0 <= _number(config, "seed", integer=True) < MAX_SEED:
-    raise UserError(f"seed must lie in [0, 2**32), got {config.seed}")
-  if config.model.image_channels not in (1, 3):
-    raise UserError(
-      f"model.image_channels must be 1 (grayscale) or 3 (RGB), got {config.model.image_channels}"
-    )
+def check_rule(name: str, rule: Rule, value) -> None:
+  if not rule.accepts(value):
+    raise UserError(f"{name} must be {rule.describe()}, got {value!r}{rule.hint}")
+
+
+def _check_rules(config) -> None:
+  for name, rule in RULES.items():
+    check_rule(name, rule, field_value(config, name))
+  for entry_name, entry in config.evals.items():
+    for field, rule in EVALS_RULES.items():
+      check_rule(f"evals.{entry_name}.{field}", rule, entry[field])
   if config.dataset.name == "fashion_mnist" and config.model.image_channels != 1:
     raise UserError(
       f"model.image_channels must be 1 for Fashion-MNIST (grayscale), got {config.model.image_channels}"
     )
-  if not 0 < _number(config, "model.bn_eps") < float("inf"):
-    raise UserError(f"model.bn_eps must be positive (1e-5: PyTorch's default), got {config.model.bn_eps}")
-  for name in ("optimizer.g_lr", "optimizer.d_lr"):
-    if not 0 < _number(config, name) < float("inf"):
-      raise UserError(
-        f"{name} must be a positive learning rate, got {_number(config, name)} "
-        f"(the paper: g_lr 1e-4, d_lr 4e-4)"
-      )
-  for name in ("optimizer.b1", "optimizer.b2"):
-    if not 0 <= _number(config, name) < 1:
-      raise UserError(
-        f"{name} must lie in [0, 1) (Adam's decay of its moment estimates), got "
-        f"{_number(config, name)} (the paper: b1 0, b2 0.9)"
-      )
-  if not 0 < _number(config, "optimizer.eps") < float("inf"):
+  unknown = sorted(set(all_metric_names(config)) - set(registry.names()))
+  if isinstance(config.eval.metrics, str) or unknown:
     raise UserError(
-      f"optimizer.eps must be positive (Adam divides by sqrt(v) + eps, and v is 0 "
-      f"for parameters without gradient yet), got {config.optimizer.eps}; e.g. 1e-8"
+      f"metrics {unknown or config.eval.metrics!r} are not among {registry.names()} "
+      f"(config.eval.metrics, config.evals.<name>.metrics)"
     )
-  if not 0 <= _number(config, "ema_decay") <= 1:
-    raise UserError(f"ema_decay must lie in [0, 1], got {config.ema_decay}")
-  if config.ema_schedule not in EMA_SCHEDULES:
-    raise UserError(f"ema_schedule {config.ema_schedule!r} is not one of {EMA_SCHEDULES}")
-  if not 0 <= _number(config, "ema_power_gamma") < float("inf"):
+  if isinstance(config.augment, str) or any(p not in augment.POLICIES for p in config.augment):
     raise UserError(
-      f"ema_power_gamma must be 0 or more, got {config.ema_power_gamma} (6.94 averages "
-      f"over the last ~10% of training, 16.97 over ~5%)"
+      f"augment {config.augment!r} must be a tuple of policies among {augment.POLICIES}, "
+      f"e.g. --config.augment=\"('translation', 'cutout')\", or () for none"
     )
 
 
 def validate_config(config, num_devices: int | None = None) -> None:
   """Raises UserError, naming the field, for a config that cannot train on ``num_devices``
   devices (None: the batch size is not checked against a device count)."""
+  _check_rules(config)
   _check_model(config.model)
-  _check_numbers(config)
-  if config.sample_bn_stats not in SAMPLE_BN_STATS:
-    raise UserError(f"sample_bn_stats {config.sample_bn_stats!r} is not one of {SAMPLE_BN_STATS}")
-  if config.dtype not in DTYPES:
-    raise UserError(f"dtype {config.dtype!r} is not one of {sorted(DTYPES)}")
-  if config.loss not in losses.LOSSES:
-    raise UserError(f"loss {config.loss!r} is not one of {sorted(losses.LOSSES)}")
-  if isinstance(config.augment, str) or any(p not in augment.POLICIES for p in config.augment):
-    raise UserError(
-      f"augment {config.augment!r} must be a tuple of policies among {augment.POLICIES}, "
-      f"e.g. --config.augment=\"('translation', 'cutout')\", or () for none"
-    )
   if num_devices is not None:
     if config.batch_size % num_devices:
       raise UserError(
@@ -297,7 +396,10 @@ RESOLVED_KERNELS = "resolved_kernels"  # config.json's record of model.kernels a
 def with_added_fields(saved: dict) -> dict:
   """A saved config (a dict with a 'model' dict) completed with the fields added to the code
   since it was written, at the values that reproduce the run."""
-  return {**ADDED_FIELDS, **saved, "model": {**ADDED_MODEL_FIELDS, **saved["model"]}}
+  completed = {**ADDED_FIELDS, **saved, "model": {**ADDED_MODEL_FIELDS, **saved["model"]}}
+  if "dataset" in saved:
+    completed["dataset"] = {**ADDED_DATASET_FIELDS, **saved["dataset"]}
+  return completed
 
 
 def renamed(saved: dict) -> dict:

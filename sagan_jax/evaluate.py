@@ -62,8 +62,13 @@ def evaluate_checkpoint(
 
 def _evaluate():
   from sagan_jax import runtime
+  from sagan_jax.errors import UserError
 
   runtime.start(distributed=True)
+  if FLAGS.num_samples is not None and FLAGS.num_samples <= 0:
+    raise UserError(
+      f"--num_samples={FLAGS.num_samples}: score at least one sample (default: config.eval.num_samples)"
+    )
   return evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.step, FLAGS.num_samples, FLAGS.noise_seed)
 
 

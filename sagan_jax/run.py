@@ -82,6 +82,7 @@ def open_run(workdir: str, step: int | None = None, mesh: Mesh | None = None, co
   else:
     check_same_model(config, workdir, resuming=True)  # refuses another model
   config_lib.validate_config(config)
+  workdir_lib.check_folders(workdir)
   steps = checkpointing.checkpoint_steps(workdir)
   directory = checkpointing.checkpoint_dir(workdir)
   if not steps:

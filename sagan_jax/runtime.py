@@ -144,6 +144,25 @@ def quiet_orbax() -> None:
   sys.unraisablehook = _quiet_unraisablehook
 
 
+def check_backend() -> None:
+  """JAX's devices, or one line when the platforms JAX_PLATFORMS names do not start here (JAX
+  raises a RuntimeError the first time and a bare AssertionError after)."""
+  import jax
+
+  try:
+    jax.devices()
+  except (RuntimeError, AssertionError) as e:
+    from sagan_jax.errors import UserError
+
+    platforms = os.environ.get("JAX_PLATFORMS") or jax.config.jax_platforms or "(JAX's default)"
+    detail = " ".join(str(e).split())[:200] or f"JAX has no {platforms!r} backend installed"
+    raise UserError(
+      f"JAX_PLATFORMS={platforms}: JAX cannot start it on this machine ({detail}); unset "
+      f"JAX_PLATFORMS to use what is here, or install the accelerator's packages "
+      f"(make ACCELERATOR=cuda|tpu venv)"
+    ) from None
+
+
 def start(
   *, distributed: bool, log_level=logging.INFO, tensorflow: bool = True, compilation_cache: bool = False
 ):
@@ -162,6 +181,7 @@ def start(
 
     if distributed:
       maybe_initialize_distributed()
+    check_backend()
     if distributed or compilation_cache:
       enable_compilation_cache()
   logging.getLogger().setLevel(log_level)

@@ -299,10 +299,12 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Hook] = ()) -> T
   accelerator.warn_if_jax_misses_it(jax.default_backend())
   config_lib.validate_config(config, mesh.size)
   workdir = check_workdir_name(workdir)
+  workdir_lib.check_folders(workdir)
   source = pipeline.load_source(
     config, process_index=jax.process_index(), process_count=jax.process_count(), workdir=workdir, write=False
   )
   signals.stop_if_interrupted()  # a SIGINT whose KeyboardInterrupt CPython dropped on the way here
+  created = not workdir_lib.path(workdir).exists()
   lock = open_workdir(workdir)
   try:
     ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints, owner=True)
@@ -328,6 +330,8 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Hook] = ()) -> T
       ckpt.close()
   finally:
     lock.release()
+    if created and jax.process_index() == 0:
+      workdir_lib.remove_if_empty(workdir)  # a fresh run refused before it wrote anything
 
 
 def check_workdir_name(workdir: str) -> str:

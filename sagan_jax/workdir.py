@@ -90,6 +90,15 @@ def run_files(workdir) -> list:
   return [name for name in RUN_FILES if (list(root.glob(name)) if "*" in name else (root / name).exists())]
 
 
+def remove_if_empty(workdir) -> None:
+  """Deletes a local ``workdir`` folder that holds nothing (no-op otherwise)."""
+  if not is_remote(workdir):
+    try:
+      os.rmdir(path(workdir))
+    except OSError:
+      pass
+
+
 def publish(staging: str, target: str) -> None:
   """Moves a finished local ``staging`` folder or file to ``target``, replacing what is there:
   the old one is moved aside first and deleted only once the new one is in place."""
@@ -203,23 +212,27 @@ class WorkdirLock:
         "%s is not on a local or network file system: no lock keeps a second training out of it", self.workdir
       )
       return self
-    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
-      os.close(fd)
-      raise UserError(
-        f"another training is running in {self.workdir} ({holder}); two on one "
-        f"workdir would delete each other's checkpoint saves: wait for it, stop it "
-        f"(SIGTERM saves a checkpoint; rerun then resumes), or use another --workdir"
-      ) from None
-    except OSError as e:  # e.g. ENOLCK: a network file system without locking
-      os.close(fd)
-      logging.warning(
-        "cannot lock %s (%s): nothing keeps a second training out of this workdir", self.path, e.strerror
-      )
-      return self
+    while True:
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise UserError(
+          f"another training is running in {self.workdir} ({holder}); two on one "
+          f"workdir would delete each other's checkpoint saves: wait for it, stop it "
+          f"(SIGTERM saves a checkpoint; rerun then resumes), or use another --workdir"
+        ) from None
+      except OSError as e:  # e.g. ENOLCK: a network file system without locking
+        os.close(fd)
+        logging.warning(
+          "cannot lock %s (%s): nothing keeps a second training out of this workdir", self.path, e.strerror
+        )
+        return self
+      if self._is_the_lock_file(fd):
+        break
+      os.close(fd)  # its holder deleted it on release after this open: lock the file there now
     self._fd = fd
     try:  # who holds it, for the message of a second training (best effort: the disk may be full)
       os.ftruncate(fd, 0)
@@ -232,8 +245,20 @@ class WorkdirLock:
       pass
     return self
 
+  def _is_the_lock_file(self, fd) -> bool:
+    try:
+      return os.fstat(fd).st_ino == os.stat(self.path).st_ino
+    except FileNotFoundError:
+      return False
+
   def release(self) -> None:
+    """Deletes the lock file while still holding it (an opener waiting on it then sees it
+    gone and locks a new one), then unlocks."""
     if self._fd is not None:
+      try:
+        self.path.unlink(missing_ok=True)
+      except OSError:
+        pass
       fcntl.flock(self._fd, fcntl.LOCK_UN)
       os.close(self._fd)
       self._fd = None
@@ -259,9 +284,37 @@ def check_writable(workdir, process_index: int) -> None:
   probe = path(workdir, f".write_test.{process_index}")
   try:
     probe.write_text("ok")
-    probe.unlink()
   except Exception as e:  # pylint: disable=broad-except  (gfile raises its own types for URLs)
     raise unusable(workdir, e) from None
+  finally:  # also the empty file a full disk leaves
+    try:
+      probe.unlink(missing_ok=True)
+    except Exception:  # pylint: disable=broad-except
+      pass
+
+
+# What a run keeps in folders of these names: a file of one of them is refused, not written over.
+RUN_FOLDERS = {
+  CHECKPOINTS: "checkpoints",
+  UNREADABLE: "set-aside checkpoints",
+  SAMPLES: "sample grids",
+  ATTENTION: "attention figures",
+  SHEETS: "class sheets",
+  NEAREST: "nearest-image figures",
+  PROFILE: "profiler traces",
+}
+
+
+def check_folders(workdir) -> None:
+  """Refuses a workdir where one of the run's folders is a file (a copy gone wrong, a name
+  taken by something else): the tools would fail on it half-way, after writing."""
+  for name, what in RUN_FOLDERS.items():
+    target = path(workdir, name)
+    if target.exists() and not target.is_dir():
+      raise UserError(
+        f"{target} is a file, where the run keeps its {what} (a folder); move the file away "
+        f"and rerun, or use another --workdir"
+      )
 
 
 # The cache

@@ -424,6 +424,8 @@ def test_a_damaged_checkpoint_is_one_line_not_hundreds_of_tracebacks(trained_run
   ]
   assert "Traceback" not in stderr and len(lines) <= 5, (len(stderr.splitlines()), lines[:8])
   assert any("checkpoint(s) [4]" in line and "using step 2" in line for line in lines), lines
+  cause = next(line for line in lines if "checkpoint(s) [4]" in line)
+  assert "OUT_OF_RANGE" in cause and "bound method" not in cause, cause  # TensorStore's reason
 
 
 def test_a_reader_beside_a_rotating_training_opens_the_newest_step(
@@ -451,6 +453,46 @@ def test_a_reader_beside_a_rotating_training_opens_the_newest_step(
   opened = run.open_run(workdir)
   assert opened.step == 6 and rotations == [4]
   assert "unreadable" not in caplog.text
+
+
+def test_readers_beside_a_training_that_rotates_its_checkpoints_every_step(tmp_path, fake_fmnist_dir):
+  """A real training saves every step and keeps one checkpoint; the readers' restore opens
+  the run again and again meanwhile, always a step that exists (each listed step is rotated
+  away within a step)."""
+  from sagan_jax import run
+
+  workdir = str(tmp_path / "run")
+  training = subprocess.Popen(
+    [
+      PYTHON,
+      "-m",
+      "sagan_jax.main",
+      "--config=configs/fashion_mnist.py:smoke",
+      f"--workdir={workdir}",
+      f"--config.dataset.data_dir={fake_fmnist_dir}",
+      "--config.num_train_steps=400",
+      "--config.checkpoint_every_steps=1",
+      "--config.keep_checkpoints=1",
+      "--config.sample_every_steps=1000",
+      "--config.log_every_steps=1000",
+    ],
+    cwd=ROOT,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  try:
+    deadline = time.monotonic() + 240
+    checkpoints = os.path.join(workdir, "checkpoints")
+    while not (os.path.isdir(checkpoints) and any(name.isdigit() for name in os.listdir(checkpoints))):
+      assert training.poll() is None and time.monotonic() < deadline, training.stderr.read()[-3000:]
+      time.sleep(0.2)
+    opened = []
+    while training.poll() is None and len(opened) < 6:
+      opened.append(run.open_run(workdir).step)
+    assert len(opened) >= 3 and opened == sorted(opened), opened
+  finally:
+    training.terminate()
+    training.wait(timeout=120)
 
 
 # Item 2: a mismatch is not damage; a workdir whose checkpoints were all set aside is not reused.
@@ -585,10 +627,69 @@ def test_a_class_whose_files_all_fail_to_decode_is_named(tmp_path, fake_fmnist_d
   root = write_folder(tmp_path / "images", undecodable=("bee",))
   with pytest.raises(
     UserError,
-    match=r"class folder\(s\) 'bee' \(label 1, 3 files\) .* never be "
+    match=r"class folder\(s\) 'bee' \(label 1, 3 files: 0 of 3 tried decode\) .* never be "
     r"trained",
   ):
     pipeline.create_train_iterator(folder_config(fake_fmnist_dir, root))
+
+
+def test_image_folders_read_regular_files_only_nested_ones_too_and_say_what_they_pass_over(tmp_path, caplog):
+  """A FIFO named like an image would block the reader (and the first Ctrl-C with it); macOS
+  resource forks would count as images; nested folders and looping links went unmentioned."""
+  root = write_folder(tmp_path / "images")
+  os.mkfifo(os.path.join(root, "ant", "stuck.png"))
+  os.makedirs(os.path.join(root, "bee", "more", "deeper"))
+  Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(os.path.join(root, "bee", "more", "deeper", "x.png"))
+  os.symlink(os.path.join(root, "bee"), os.path.join(root, "bee", "more", "loop"))
+  os.symlink(os.path.join(root, "gone.png"), os.path.join(root, "cat", "dangling.png"))
+  for hidden in ("._img0.png", ".DS_Store"):
+    with open(os.path.join(root, "cat", hidden), "wb") as f:
+      f.write(b"\x00\x05\x16\x07 resource fork")
+  os.makedirs(os.path.join(root, ".thumbnails"))  # a hidden folder is no class
+
+  listed = within(30, lambda: caplog.records.append(folder.list_image_folder(root)))
+  assert listed is None
+  images = caplog.records.pop()
+  names = [os.path.relpath(p, root) for p in images.paths]
+  assert images.class_names == ["ant", "bee", "cat"]
+  assert names == [
+    *(f"ant/img{i}.png" for i in range(3)),
+    *(f"bee/img{i}.png" for i in range(3)),
+    "bee/more/deeper/x.png",
+    *(f"cat/img{i}.png" for i in range(3)),
+  ]
+  assert images.labels.tolist() == [0] * 3 + [1] * 4 + [2] * 3
+  warned = caplog.text
+  assert "1 image names that are not regular files" in warned and "stuck.png" in warned
+  assert "1 links back into a folder already read" in warned
+  assert "1 links that lead nowhere" in warned and "dangling.png" in warned
+
+
+def test_a_truncated_label_map_says_where_it_parts_from_the_folders(tmp_path):
+  workdir = tmp_path / "run"
+  folder.write_label_map(str(workdir), ["ant", "bee", "cat"])
+  label_map = workdir / workdir_lib.LABEL_MAP
+  label_map.write_bytes(label_map.read_bytes()[:9])  # "0\tant\n1\tb"
+  with pytest.raises(UserError, match=r"line 2 reads '1\\tb', the folders give label 1 to 'bee'.*delete it"):
+    folder.write_label_map(str(workdir), ["ant", "bee", "cat"])
+  label_map.write_text("0\tant\n")
+  with pytest.raises(UserError, match="it ends after 1 of the 3 classes"):
+    folder.write_label_map(str(workdir), ["ant", "bee", "cat"])
+
+
+def test_a_class_with_a_few_good_files_among_bad_ones_is_refused_naming_it(tmp_path, fake_fmnist_dir):
+  root = write_folder(tmp_path / "images")
+  for i in range(3, 33):
+    with open(os.path.join(root, "bee", f"img{i}.png"), "wb") as f:
+      f.write(b"not a png at all")
+  with pytest.raises(
+    UserError,
+    match=r"too few files of class folder\(s\) 'bee' \(label 1, 33 files: 1 of 16 tried decode\)",
+  ):
+    pipeline.create_train_iterator(folder_config(fake_fmnist_dir, root))
+  config = folder_config(fake_fmnist_dir, root)
+  config.dataset.min_decodable_fraction = 0.05  # the user's call: train on what decodes
+  next(pipeline.create_train_iterator(config))
 
 
 # Item 4: an offline TFDS name.
@@ -723,7 +824,38 @@ def test_a_second_training_on_a_workdir_is_refused_at_once(tmp_path, fake_fmnist
   finally:
     holder.release()
   assert line.startswith(f"error: another training is running in {workdir} (pid {os.getpid()}")
-  assert files_under(workdir) == [workdir_lib.LOCK] and compiled() == []
+  assert files_under(workdir) == [] and compiled() == []  # the holder's release deletes its lock file
+
+
+def test_the_lock_file_goes_with_its_holder_and_a_waiter_never_locks_a_deleted_one(tmp_path, monkeypatch):
+  """release deletes the lock file: an opener of the old file that locks it after the release
+  must see it gone and lock the new one, or two trainings would each hold 'the' lock."""
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  first = workdir_lib.WorkdirLock(workdir).acquire()
+  lock_path = os.fspath(first.path)
+  opened = os.open(lock_path, os.O_RDWR)  # a second training opened it before the release
+  first.release()
+  assert not os.path.exists(lock_path)
+  import fcntl
+
+  fcntl.flock(opened, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the old, deleted file: locks fine
+  real_open, handed = os.open, []
+
+  def stale_first(path, *args, **kwargs):
+    if not handed and os.fspath(path) == lock_path:
+      handed.append(path)
+      return opened
+    return real_open(path, *args, **kwargs)
+
+  monkeypatch.setattr(os, "open", stale_first)
+  second = workdir_lib.WorkdirLock(workdir).acquire()  # handed the old file's descriptor first
+  try:
+    assert handed and os.path.exists(lock_path)  # it locked a file at the path, not the deleted one
+    with pytest.raises(UserError, match="another training is running"):
+      workdir_lib.WorkdirLock(workdir).acquire()
+  finally:
+    second.release()
 
 
 def test_a_killed_training_leaves_no_stuck_lock(tmp_path):
@@ -792,6 +924,74 @@ def test_the_validator_refuses_values_that_cannot_train(field, value, fake_fmnis
     target[leaf] = value
   with pytest.raises(UserError, match=f"^{field} must"):
     config_lib.validate_config(config)
+
+
+SHIPPED_CONFIGS = ["default", "fashion_mnist", "cifar10", "sagan128"]
+
+
+def shipped_config(name, variant=""):
+  import importlib
+
+  return importlib.import_module(f"configs.{name}").get_config(variant)
+
+
+def leaf_fields(tree, prefix=""):
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      yield from leaf_fields(value, f"{prefix}{key}.")
+    else:
+      yield f"{prefix}{key}"
+
+
+def set_field(config, field, value):
+  target = config
+  *parents, leaf = field.split(".")
+  for parent in parents:
+    target = target[parent]
+  with target.ignore_type():
+    target[leaf] = value
+
+
+@pytest.mark.parametrize("name", SHIPPED_CONFIGS)
+def test_every_field_of_every_shipped_config_has_a_rule(name):
+  """The validator's table covers the configs: a field added without a rule fails here."""
+  for variant in ("", "smoke"):
+    fields = set(leaf_fields(shipped_config(name, variant).to_dict()))
+    unruled = [
+      f for f in fields if f not in config_lib.RULES and not f.startswith(config_lib.STRUCTURED_FIELDS)
+    ]
+    assert not unruled, f"fields without a rule in config.RULES: {unruled}"
+    assert set(config_lib.RULES) <= fields, set(config_lib.RULES) - fields
+
+
+# Values outside each structured field's form, beside the table's own bad values.
+STRUCTURED_BAD_VALUES = [
+  ("augment", ("nope",), "augment"),
+  ("augment", "translation", "augment"),
+  ("model.attention_resolutions", (999,), "attention side(s) [999]"),
+  ("model.g_attention_resolutions", ("32",), "model.g_attention_resolutions"),
+  ("model.kernels.platform", "tpu_v9", "model.kernels"),
+  ("eval.metrics", ("fid", "nope"), "metrics ['nope']"),
+  ("evals.periodic.every_steps", -1, "evals.periodic.every_steps must"),
+  ("evals.periodic.num_samples", 0, "evals.periodic.num_samples must"),
+  ("evals.periodic.metrics", ("nope",), "metrics ['nope']"),
+]
+
+
+@pytest.mark.parametrize("name", SHIPPED_CONFIGS)
+def test_every_field_out_of_range_ends_in_one_line_before_anything_is_written(name, tmp_path, capsys):
+  """Each field of config.RULES at each of its rule's bad values (and the structured fields at
+  theirs), through the training's entry point: exit 2, one line naming the field, no workdir."""
+  cases = [
+    (field, bad, f"{field} must") for field, rule in config_lib.RULES.items() for bad in rule.bad_values()
+  ]
+  workdir = tmp_path / "run"
+  for field, bad, expected in cases + STRUCTURED_BAD_VALUES:
+    config = shipped_config(name)
+    set_field(config, field, bad)
+    line = exits_with_one_line(train.train_and_evaluate, capsys, config, str(workdir))
+    assert line.startswith("error: ") and expected in line, (field, bad, line)
+    assert not workdir.exists(), (field, bad)
 
 
 @pytest.mark.parametrize("name", ["fashion_mnist", "cifar10", "sagan128"])
@@ -921,6 +1121,63 @@ def test_metrics_jsonl_with_half_a_line_gets_whole_ones_and_the_report_skips_it(
   workdir_lib.append_metrics_line(tmp_path, {"step": 6, "fid_fmnist": 1.1}, 6)
   assert [e["step"] for e in workdir_lib.read_metrics_lines(str(tmp_path))] == [2, 6]
   assert "metrics.jsonl: skipped line(s) [2]" in caplog.text
+
+
+def test_a_config_file_returning_something_else_is_one_line(tmp_path):
+  config_file = tmp_path / "mine.py"
+  config_file.write_text("def get_config():\n  return 3\n")
+  code, stderr = run_tool(["sagan_jax.main", f"--config={config_file}", f"--workdir={tmp_path / 'run'}"])
+  assert code == 2 and "get_config() returned '3' (int), not an ml_collections.ConfigDict" in one_error_line(
+    stderr
+  )
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("tool", ["sagan_jax.main", "sagan_jax.report", "sagan_jax.evaluate"])
+def test_a_platform_this_host_lacks_is_one_line(tool, tmp_path):
+  code, stderr = run_tool(
+    [tool, f"--workdir={tmp_path / 'run'}"]
+    + (["--config=configs/fashion_mnist.py:smoke"] if tool == "sagan_jax.main" else []),
+    env={**os.environ, "JAX_PLATFORMS": "cuda"},
+  )
+  assert code == 2 and "JAX_PLATFORMS=cuda: JAX cannot start it on this machine" in one_error_line(stderr)
+  assert not (tmp_path / "run").exists()
+
+
+def test_a_run_folder_that_is_a_file_is_refused_before_anything_is_written(trained_run, tmp_path, capsys):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "checkpoints").write_text("not a folder")
+  config = shipped_config("fashion_mnist", "smoke")
+  line = exits_with_one_line(train.train_and_evaluate, capsys, config, str(workdir))
+  assert line.startswith(f"error: {workdir / 'checkpoints'} is a file, where the run keeps its checkpoints")
+  assert files_under(workdir) == ["checkpoints"]
+  copy = copy_run(trained_run, tmp_path / "copy")
+  shutil.rmtree(os.path.join(copy, "samples"))
+  open(os.path.join(copy, "samples"), "w").close()
+  from sagan_jax import run
+
+  with pytest.raises(UserError, match="samples is a file, where the run keeps its sample grids"):
+    run.open_run(copy)
+
+
+def test_a_full_disk_at_the_probe_leaves_no_empty_file(tmp_path, monkeypatch):
+  path_type = type(workdir_lib.path(tmp_path))
+  written = path_type.write_text
+
+  def empty_then_full(self, *args, **kwargs):
+    written(self, "")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(self))
+
+  monkeypatch.setattr(path_type, "write_text", empty_then_full)
+  with pytest.raises(UserError, match="no space left on the device"):
+    workdir_lib.check_writable(tmp_path, 0)
+  assert os.listdir(tmp_path) == []
+
+
+def test_evaluate_refuses_zero_samples():
+  code, stderr = run_tool(["sagan_jax.evaluate", "--workdir=W", "--num_samples=0"])
+  assert code == 2 and "--num_samples=0: score at least one sample" in one_error_line(stderr)
 
 
 REPORT_BAD_COMMAND_LINES = {

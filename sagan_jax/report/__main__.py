@@ -17,27 +17,28 @@ from sagan_jax import (
 )
 
 
-def _main(argv):
-  del argv  # cli.parse_flags refuses positional arguments
+def _write():
   from absl import flags
 
   from sagan_jax import runtime
 
   runtime.start(distributed=False)
   f = flags.FLAGS
-  print(
-    cli.run(
-      report.write_report,
-      f.workdir,
-      f.out,
-      f.figures,
-      step=f.step,
-      columns=f.columns,
-      num_real=f.num_real,
-      budget_bytes=int(f.budget_mb * 2**20) if f.budget_mb else None,
-      query_stride=f.query_stride,
-    )
+  return report.write_report(
+    f.workdir,
+    f.out,
+    f.figures,
+    step=f.step,
+    columns=f.columns,
+    num_real=f.num_real,
+    budget_bytes=int(f.budget_mb * 2**20) if f.budget_mb else None,
+    query_stride=f.query_stride,
   )
+
+
+def _main(argv):
+  del argv  # cli.parse_flags refuses positional arguments
+  print(cli.run(_write))
 
 
 if __name__ == "__main__":
