@@ -115,14 +115,17 @@ def get_config(variant: str = ""):
   # Evaluation (sagan_jax/evaluation/): EMA samples scored against real data, one line per
   # evaluation in workdir/metrics.jsonl (and TensorBoard). How samples are scored:
   config.eval = ml_collections.ConfigDict()
-  config.eval.metrics = ("fid", "is")  # registry names: 'fid', 'is', 'intra_fid' (FID Inception),
-                                       # 'fid_fmnist', 'class_accuracy', 'prdc' (offline: the project's
-                                       # Fashion-MNIST classifier; not an FID).
+  config.eval.metrics = ("fid", "is")  # registry names: 'fid', 'kid', 'is', 'intra_fid', 'prdc_inception'
+                                       # (FID Inception), 'fid_fmnist', 'class_accuracy', 'prdc' (offline:
+                                       # the project's Fashion-MNIST classifier; not an FID).
   config.eval.num_samples = 50_000     # default of `python -m sagan_jax.evaluate` (final numbers; paper §5).
   config.eval.batch_size = 256         # samples per sharded batch; a multiple of the device count.
   config.eval.reference_split = "train"  # real data of the reference statistics (never flipped).
   config.eval.reference_samples = 50_000  # real images in them (a fixed random subset of a larger split).
   config.eval.is_splits = 10           # IS splits (10 as most papers; the released SAGAN code: 1).
+  config.eval.kid_subsets = 100        # KID: random subset pairs averaged (torch-fidelity's 100) …
+  config.eval.kid_subset_size = 1000   # … of this many samples per set (torch-fidelity's 1000).
+  config.eval.prdc_k = 5               # k of the k-NN balls of prdc and prdc_inception (Naeem et al.: 5).
   config.eval.cache_dir = ""           # reference stats, classifier, Inception weights ('' = the cache root,
                                        # $XDG_CACHE_HOME/sagan_jax or ~/.cache/sagan_jax).
   config.eval.inception_weights = ""   # path of pt_inception-2015-12-05-6726825d.pth ('' = the cache,

@@ -68,8 +68,11 @@ ADDED_MODEL_FIELDS = {
   "d_shortcut_preactivated": False,
   "kernels": {field: kernels_lib.AUTO for field in kernels_lib.FIELDS},
 }
-# Dataset fields added since, likewise.
-ADDED_DATASET_FIELDS = {"min_decodable_fraction": 0.5}
+# Fields of the dataset and eval sections added since, likewise.
+ADDED_SECTION_FIELDS = {
+  "dataset": {"min_decodable_fraction": 0.5},
+  "eval": {"kid_subsets": 100, "kid_subset_size": 1000, "prdc_k": 5},
+}
 # Top-level fields added since, with the values that reproduce runs written before them.
 ADDED_FIELDS = {
   "ema_schedule": "constant",
@@ -309,6 +312,9 @@ RULES = {
   "eval.reference_split": TEXT,
   "eval.reference_samples": _whole(),
   "eval.is_splits": _whole(),
+  "eval.kid_subsets": _whole(),
+  "eval.kid_subset_size": _whole(2),
+  "eval.prdc_k": _whole(),
   "eval.cache_dir": TEXT,
   "eval.inception_weights": TEXT,
   "eval.fmnist_classifier_epochs": _whole(),
@@ -397,8 +403,9 @@ def with_added_fields(saved: dict) -> dict:
   """A saved config (a dict with a 'model' dict) completed with the fields added to the code
   since it was written, at the values that reproduce the run."""
   completed = {**ADDED_FIELDS, **saved, "model": {**ADDED_MODEL_FIELDS, **saved["model"]}}
-  if "dataset" in saved:
-    completed["dataset"] = {**ADDED_DATASET_FIELDS, **saved["dataset"]}
+  for section, added in ADDED_SECTION_FIELDS.items():
+    if section in saved:
+      completed[section] = {**added, **saved[section]}
   return completed
 
 

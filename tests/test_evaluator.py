@@ -164,10 +164,11 @@ def test_inception_metrics_on_a_tiny_rgb_config(fake_fmnist_dir, tmp_path, monke
   config.model.image_channels = 3
   config.model.num_classes = 2
   config.sample_bn_stats = "running"  # the sampler is not under test here: compile less
-  config.eval.metrics = ("fid", "is", "intra_fid")
+  config.eval.metrics = ("fid", "is", "intra_fid", "kid", "prdc_inception")
   config.eval.batch_size = 4  # Inception runs at ~3 images/s on a CPU
   config.eval.reference_samples = 4
   config.eval.is_splits = 2
+  config.eval.kid_subsets, config.eval.kid_subset_size, config.eval.prdc_k = 3, 3, 2
   config.eval.cache_dir = str(tmp_path / "cache")
   monkeypatch.setattr(
     spaces,
@@ -191,7 +192,8 @@ def test_inception_metrics_on_a_tiny_rgb_config(fake_fmnist_dir, tmp_path, monke
   evaluation, built = _build(config, tmp_path / "run")
   state = built.init()
   scalars = evaluation.evaluate(state, 0, 4)
-  assert set(scalars) == {"fid", "is", "is_std", "intra_fid"}
+  prdc_inception = {f"{name}_inception" for name in ("precision", "recall", "density", "coverage")}
+  assert set(scalars) == {"fid", "is", "is_std", "intra_fid", "kid", "kid_std", *prdc_inception}
   assert all(np.isfinite(v) for v in scalars.values())
   assert scalars["fid"] > 0 and scalars["is"] >= 1.0
   # One global and one per-class distance per class, all in the 2048-d pool space.
@@ -201,6 +203,7 @@ def test_inception_metrics_on_a_tiny_rgb_config(fake_fmnist_dir, tmp_path, monke
   assert scalars["intra_fid"] == pytest.approx(np.mean(line["intra_fid_per_class"]))
   assert line["feature_spaces"]["inception"]["id"] == "random-seed0"
   assert line["is_splits"] == 2 and line["reference"]["num_samples"] == 4
+  assert line["kid_protocol"]["subset_size"] == 3 and line["prdc_inception_protocol"]["k"] == 2
 
 
 def test_missing_checkpoints_are_clear_errors(trained_run, tmp_path):

@@ -1,5 +1,8 @@
-"""FID, IS and intra-FID against closed forms and against pytorch-fid; class accuracy and
-precision / recall / density / coverage against brute-force references and known cases."""
+"""FID, IS and intra-FID against closed forms and against pytorch-fid; KID against its term-by-term
+definition and torch-fidelity; class accuracy and precision / recall / density / coverage against
+brute-force references, known cases and Naeem et al.'s prdc."""
+
+import os
 
 import numpy as np
 import pytest
@@ -261,3 +264,73 @@ def test_prdc_refuses_too_few_points_and_mismatched_dimensions():
     metrics.prdc(_features(32, n=50, dim=4), _features(33, n=5, dim=4), k=5)
   with pytest.raises(ValueError, match="differ in dimension"):
     metrics.prdc(_features(32, n=50, dim=4), _features(33, n=50, dim=5))
+
+
+# KID
+
+
+def _brute_force_mmd2(x, y):
+  """Unbiased MMD² written term by term from Bińkowski et al. (2018), eq. 2: pairwise loops."""
+  d, m = x.shape[1], len(x)
+
+  def kernel(a, b):
+    return (sum(float(ai) * float(bi) for ai, bi in zip(a, b, strict=True)) / d + 1.0) ** 3
+
+  within = sum(kernel(x[i], x[j]) + kernel(y[i], y[j]) for i in range(m) for j in range(m) if i != j)
+  cross = sum(kernel(x[i], y[j]) for i in range(m) for j in range(m))
+  return within / (m * (m - 1)) - 2 * cross / (m * m)
+
+
+def test_unbiased_mmd2_matches_the_term_by_term_definition():
+  x, y = _features(40, n=12, dim=5), _features(41, n=12, dim=5, shift=0.5)
+  np.testing.assert_allclose(metrics.unbiased_mmd2(x, y), _brute_force_mmd2(x, y), rtol=1e-12)
+
+
+def test_kid_of_one_distribution_is_near_zero_and_grows_with_the_shift():
+  rng = np.random.default_rng(42)
+  real = rng.normal(size=(600, 8))
+
+  def kid_of(shift):
+    return metrics.kid(rng.normal(size=(600, 8)) + shift, real, subsets=10, subset_size=200)[0]
+
+  same, near, far = kid_of(0.0), kid_of(0.2), kid_of(1.0)
+  assert abs(same) < 0.01 < near < far  # unbiased: ~0, and can dip below it
+
+
+def test_kid_draws_its_subsets_with_the_fake_set_first():
+  """Subset i pairs the i-th draw from the fake set with the one after it from the real set."""
+  fake, real = _features(46, n=50, dim=4), _features(47, n=60, dim=4, shift=0.3)
+  rng = np.random.RandomState(7)
+  want = []
+  for _ in range(3):
+    x = fake[rng.choice(50, 20, replace=False)]
+    want.append(_brute_force_mmd2(x, real[rng.choice(60, 20, replace=False)]))
+  got = metrics.kid(fake, real, subsets=3, subset_size=20, seed=7)
+  np.testing.assert_allclose(got, (np.mean(want), np.std(want)), rtol=1e-10)
+
+
+def test_kid_refuses_subsets_larger_than_a_set():
+  with pytest.raises(ValueError, match="KID subsets of 61"):
+    metrics.kid(_features(48, n=80, dim=4), _features(49, n=60, dim=4), subsets=2, subset_size=61)
+
+
+PEERS = os.path.join(os.path.dirname(__file__), "fixtures", "metrics", "peers.npz")
+
+
+def test_kid_and_prdc_agree_with_torch_fidelity_and_naeem_et_als_prdc():
+  """experiments/metric_fixtures.py ran torch-fidelity 0.3.0's KID and prdc 0.2's compute_prdc
+  on these float32 features: the same numbers here (KID to float32 rounding: the peer computes
+  its kernels in float32, this package in float64)."""
+  with np.load(PEERS) as peer:
+    kid_mean, kid_std = metrics.kid(
+      peer["fake"],
+      peer["real"],
+      int(peer["kid_subsets"]),
+      int(peer["kid_subset_size"]),
+      int(peer["kid_seed"]),
+    )
+    np.testing.assert_allclose(kid_mean, peer["kid_mean"], rtol=1e-5)
+    np.testing.assert_allclose(kid_std, peer["kid_std"], rtol=1e-4)
+    got = metrics.prdc(peer["real"], peer["fake"], int(peer["k"]))
+    for name in ("precision", "recall", "density", "coverage"):
+      assert got[name] == pytest.approx(float(peer[name]), abs=1e-12), name

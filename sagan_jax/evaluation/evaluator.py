@@ -113,7 +113,14 @@ class Evaluator:
 
   def _context(self, space_name: str) -> registry.Context:
     c = self.config
-    return registry.Context(c.model.num_classes, c.eval.is_splits, self._caches[space_name])
+    return registry.Context(
+      c.model.num_classes,
+      c.eval.is_splits,
+      self._caches[space_name],
+      c.eval.kid_subsets,
+      c.eval.kid_subset_size,
+      c.eval.prdc_k,
+    )
 
   def check_num_samples(self, num: int, metric_names) -> None:
     need = {

@@ -1,4 +1,4 @@
-"""FID, Inception Score, intra-FID, class accuracy and precision / recall / density /
+"""FID, KID, Inception Score, intra-FID, class accuracy and precision / recall / density /
 coverage as pure functions of features, logits and labels (numpy/scipy).
 
 Everything is computed in float64 on the host: the matrix square root of 2048x2048
@@ -217,3 +217,44 @@ def expected_coverage_of_identical(num_real: int, num_fake: int, k: int = PRDC_K
   """
   ratios = [(num_real - 1 - i) / (num_real + num_fake - 1 - i) for i in range(k)]
   return float(1.0 - np.prod(ratios))
+
+
+# KID: Bińkowski et al. 2018, with torch-fidelity's subset protocol (so the numbers compare)
+
+KID_SEED = 2020  # torch-fidelity's rng_seed
+
+
+def _cubic_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """k(x, y) = (x·y / d + 1)³, the polynomial kernel of the KID paper."""
+  return (a @ b.T / a.shape[1] + 1.0) ** 3
+
+
+def unbiased_mmd2(x, y) -> float:
+  """The unbiased estimate of MMD² between two equal-sized sets under the cubic kernel:
+  the within-set sums without their diagonals over m(m-1), less twice the cross sum over m²."""
+  m = len(x)
+  k_xx, k_yy = _cubic_kernel(x, x), _cubic_kernel(y, y)
+  k_xy = _cubic_kernel(x, y)
+  within = k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)
+  return float(within / (m * (m - 1)) - 2.0 * k_xy.sum() / (m * m))
+
+
+def kid(fake_features, real_features, subsets: int, subset_size: int, seed: int = KID_SEED):
+  """Kernel Inception Distance: unbiased MMD² (cubic kernel) of ``subsets`` pairs of random
+  subsets of ``subset_size`` (each set's drawn without replacement, the fake one first, from
+  numpy's RandomState(seed): torch-fidelity's draws). Returns (mean, std over the subsets, ddof 0);
+  computed in float64."""
+  fake, real = _as_features(fake_features, "fake_features"), _as_features(real_features, "real_features")
+  if fake.shape[1] != real.shape[1]:
+    raise ValueError(f"real and fake features differ in dimension: {real.shape} vs {fake.shape}.")
+  if not 2 <= subset_size <= min(len(fake), len(real)):
+    raise ValueError(
+      f"KID subsets of {subset_size} need 2 to min(fake, real) = {min(len(fake), len(real))} samples per set."
+    )
+  rng = np.random.RandomState(seed)
+  values = []
+  for _ in range(subsets):
+    x = fake[rng.choice(len(fake), subset_size, replace=False)]
+    y = real[rng.choice(len(real), subset_size, replace=False)]
+    values.append(unbiased_mmd2(x, y))
+  return float(np.mean(values)), float(np.std(values))

@@ -32,6 +32,9 @@ class Context(NamedTuple):
   num_classes: int
   is_splits: int
   cache: dict  # per evaluator and space: values computed once from the reference
+  kid_subsets: int = 100
+  kid_subset_size: int = 1000
+  prdc_k: int = metrics.PRDC_K
 
 
 class Metric(NamedTuple):
@@ -108,16 +111,17 @@ def _class_accuracy(sample, reference, context):
   )
 
 
-def _prdc(sample, reference, context):
-  k = metrics.PRDC_K
-  if len(reference.features) <= k:
+def _prdc(sample, reference, context, suffix=""):
+  k = context.prdc_k
+  if len(reference.features) <= k or len(sample.features) <= k:
     raise UserError(
-      f"prdc needs more than k={k} reference images, the reference holds "
-      f"{len(reference.features)}; raise eval.reference_samples"
+      f"prdc{suffix} needs more than k={k} reference images and samples, got "
+      f"{len(reference.features)} and {len(sample.features)}; raise eval.reference_samples or the "
+      f"sample count, or lower eval.prdc_k"
     )
-  radii = context.cache.get("knn_sq_radii")
+  radii = context.cache.get(("knn_sq_radii", k))
   if radii is None:
-    radii = context.cache["knn_sq_radii"] = metrics.knn_sq_radii(reference.features, k)
+    radii = context.cache[("knn_sq_radii", k)] = metrics.knn_sq_radii(reference.features, k)
   scores = metrics.prdc(reference.features, sample.features, k, real_sq_radii=radii)
   protocol = {
     "k": k,
@@ -128,7 +132,30 @@ def _prdc(sample, reference, context):
       metrics.expected_coverage_of_identical(len(reference.features), len(sample.features), k), 4
     ),
   }
-  return scores, {"prdc_protocol": protocol}
+  return {f"{name}{suffix}": value for name, value in scores.items()}, {f"prdc{suffix}_protocol": protocol}
+
+
+def _prdc_inception(sample, reference, context):
+  return _prdc(sample, reference, context, suffix="_inception")
+
+
+def _kid(sample, reference, context):
+  size = context.kid_subset_size
+  if min(len(sample.features), len(reference.features)) < size:
+    raise UserError(
+      f"kid draws subsets of eval.kid_subset_size={size} samples, but there are "
+      f"{len(sample.features)} samples and {len(reference.features)} reference images; lower "
+      f"eval.kid_subset_size or score more"
+    )
+  mean, std = metrics.kid(sample.features, reference.features, context.kid_subsets, size)
+  protocol = {
+    "subsets": context.kid_subsets,
+    "subset_size": size,
+    "kernel": "(x·y/d + 1)^3",
+    "estimate": "unbiased MMD², subsets drawn as torch-fidelity draws them",
+    "seed": metrics.KID_SEED,
+  }
+  return {"kid": mean, "kid_std": std}, {"kid_protocol": protocol}
 
 
 register(
@@ -182,9 +209,30 @@ register(
   Metric(
     "prdc",
     FMNIST_CLASSIFIER,
-    f"precision, recall (Kynkäänniemi et al. 2019), density, coverage (Naeem et al. "
-    f"2020) with k={metrics.PRDC_K} in the Fashion-MNIST classifier's features",
-    lambda c: metrics.PRDC_K + 1,
+    "precision, recall (Kynkäänniemi et al. 2019), density, coverage (Naeem et al. "
+    "2020) with k = eval.prdc_k in the Fashion-MNIST classifier's features",
+    lambda c: c.prdc_k + 1,
     _prdc,
+  )
+)
+register(
+  Metric(
+    "prdc_inception",
+    INCEPTION,
+    "precision, recall, density, coverage (as prdc) in the FID-Inception pool3 features, "
+    "reported as precision_inception, …",
+    lambda c: c.prdc_k + 1,
+    _prdc_inception,
+  )
+)
+register(
+  Metric(
+    "kid",
+    INCEPTION,
+    "Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD² with the cubic polynomial "
+    "kernel in FID-Inception pool3 features, mean and std over eval.kid_subsets random subset "
+    "pairs of eval.kid_subset_size (torch-fidelity's protocol)",
+    lambda c: c.kid_subset_size,
+    _kid,
   )
 )

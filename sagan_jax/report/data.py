@@ -20,7 +20,7 @@ from sagan_jax import workdir as workdir_lib
 MAX_POINTS = 1500  # points per curve on the page (longer series are thinned evenly)
 MAX_FRAMES = 60  # sample grids in the slider (evenly spaced over the run, the last kept)
 # metrics.jsonl fields that are not scores: not plotted (they stay in the table)
-EVALUATION_FIELDS = ("step", "num_samples", "seconds", "is_splits", "is_std")
+EVALUATION_FIELDS = ("step", "num_samples", "seconds", "is_splits", "is_std", "kid_std")
 # metrics.jsonl's per-class results: too long for the protocol of the last evaluation
 PER_CLASS_FIELDS = ("class_confusion", "per_class_fid", "class_accuracy_per_class")
 CURVE_GROUPS = (
