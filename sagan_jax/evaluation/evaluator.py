@@ -57,6 +57,7 @@ class Evaluator:
       for k, s in self.spaces.items()
     }
     self._references = {}
+    self._reference_keys = {}  # of references read from a statistics file
     self._caches = {k: {} for k in self.spaces}  # per space: values computed once from its reference
 
   def _global(self, host_array: np.ndarray) -> jax.Array:
@@ -94,6 +95,19 @@ class Evaluator:
         self.config, self.spaces[space_name], features_of
       )
     return self._references[space_name]
+
+  def use_reference(self, stored: references.StoredReference) -> None:
+    """Scores against a statistics file's reference instead of the config's dataset; refused
+    unless it was made in this evaluator's feature space (the same weights)."""
+    space = self.spaces[stored.space]
+    if stored.key["features"] != space.id:
+      raise UserError(
+        f"{stored.reference.path} holds statistics of features {stored.key['features']!r}, this "
+        f"evaluation extracts {space.id!r}: numbers of two feature extractors do not compare; "
+        f"write the statistics again with these weights"
+      )
+    self._references[stored.space] = stored.reference
+    self._reference_keys[stored.space] = stored.key
 
   def reference_path(self, space_name: str):
     return references.path(self.config, self.spaces[space_name])
@@ -198,13 +212,36 @@ class Evaluator:
       workdir_lib.append_metrics_line(self.workdir, line, step)
     return scalars
 
-  def _protocol(self, metric_names, used_spaces) -> dict:
-    """What makes the numbers comparable (DESIGN.md, known pitfalls)."""
+  def data_protocol(self, metric_names, used_spaces) -> dict:
+    """What makes numbers of these metrics comparable: their protocols, the reference and the
+    feature spaces."""
     c = self.config
     first = self._references[used_spaces[0]]
+    reference = {
+      "dataset": c.dataset.name,
+      "split": c.eval.reference_split,
+      "num_samples": len(first.labels),
+      "resolution": c.model.resolution,
+      "random_flip": False,
+      "cache_files": [self._references[s].path.name for s in used_spaces],
+    }
+    stored = self._reference_keys.get(used_spaces[0])
+    if stored:  # a statistics file: its own key says what it holds
+      reference = {**stored, "num_samples": len(first.labels), "file": str(first.path)}
     return {
       "metrics": list(metric_names),
       "protocols": {m: registry.get(m).protocol for m in metric_names},
+      "reference": reference,
+      "feature_spaces": {k: {"id": self.spaces[k].id, **self.spaces[k].info} for k in used_spaces},
+    }
+
+  def _protocol(self, metric_names, used_spaces) -> dict:
+    """What makes the numbers comparable (DESIGN.md, known pitfalls)."""
+    c = self.config
+    data = self.data_protocol(metric_names, used_spaces)
+    return {
+      "metrics": data["metrics"],
+      "protocols": data["protocols"],
       "sampling": {
         "weights": "ema",
         "ema_schedule": c.ema_schedule,
@@ -216,14 +253,7 @@ class Evaluator:
         "sample_bn_stats": c.sample_bn_stats,
         "class_labels": "balanced (cycling through the classes)",
       },
-      "reference": {
-        "dataset": c.dataset.name,
-        "split": c.eval.reference_split,
-        "num_samples": len(first.labels),
-        "resolution": c.model.resolution,
-        "random_flip": False,
-        "cache_files": [self._references[s].path.name for s in used_spaces],
-      },
-      "feature_spaces": {k: {"id": self.spaces[k].id, **self.spaces[k].info} for k in used_spaces},
+      "reference": data["reference"],
+      "feature_spaces": data["feature_spaces"],
       "kernels": self.kernels.choices() if self.kernels else None,
     }

@@ -120,3 +120,45 @@ def load_or_compute(config, space: FeatureSpace, features_of: Callable) -> Refer
       ) from e
   with np.load(target) as stored:
     return Reference(stored["mu"], stored["sigma"], stored["features"], stored["labels"], target)
+
+
+class StoredReference(NamedTuple):
+  """A statistics file another machine wrote (``write_file``): the reference and its key."""
+
+  reference: Reference
+  key: dict  # what the statistics depend on (``key``): dataset, split, size, feature space
+  space: str  # the feature space's name (registry.INCEPTION or registry.FMNIST_CLASSIFIER)
+
+
+def write_file(reference: Reference, target: str) -> None:
+  """A copy of a cached reference's file at ``target`` (whole or not at all)."""
+  from sagan_jax import workdir as workdir_lib
+
+  workdir_lib.write_atomic(workdir_lib.path(target), reference.path.read_bytes())
+
+
+def read_file(source: str) -> StoredReference:
+  """The statistics file at ``source``, or one UserError saying what is wrong with it."""
+  from sagan_jax.evaluation.registry import FMNIST_CLASSIFIER, INCEPTION
+
+  try:
+    with np.load(source) as stored:
+      missing = sorted({"mu", "sigma", "features", "labels", "key"} - set(stored.files))
+      if missing:
+        raise UserError(
+          f"{source} is not a reference statistics file (no {missing}); write one with python -m "
+          f"sagan_jax.evaluate --config=<dataset config> --save_reference={source}"
+        )
+      key_dict = json.loads(str(stored["key"]))
+      reference = Reference(
+        stored["mu"], stored["sigma"], stored["features"], stored["labels"], pathlib.Path(source)
+      )
+  except (OSError, ValueError) as e:
+    raise UserError(f"{source} is not a readable reference statistics file ({e})") from None
+  if key_dict.get("format") != CACHE_FORMAT:
+    raise UserError(
+      f"{source} holds statistics of format {key_dict.get('format')}, this version reads "
+      f"{CACHE_FORMAT}; write it again with this version's --save_reference"
+    )
+  space = FMNIST_CLASSIFIER if str(key_dict["features"]).startswith(FMNIST_CLASSIFIER) else INCEPTION
+  return StoredReference(reference, key_dict, space)

@@ -43,6 +43,7 @@ class Metric(NamedTuple):
   protocol: str  # what the number is, written in every metrics line
   min_samples: Callable[[Context], int]
   score: Callable  # (Samples, reference, Context) -> (scalars, details)
+  needs_labels: bool = False  # reads each sample's class (scoring images needs them given)
 
 
 REGISTRY: dict[str, Metric] = {}
@@ -184,6 +185,7 @@ register(
     "mean over classes of the FID between a class's samples and its reference images",
     lambda c: 2 * c.num_classes,
     _intra_fid,
+    needs_labels=True,
   )
 )
 register(
@@ -203,6 +205,7 @@ register(
     "fraction of samples the project's Fashion-MNIST classifier assigns to their conditioning label",
     lambda c: c.num_classes,
     _class_accuracy,
+    needs_labels=True,
   )
 )
 register(
