@@ -101,6 +101,9 @@ def get_config(variant: str = ""):
   config.sample_every_steps = 5_000    # sample grid PNG under workdir/samples/.
   config.checkpoint_every_steps = 5_000  # orbax checkpoint; also written at the end.
   config.keep_checkpoints = 3          # checkpoints kept on disk.
+  config.best_metric = ""              # a scalar of the periodic evaluations (e.g. 'fid', 'coverage'):
+                                       # the checkpoint of its best value is kept in workdir/best/ ('' = none).
+  config.best_mode = "min"             # 'min' (FID, KID) or 'max' (IS, coverage) for best_metric.
   config.async_checkpoints = False     # False: a save completes before training goes on, so a hard kill
                                        # loses at most checkpoint_every_steps; True: training continues
                                        # while it is written (a kill meanwhile loses that save too).

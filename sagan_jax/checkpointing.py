@@ -24,9 +24,12 @@ def checkpoint_dir(workdir):
   return workdir_lib.path(workdir, workdir_lib.CHECKPOINTS)
 
 
-def checkpoint_steps(workdir) -> list:
+BEST_STEP = "best"  # what a tool's --step names workdir/best/'s checkpoint by
+
+
+def checkpoint_steps(workdir, folder: str = workdir_lib.CHECKPOINTS) -> list:
   """The finished checkpoints' steps, oldest first (orbax's unfinished saves are not digits)."""
-  directory = checkpoint_dir(workdir)
+  directory = workdir_lib.path(workdir, folder)
   found = [p.name for p in directory.iterdir()] if directory.is_dir() else []
   return sorted(int(d) for d in found if d.isdigit())
 
@@ -125,12 +128,25 @@ class Checkpointer:
   become visible once complete (orbax finalises a step directory atomically).
   """
 
-  def __init__(self, workdir: str, keep: int, owner: bool = False):
+  def __init__(
+    self,
+    workdir: str,
+    keep: int,
+    owner: bool = False,
+    folder: str = workdir_lib.CHECKPOINTS,
+    best_metric: str = "",
+    best_mode: str = "min",
+  ):
     """``owner``: the training run itself, which deletes the unfinished saves a killed
     process left behind (orbax's tmp directories). Readers (evaluate, visualize) leave
-    them alone: one may be a save the running training is writing right now."""
+    them alone: one may be a save the running training is writing right now.
+
+    ``folder``: workdir/checkpoints, or workdir/best for the best checkpoint, whose saves carry
+    the value of ``best_metric`` (orbax keeps it with the step, so it survives a resume) and
+    whose manager keeps the one of the lowest (``best_mode`` 'min') or highest value."""
     self.workdir = workdir_lib.path(workdir)
-    self.directory = checkpoint_dir(workdir)
+    self.directory = workdir_lib.path(workdir, folder)
+    self.best_metric = best_metric
     if os.fspath(self.workdir).startswith("gs://"):
       try:  # orbax lists a bucket's step folders with it
         from google.cloud import storage  # noqa: F401
@@ -145,7 +161,20 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
       self.directory,
       item_handlers=ocp.StandardCheckpointHandler(),
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=owner, cleanup_tmp_directories=owner),
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        create=owner,
+        cleanup_tmp_directories=owner,
+        **(
+          dict(
+            best_fn=lambda metrics: metrics[best_metric],
+            best_mode=best_mode,
+            keep_checkpoints_without_metrics=False,
+          )
+          if best_metric
+          else {}
+        ),
+      ),
     )
 
   def latest_step(self):
@@ -156,10 +185,17 @@ class Checkpointer:
 
   # Saving
 
-  def save(self, step: int, state) -> None:
+  def best(self) -> tuple | None:
+    """(step, value) of the best checkpoint kept (``best_metric``), or None."""
+    step = self._manager.best_step()
+    if step is None:
+      return None
+    return step, float(self._manager.metrics(step)[self.best_metric])
+
+  def save(self, step: int, state, metrics: dict | None = None) -> None:
     self._saving = step
     try:
-      self._manager.save(step, args=ocp.args.StandardSave(state))
+      self._manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics)
     except Exception as e:  # pylint: disable=broad-except
       self._save_failed(step, e)
 

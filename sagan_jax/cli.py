@@ -99,6 +99,28 @@ def flag_error(e: BaseException, argv) -> str:
   return " ".join(text.split()) or type(e).__name__
 
 
+def define_step_flag(help_text: str) -> None:
+  """--step: a checkpoint's step, or 'best' (workdir/best/, config.best_metric's checkpoint)."""
+  from absl import flags
+
+  class StepParser(flags.ArgumentParser):
+    def parse(self, argument):
+      if argument is None or (isinstance(argument, int) and not isinstance(argument, bool)):
+        return argument
+      text = str(argument).strip()
+      if text == "best":
+        return text
+      try:
+        return int(text)
+      except ValueError:
+        raise ValueError(f"a checkpoint's step (a whole number) or 'best', got {text!r}") from None
+
+    def flag_type(self):
+      return "step"
+
+  flags.DEFINE(StepParser(), "step", None, help_text + " 'best': the run's best checkpoint (workdir/best/).")
+
+
 def with_renamed_fields(argv) -> list:
   """argv with --config.<old name>… of a field that moved (config.RENAMED_FIELDS) at its new
   place: command lines written before the move keep working."""

@@ -32,6 +32,8 @@ LOOP_FIELDS = (
   "checkpoint_every_steps",
   "keep_checkpoints",
   "async_checkpoints",
+  "best_metric",
+  "best_mode",
   "max_nonfinite_steps",
   "num_sample_columns",
   "dataset",
@@ -80,6 +82,8 @@ ADDED_FIELDS = {
   "augment": (),
   "profile_steps": 0,
   "cpu_devices": 0,
+  "best_metric": "",
+  "best_mode": "min",
 }
 
 
@@ -262,6 +266,8 @@ RULES = {
   "checkpoint_every_steps": _whole(),
   "keep_checkpoints": _whole(),
   "async_checkpoints": FLAG,
+  "best_metric": TEXT,
+  "best_mode": _choice("min", "max"),
   "max_nonfinite_steps": _whole(),
   "standing_stats_batches": _whole(),
   "num_sample_columns": _whole(),
@@ -363,6 +369,18 @@ def _check_rules(config) -> None:
       f"metrics {unknown or config.eval.metrics!r} are not among {registry.names()} "
       f"(config.eval.metrics, config.evals.<name>.metrics)"
     )
+  if config.best_metric:
+    produced = {
+      scalar
+      for _, _, names in evaluations(config).values()
+      for n in names
+      for scalar in registry.get(n).scalars
+    }
+    if config.best_metric not in produced:
+      raise UserError(
+        f"best_metric {config.best_metric!r} is not a number the periodic evaluations write "
+        f"({sorted(produced) or 'none: set evals.periodic.every_steps'}); name one of them or '' for none"
+      )
   if isinstance(config.augment, str) or any(p not in augment.POLICIES for p in config.augment):
     raise UserError(
       f"augment {config.augment!r} must be a tuple of policies among {augment.POLICIES}, "

@@ -25,6 +25,7 @@ if __name__ == "__main__":
 from absl import app, flags
 from ml_collections import config_flags
 
+from sagan_jax import cli
 from sagan_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -36,7 +37,7 @@ config_flags.DEFINE_config_file(
   lock_config=True,
 )
 flags.DEFINE_string("workdir", None, "The training run's --workdir.")
-flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
+cli.define_step_flag("Checkpoint step to evaluate (default: the latest).")
 flags.DEFINE_integer("num_samples", None, "Samples to score (default: config.eval.num_samples).")
 flags.DEFINE_integer(
   "noise_seed",

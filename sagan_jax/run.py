@@ -70,9 +70,9 @@ class Run(NamedTuple):
   mesh: Mesh
 
 
-def open_run(workdir: str, step: int | None = None, mesh: Mesh | None = None, config=None) -> Run:
+def open_run(workdir: str, step: int | str | None = None, mesh: Mesh | None = None, config=None) -> Run:
   """Checkpoint ``step`` (None: the newest that reads back, with a warning naming the
-  unreadable newer ones) of the run in ``workdir``.
+  unreadable newer ones; 'best': the one in workdir/best/) of the run in ``workdir``.
 
   ``config`` None: the run's own; otherwise a config whose model must be the run's (to
   change, say, the evaluation fields).
@@ -83,20 +83,27 @@ def open_run(workdir: str, step: int | None = None, mesh: Mesh | None = None, co
     check_same_model(config, workdir, resuming=True)  # refuses another model
   config_lib.validate_config(config)
   workdir_lib.check_folders(workdir)
-  steps = checkpointing.checkpoint_steps(workdir)
-  directory = checkpointing.checkpoint_dir(workdir)
+  best = step == checkpointing.BEST_STEP
+  folder = workdir_lib.BEST if best else workdir_lib.CHECKPOINTS
+  steps = checkpointing.checkpoint_steps(workdir, folder)
+  directory = workdir_lib.path(workdir, folder)
+  if not steps and best:
+    raise UserError(
+      f"no best checkpoint in {directory}: a training keeps one when config.best_metric names a "
+      f"number its periodic evaluations write (e.g. --config.best_metric=fid)"
+    )
   if not steps:
     raise UserError(
       f"no checkpoint in {directory}; train first (python -m sagan_jax.main "
       f"--config=… --workdir={workdir}) or pass the run's --workdir"
     )
-  if step is not None and step not in steps:
+  if step is not None and not best and step not in steps:
     raise UserError(f"no checkpoint of step {step} in {directory}; it holds steps {steps}")
   mesh = mesh or sharding.create_mesh()
   built = programs.programs(config, mesh)
-  ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
+  ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints, folder=folder)
   try:
-    step, state = ckpt.restore_newest_readable(built.init.eval_shape(), step)
+    step, state = ckpt.restore_newest_readable(built.init.eval_shape(), None if best else step)
   finally:
     ckpt.close()
   return Run(workdir, config, step, state, built, mesh)

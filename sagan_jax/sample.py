@@ -277,7 +277,7 @@ if __name__ == "__main__":
 
   flags.DEFINE_string("workdir", None, "A run's --workdir, or one of its checkpoints (RUN/checkpoints/N).")
   flags.DEFINE_string("out", None, "Output: a folder (PNGs in class folders) or FILE.npz.")
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest readable).")
+  cli.define_step_flag("Checkpoint step (default: the newest readable).")
   flags.DEFINE_integer("per_class", None, "Images per class, classes in order (default 10).")
   flags.DEFINE_integer("num", None, "Images in all, classes drawn uniformly (instead of --per_class).")
   flags.DEFINE_string("classes", "", "Comma-separated class indices (default: all).")

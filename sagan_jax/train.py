@@ -33,12 +33,13 @@ Hook = Callable[[int, TrainState, dict], None]
 class _Training:
   """One run's loop state and its periodic actions."""
 
-  def __init__(self, config, workdir, mesh, writer, ckpt, source, hooks: Sequence[Hook] = ()):
+  def __init__(self, config, workdir, mesh, writer, ckpt, source, hooks: Sequence[Hook] = (), best=None):
     from clu import periodic_actions
 
     from sagan_jax.data import pipeline  # tf.data: the step and models import without TF
 
     self.config, self.workdir, self.mesh, self.writer, self.ckpt = config, workdir, mesh, writer, ckpt
+    self.best = best  # the best checkpoint's Checkpointer (config.best_metric), or None
     self.pipeline, self.source, self.hooks = pipeline, source, tuple(hooks)
     self.is_chief = jax.process_index() == 0
     self.built = programs(config, mesh)
@@ -133,9 +134,21 @@ class _Training:
 
   def evaluate(self, step, state, name):
     _, num_samples, metric_names = self.evaluations[name]
-    self.writer.write_scalars(
-      step, self.evaluator.evaluate(state, step, num_samples, metric_names, name=name)
-    )
+    scalars = self.evaluator.evaluate(state, step, num_samples, metric_names, name=name)
+    self.writer.write_scalars(step, scalars)
+    self.keep_if_best(step, state, scalars)
+
+  def keep_if_best(self, step, state, scalars) -> None:
+    """Saves the state into workdir/best/ when config.best_metric beats the best kept so far
+    (the value is saved with it: a resumed run goes on from it)."""
+    metric = self.config.best_metric
+    if self.best is None or metric not in scalars:
+      return
+    value, kept = float(scalars[metric]), self.best.best()
+    if kept is None or (value < kept[1] if self.config.best_mode == "min" else value > kept[1]):
+      self.best.save(step, state, metrics={metric: value})
+      self.best.wait()
+      logging.info("step %d: best %s so far (%.4g), kept in %s", step, metric, value, self.best.directory)
 
   def check_divergence(self, step, metrics) -> int:
     """The current streak of skipped non-finite updates; stops the run once it persists.
@@ -321,10 +334,24 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Hook] = ()) -> T
 
         folder.write_label_map(workdir, list(source.class_names))
       writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() != 0)
-      with metric_writers.ensure_flushes(writer):
-        training = _Training(config, workdir, mesh, writer, ckpt, source, hooks)
-        signals.stop_if_interrupted()
-        return training.run()
+      best = None
+      if config.best_metric:
+        best = checkpointing.Checkpointer(
+          workdir,
+          1,
+          owner=True,
+          folder=workdir_lib.BEST,
+          best_metric=config.best_metric,
+          best_mode=config.best_mode,
+        )
+      try:
+        with metric_writers.ensure_flushes(writer):
+          training = _Training(config, workdir, mesh, writer, ckpt, source, hooks, best)
+          signals.stop_if_interrupted()
+          return training.run()
+      finally:
+        if best is not None:
+          best.close()
     finally:
       ckpt.wait()
       ckpt.close()

@@ -27,10 +27,13 @@ from sagan_jax.run import Run, open_run
 OUTPUTS = ("uint8", "float")
 
 
-def split_checkpoint_path(path: str, step: int | None = None) -> tuple:
-  """(workdir, step) of a run's workdir or of one of its checkpoints (WORKDIR/checkpoints/N)."""
+def split_checkpoint_path(path: str, step: int | str | None = None) -> tuple:
+  """(workdir, step) of a run's workdir or of one of its checkpoints (WORKDIR/checkpoints/N, or
+  WORKDIR/best: step 'best')."""
   text = os.fspath(path).rstrip("/")
   head, name = os.path.split(text)
+  if name == workdir_lib.BEST and workdir_lib.path(head or ".", workdir_lib.CONFIG).exists():
+    return head or ".", "best"
   if re.fullmatch(r"\d+", name) and os.path.basename(head) == workdir_lib.CHECKPOINTS:
     if step is not None and step != int(name):
       raise UserError(f"{path} is the checkpoint of step {int(name)}, not of step {step}; name one")
@@ -38,10 +41,10 @@ def split_checkpoint_path(path: str, step: int | None = None) -> tuple:
   return text, step
 
 
-def load(path: str, step: int | None = None, mesh=None) -> "TrainedModel":
-  """The run in workdir ``path`` at its newest readable checkpoint (or ``step``), or the
-  checkpoint folder ``path`` names. Needs no dataset: only the workdir's config.json and
-  checkpoints/."""
+def load(path: str, step: int | str | None = None, mesh=None) -> "TrainedModel":
+  """The run in workdir ``path`` at its newest readable checkpoint (or ``step``; 'best': its best
+  checkpoint, workdir/best), or the checkpoint folder ``path`` names. Needs no dataset: only the
+  workdir's config.json and checkpoints/."""
   workdir, step = split_checkpoint_path(path, step)
   if not workdir_lib.path(workdir, workdir_lib.CONFIG).exists():
     raise UserError(

@@ -216,7 +216,7 @@ if __name__ == "__main__":
   from sagan_jax import cli
 
   flags.DEFINE_string("workdir", None, "A training run's --workdir.")
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+  cli.define_step_flag("Checkpoint step (default: the latest).")
   flags.DEFINE_string("classes", "", "Comma-separated class indices (default: up to 10 spread out).")
   flags.DEFINE_integer("queries", 4, "Query points per attention figure.")
   flags.DEFINE_integer("num_images", None, "Images per attention figure (default: one per class).")

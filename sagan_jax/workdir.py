@@ -23,6 +23,7 @@ CONFIG = "config.json"  # the run's config (training writes it when it starts)
 METRICS = "metrics.jsonl"  # one JSON line per evaluation
 CHECKPOINTS = "checkpoints"  # orbax's step folders
 UNREADABLE = "unreadable_checkpoints"  # damaged checkpoints, set aside
+BEST = "best"  # the checkpoint of the best evaluation so far (config.best_metric), never rotated
 LOCK = ".training.lock"  # flocked by the training that owns the workdir
 LABEL_MAP = "label_map.txt"  # an image folder's classes, '<label>\t<name>' per line
 SAMPLES = "samples"  # the sample grid, step_<8 digits>.png
@@ -297,6 +298,7 @@ def check_writable(workdir, process_index: int) -> None:
 RUN_FOLDERS = {
   CHECKPOINTS: "checkpoints",
   UNREADABLE: "set-aside checkpoints",
+  BEST: "best checkpoint",
   SAMPLES: "sample grids",
   ATTENTION: "attention figures",
   SHEETS: "class sheets",

@@ -65,6 +65,7 @@ INTEGRATION = {
   "test_report.py",
   "test_robustness.py",
   "test_sample.py",
+  "test_score_images.py",
   "test_sharding.py",
   "test_soak.py",
   "test_sweeps.py",

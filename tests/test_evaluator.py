@@ -154,7 +154,7 @@ def test_a_noise_seed_scores_other_samples_and_record_false_writes_nothing(train
 
 def test_inception_metrics_on_a_tiny_rgb_config(fake_fmnist_dir, tmp_path, monkeypatch):
   from configs import fashion_mnist
-  from sagan_jax.evaluation import inception, metrics, spaces
+  from sagan_jax.evaluation import inception, metrics, registry, spaces
 
   config = fashion_mnist.get_config("smoke")
   # Two classes of four test images: the reference holds two of each, as intra-FID needs.
@@ -194,6 +194,7 @@ def test_inception_metrics_on_a_tiny_rgb_config(fake_fmnist_dir, tmp_path, monke
   scalars = evaluation.evaluate(state, 0, 4)
   prdc_inception = {f"{name}_inception" for name in ("precision", "recall", "density", "coverage")}
   assert set(scalars) == {"fid", "is", "is_std", "intra_fid", "kid", "kid_std", *prdc_inception}
+  assert set(scalars) == {s for m in config.eval.metrics for s in registry.get(m).scalars}  # as declared
   assert all(np.isfinite(v) for v in scalars.values())
   assert scalars["fid"] > 0 and scalars["is"] >= 1.0
   # One global and one per-class distance per class, all in the 2048-d pool space.
@@ -284,3 +285,56 @@ def test_four_simulated_devices_score_like_one():
   assert proc.returncode == 0, proc.stderr[-3000:]
   one, four = json.loads(proc.stdout.splitlines()[-1])
   assert four == pytest.approx(one, rel=1e-5)
+
+
+def test_a_degrading_run_keeps_its_best_checkpoint(fake_fmnist_dir, tmp_path, monkeypatch):
+  """fid_fmnist scripted to improve, then degrade (as SN-on-D-only runs do in the paper's Fig. 3):
+  workdir/best keeps the best step's state through rotation and a resume, and the tools open it
+  with --step=best."""
+  import jax
+
+  from sagan_jax import run, train
+  from sagan_jax.evaluation import evaluator
+
+  scripted = {1: 5.0, 2: 3.0, 3: 4.0, 4: 6.0, 5: 3.5, 6: 2.0}
+  monkeypatch.setattr(
+    evaluator.Evaluator,
+    "evaluate",
+    lambda self, state, step, *args, **kwargs: {"fid_fmnist": scripted[step]},
+  )
+  config = _fmnist_eval_config(fake_fmnist_dir, str(tmp_path / "cache"))
+  config.num_train_steps, config.keep_checkpoints = 4, 1
+  config.best_metric, config.best_mode = "fid_fmnist", "min"
+  workdir = str(tmp_path / "run")
+  kept = {}
+
+  def keep_step_2(step, state, unused_metrics):
+    if step == 2:  # a host copy: the step donates the state's buffers
+      kept["ema_params"] = jax.device_get(state.ema_params)
+
+  train.train_and_evaluate(config, workdir, hooks=[keep_step_2])
+  assert os.listdir(os.path.join(workdir, "best")) == ["2"]
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4"]  # rotation left best alone
+  best = run.open_run(workdir, "best")
+  assert best.step == 2
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(best.state.ema_params), kept["ema_params"])
+
+  config.num_train_steps = 6  # resumed: 3.5 does not beat the kept 3.0, 2.0 does
+  train.train_and_evaluate(config, workdir)
+  assert os.listdir(os.path.join(workdir, "best")) == ["6"]
+  assert run.open_run(workdir, "best").step == 6
+  code = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "sagan_jax.visualize",
+      f"--workdir={workdir}",
+      "--step=best",
+      "--network=generator",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert code.returncode == 0 and "step_00000006_generator.png" in code.stdout, code.stderr[-2000:]

@@ -149,7 +149,7 @@ BAD_COMMAND_LINES = {
   ),
   "evaluate: bad step": (
     ["sagan_jax.evaluate", "--workdir=W", "--step=last"],
-    "--step=last: invalid literal for int()",
+    "--step=last: a checkpoint's step (a whole number) or 'best', got 'last'",
   ),
   "visualize: bad enum": (
     ["sagan_jax.visualize", "--workdir=W", "--network=gen"],
@@ -975,6 +975,7 @@ STRUCTURED_BAD_VALUES = [
   ("evals.periodic.every_steps", -1, "evals.periodic.every_steps must"),
   ("evals.periodic.num_samples", 0, "evals.periodic.num_samples must"),
   ("evals.periodic.metrics", ("nope",), "metrics ['nope']"),
+  ("best_metric", "no_such_number", "best_metric 'no_such_number' is not a number the periodic evaluations"),
 ]
 
 

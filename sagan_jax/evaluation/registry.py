@@ -44,6 +44,7 @@ class Metric(NamedTuple):
   min_samples: Callable[[Context], int]
   score: Callable  # (Samples, reference, Context) -> (scalars, details)
   needs_labels: bool = False  # reads each sample's class (scoring images needs them given)
+  scalars: tuple = ()  # the numbers it writes into a metrics line
 
 
 REGISTRY: dict[str, Metric] = {}
@@ -166,6 +167,7 @@ register(
     "Fréchet distance of FID-Inception pool3 features (2048-d) to the reference's",
     lambda c: 2,
     _fid,
+    scalars=("fid",),
   )
 )
 register(
@@ -176,6 +178,7 @@ register(
     "is_splits contiguous splits",
     lambda c: c.is_splits,
     _inception_score,
+    scalars=("is", "is_std"),
   )
 )
 register(
@@ -186,6 +189,7 @@ register(
     lambda c: 2 * c.num_classes,
     _intra_fid,
     needs_labels=True,
+    scalars=("intra_fid",),
   )
 )
 register(
@@ -196,6 +200,7 @@ register(
     "(not an FID: comparable only with the same classifier)",
     lambda c: 2,
     _fid_fmnist,
+    scalars=("fid_fmnist",),
   )
 )
 register(
@@ -206,6 +211,7 @@ register(
     lambda c: c.num_classes,
     _class_accuracy,
     needs_labels=True,
+    scalars=("class_accuracy",),
   )
 )
 register(
@@ -216,6 +222,7 @@ register(
     "2020) with k = eval.prdc_k in the Fashion-MNIST classifier's features",
     lambda c: c.prdc_k + 1,
     _prdc,
+    scalars=("precision", "recall", "density", "coverage"),
   )
 )
 register(
@@ -226,6 +233,7 @@ register(
     "reported as precision_inception, …",
     lambda c: c.prdc_k + 1,
     _prdc_inception,
+    scalars=("precision_inception", "recall_inception", "density_inception", "coverage_inception"),
   )
 )
 register(
@@ -237,5 +245,6 @@ register(
     "pairs of eval.kid_subset_size (torch-fidelity's protocol)",
     lambda c: c.kid_subset_size,
     _kid,
+    scalars=("kid", "kid_std"),
   )
 )

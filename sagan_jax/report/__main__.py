@@ -46,7 +46,7 @@ if __name__ == "__main__":
 
   flags.DEFINE_string("workdir", None, "A training run's --workdir.")
   flags.DEFINE_string("out", None, "Output HTML file (default: WORKDIR/report.html).")
-  flags.DEFINE_integer("step", None, "Checkpoint of the explorer (default: the latest).")
+  cli.define_step_flag("Checkpoint of the explorer (default: the latest).")
   flags.DEFINE_bool(
     "figures",
     True,
