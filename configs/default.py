@@ -40,7 +40,8 @@ def get_config(variant: str = ""):
   config.model = ml_collections.ConfigDict()
   config.model.resolution = 128        # image side; 32, 64, 128 or 256.
   config.model.image_channels = 3      # output channels of G / input channels of D.
-  config.model.num_classes = 1000      # labels must lie in [0, num_classes).
+  config.model.num_classes = 1000      # labels must lie in [0, num_classes); 0: unconditional (plain BN in
+                                       # G, no projection in D; a flat image folder or a label-free TFDS set).
   config.model.ch = 64                 # width unit (BigGAN/SAGAN 128×128: G 1024…64, D 64…1024 channels).
   config.model.d_ch = config_dict.placeholder(int)  # D's width unit if not ch (BigGAN's D_ch).
   config.model.z_dim = 128             # noise dimension.

@@ -298,7 +298,7 @@ RULES = {
   "dataset.min_decodable_fraction": Rule("number", 0, 1.0 + 1e-12),
   "model.resolution": _choice(*sorted(G_ARCH)),
   "model.image_channels": _choice(1, 3),
-  "model.num_classes": _whole(),
+  "model.num_classes": _whole(0, hint=" (0: unconditional, no labels)"),
   "model.ch": _whole(),
   "model.d_ch": _whole(optional=True, hint=" (unset: D as wide as G, model.ch)"),
   "model.z_dim": _whole(),
@@ -368,6 +368,12 @@ def _check_rules(config) -> None:
     raise UserError(
       f"metrics {unknown or config.eval.metrics!r} are not among {registry.names()} "
       f"(config.eval.metrics, config.evals.<name>.metrics)"
+    )
+  by_class = [n for n in all_metric_names(config) if not unknown and registry.get(n).needs_labels]
+  if config.model.num_classes == 0 and by_class:
+    raise UserError(
+      f"metrics {by_class} score classes, which an unconditional model (model.num_classes 0) has not; "
+      f"drop them from config.eval.metrics / config.evals.<name>.metrics"
     )
   if config.best_metric:
     produced = {

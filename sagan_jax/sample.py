@@ -32,6 +32,7 @@ import numpy as np
 
 from sagan_jax import figures, sampling
 from sagan_jax import workdir as workdir_lib
+from sagan_jax.data.source import label_values
 from sagan_jax.errors import UserError
 from sagan_jax.trained import TrainedModel, load
 
@@ -136,7 +137,7 @@ def write_folder(out, model, labels, images, protocol, with_npz: bool, sheets=No
       for name, sheet in sheets.items():
         figures.save_png(sheet, os.path.join(staging, name), scale=max(1, 64 // model.resolution))
     else:
-      width = len(str(model.num_classes - 1))
+      width = len(str(label_values(model.num_classes) - 1))
       for index, (image, label) in enumerate(zip(images, labels, strict=True)):
         figures.save_png(image, os.path.join(staging, f"{label:0{width}d}", f"{index:06d}.png"))
       if with_npz:
@@ -206,7 +207,7 @@ def sample(
   """Writes the samples (or the interpolation sheets) of a run's checkpoint; returns the paths."""
   check_request(out, per_class, num, seed, truncation, interpolate, overwrite)
   model = load(workdir, step)
-  chosen = parse_classes(classes, model.num_classes)
+  chosen = parse_classes(classes, label_values(model.num_classes))
   protocol = model.protocol(
     seed=seed,
     truncation=truncation,

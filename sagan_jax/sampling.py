@@ -15,6 +15,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from sagan_jax import sharding
+from sagan_jax.data.source import label_values
 from sagan_jax.models.attention import explicit_attention, sown_attention
 from sagan_jax.models.layers import SPECTRAL
 
@@ -23,7 +24,10 @@ MAX_GRID_CLASSES = 10
 
 
 def grid_classes(num_classes: int) -> np.ndarray:
-  """At most MAX_GRID_CLASSES classes, spread over [0, num_classes): the rows of a grid."""
+  """At most MAX_GRID_CLASSES classes, spread over [0, num_classes): the rows of a grid (an
+  unconditional model's grid: MAX_GRID_CLASSES rows of label 0)."""
+  if num_classes == 0:
+    return np.zeros(MAX_GRID_CLASSES, int)
   shown = min(MAX_GRID_CLASSES, num_classes)
   return np.unique(np.linspace(0, num_classes - 1, shown).round().astype(int))
 
@@ -125,7 +129,7 @@ class SamplerPrograms:
       def measure(key):
         kz, ky = jax.random.split(key)
         z = constrain(jax.random.normal(kz, (config.batch_size, m.z_dim)))
-        y = constrain(jax.random.randint(ky, (config.batch_size,), 0, m.num_classes))
+        y = constrain(jax.random.randint(ky, (config.batch_size,), 0, label_values(m.num_classes)))
         _, inter = generator.apply(variables, z, y, train=True, mutable=["intermediates"])
         flat = flax.traverse_util.flatten_dict(inter["intermediates"])
         # sown values are 1-tuples; attention maps are dropped here, not carried through the map

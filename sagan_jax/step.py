@@ -21,6 +21,7 @@ import optax
 from jax.sharding import Mesh
 
 from sagan_jax import augment, losses, sharding
+from sagan_jax.data.source import label_values
 from sagan_jax.models.layers import SPECTRAL
 
 
@@ -89,7 +90,7 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh) ->
   def noise(key, batch_size):
     kz, ky = jax.random.split(key)
     z = constrain(jax.random.normal(kz, (batch_size, m.z_dim), jnp.float32))
-    y = constrain(jax.random.randint(ky, (batch_size,), 0, m.num_classes, jnp.int32))
+    y = constrain(jax.random.randint(ky, (batch_size,), 0, label_values(m.num_classes), jnp.int32))
     return z, y
 
   def generate(state, z, y):

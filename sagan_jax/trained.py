@@ -20,6 +20,7 @@ import numpy as np
 
 from sagan_jax import figures, programs, sampling, sharding
 from sagan_jax import workdir as workdir_lib
+from sagan_jax.data.source import label_values
 from sagan_jax.errors import UserError
 from sagan_jax.models.layers import SPECTRAL
 from sagan_jax.run import Run, open_run
@@ -82,6 +83,8 @@ class TrainedModel:
 
   def class_weights(self, a: int, b: int, weights) -> np.ndarray:
     """(len(weights), num_classes) mixes of classes a → b, for ``generate``'s labels."""
+    if not self.num_classes:
+      raise UserError("an unconditional model (num_classes 0) has no classes to mix; interpolate z instead")
     self._check_labels(np.asarray([a, b]))
     w = np.asarray(weights, np.float32)[:, None]
     out = np.zeros((len(w), self.num_classes), np.float32)
@@ -99,10 +102,12 @@ class TrainedModel:
         f"labels must be class indices (N,) or class weights (N, {self.num_classes}), not {labels.dtype} "
         f"of shape {labels.shape}"
       )
-    bad = sorted(set(labels[(labels < 0) | (labels >= self.num_classes)].tolist()))
+    values = label_values(self.num_classes)  # an unconditional model: label 0 only
+    bad = sorted(set(labels[(labels < 0) | (labels >= values)].tolist()))
     if bad:
       raise UserError(
-        f"classes {bad[:5]} are outside [0, {self.num_classes}): the model has {self.num_classes}"
+        f"classes {bad[:5]} are outside [0, {values}): the model has {self.num_classes or 'no'} classes"
+        + (" (give label 0, or labels=np.zeros(n, int))" if not self.num_classes else "")
       )
     return labels.astype(np.int32)
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from sagan_jax import figures, sampling, sharding
 from sagan_jax import workdir as workdir_lib
+from sagan_jax.data.source import label_values
 from sagan_jax.errors import UserError
 from sagan_jax.evaluation import registry
 from sagan_jax.run import open_run
@@ -114,9 +115,9 @@ def write_run_figures(
   if classes is None:
     classes = sampling.grid_classes(m.num_classes)
   classes = [int(c) for c in classes]
-  bad = [c for c in classes if not 0 <= c < m.num_classes]
+  bad = [c for c in classes if not 0 <= c < label_values(m.num_classes)]
   if bad:
-    raise UserError(f"classes {bad} are outside [0, {m.num_classes}); pass --classes within it")
+    raise UserError(f"classes {bad} are outside [0, {label_values(m.num_classes)}); pass --classes within it")
   num_images = num_images or len(classes)
   written = []
 

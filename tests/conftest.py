@@ -69,6 +69,7 @@ INTEGRATION = {
   "test_sharding.py",
   "test_soak.py",
   "test_sweeps.py",
+  "test_unconditional.py",
   "test_visualize.py",
 }
 

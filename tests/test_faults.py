@@ -899,7 +899,7 @@ BAD_VALUES = [
   ("ema_start_step", -1),
   ("standing_stats_batches", 0),
   ("num_sample_columns", 0),
-  ("model.num_classes", 0),
+  ("model.num_classes", -1),
   ("model.z_dim", 0),
   ("optimizer.g_lr", "1e-4"),
   ("model.key_channel_ratio", 0),

@@ -263,6 +263,22 @@ def test_imagenet_batches(imagenet):
   assert sorted(labels) == sorted(np.repeat(list(IMAGENET_SYNSETS.values()), IMAGES_PER_SYNSET))
 
 
+def test_an_unconditional_model_reads_only_the_images_of_a_tfds_set(imagenet):
+  """model.num_classes 0: the dataset's image feature alone (the path a label-free set such as
+  CelebA or LSUN takes), every label 0; the same images as the labelled read."""
+  config = imagenet_config(*imagenet)
+  config.model.num_classes = 0
+  config.dataset.random_flip = False
+  source = pipeline.load_source(config)
+  assert source.description.endswith("(unlabelled)") and source.num_examples == 12
+  unlabelled = take(pipeline.create_train_iterator(config, source=source), 3)
+  config.model.num_classes = 1000
+  labelled = take(pipeline.create_train_iterator(config), 3)
+  for plain, with_labels in zip(unlabelled, labelled, strict=True):
+    np.testing.assert_array_equal(plain["image"], with_labels["image"])
+    assert (plain["label"] == 0).all()
+
+
 def test_imagenet_class_count_must_match_the_model(imagenet):
   config = imagenet_config(*imagenet)
   config.model.num_classes = 10

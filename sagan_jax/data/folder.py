@@ -97,17 +97,21 @@ def list_image_folder(root: str) -> ImageFolder:
     for name in (d.rstrip("/") for d in tf.io.gfile.listdir(root))
     if not name.startswith(".") and tf.io.gfile.isdir(os.path.join(root, name))
   )
-  if not class_names:
-    raise UserError(
-      f"image folder {root!r} has no class subfolders; put the images of each "
-      f"class into their own subfolder root/<class_name>/"
-    )
+  flat = not class_names
+  if flat:  # images directly in root: one unnamed class (an unconditional model's data)
+    class_names = [""]
   paths, labels, passed_over = [], [], {}
   for label, name in enumerate(class_names):
-    class_dir = os.path.join(root, name)
+    class_dir = os.path.join(root, name) if name else root
     files = (
       _remote_images(class_dir) if workdir_lib.is_remote(root) else _local_images(class_dir, passed_over)
     )
+    if flat and not files:
+      raise UserError(
+        f"image folder {root!r} holds no class subfolder and no .jpg/.jpeg/.png image; put the images "
+        f"of each class into their own subfolder root/<class_name>/ (or, to train without labels, "
+        f"the images themselves)"
+      )
     if not files:
       raise UserError(
         f"class folder {class_dir!r} holds no .jpg/.jpeg/.png image file; add images or remove the folder"
@@ -266,12 +270,19 @@ def source(config, workdir: str | None = None, write: bool = True) -> Source:
   dataset, model = config.dataset, config.model
   folder = list_image_folder(dataset.data_dir)
   description = f"image folder {dataset.data_dir!r}"
+  if folder.class_names == [""] and model.num_classes:
+    raise UserError(
+      f"{description} holds images but no class subfolders; put each class into its own "
+      f"subfolder root/<class_name>/, or train without labels with --config.model.num_classes=0"
+    )
   check_labels(folder.labels, model.num_classes, description)
   check_folder_decodes(
     folder, dataset.data_dir, model.resolution, model.image_channels, dataset.min_decodable_fraction
   )
   built = folder_source(folder, description)
-  if workdir:
+  if folder.class_names == [""]:
+    built = built._replace(class_names=())  # no classes: no label map
+  if workdir and built.class_names:
     path = write_label_map(workdir, list(built.class_names), write=write)
     logging.info(
       "%s: %d images of %d classes; label map in %s",

@@ -77,8 +77,13 @@ def _log_skipped(batches: Iterator[dict], num_files: int, description: str) -> I
 
 
 def _check_label_range(batches: Iterator[dict], num_classes: int, description: str) -> Iterator[dict]:
-  """Refuses labels outside [0, num_classes), e.g. the unlabelled (-1) ImageNet test split."""
+  """Refuses labels outside [0, num_classes), e.g. the unlabelled (-1) ImageNet test split; an
+  unconditional model (num_classes 0) gets label 0 everywhere."""
   for batch in batches:
+    if num_classes == 0:
+      batch["label"] = np.zeros_like(batch["label"])
+      yield batch
+      continue
     labels = batch["label"]
     if labels.min() < 0 or labels.max() >= num_classes:
       raise UserError(
@@ -121,6 +126,8 @@ def stack_d_step_batches(iterator: Iterator[dict], d_steps: int) -> dict:
 
 
 def log_class_histogram(labels: np.ndarray, num_classes: int) -> np.ndarray:
+  if num_classes == 0:
+    return np.asarray([labels.size])
   counts = np.bincount(labels.reshape(-1), minlength=num_classes)
   shown = ", ".join(f"{c}:{n}" for c, n in enumerate(counts[:20]))
   logging.info(

@@ -19,8 +19,17 @@ class Source(NamedTuple):
   class_names: tuple = ()  # an image folder's classes (its label map)
 
 
+def label_values(num_classes: int) -> int:
+  """How many label values the data and the samplers use: the classes, or 1 for an
+  unconditional model (model.num_classes 0: every label is 0, and the models ignore it)."""
+  return max(num_classes, 1)
+
+
 def check_labels(labels: np.ndarray, num_classes: int, source: str) -> None:
-  """A wrong folder or label offset silently collapses a conditional GAN: refuse it."""
+  """A wrong folder or label offset silently collapses a conditional GAN: refuse it. An
+  unconditional model (num_classes 0) reads no label."""
+  if num_classes == 0:
+    return
   lo, hi = int(labels.min()), int(labels.max())
   if lo < 0 or hi >= num_classes:
     raise UserError(

@@ -20,10 +20,13 @@ IMAGENET_ARCHIVES = {
 }
 
 
-def tfds_source(data_source, image_key: str, label_key: str, description: str) -> Source:
+def tfds_source(data_source, image_key: str, label_key: str | None, description: str) -> Source:
   """Random access to a TFDS array_record split: each record is read by index, then parsed,
-  decoded and preprocessed, examples in parallel."""
-  features = {image_key: tf.io.FixedLenFeature([], tf.string), label_key: tf.io.FixedLenFeature([], tf.int64)}
+  decoded and preprocessed, examples in parallel. ``label_key`` None: a label-free dataset
+  (label 0 for every image)."""
+  features = {image_key: tf.io.FixedLenFeature([], tf.string)}
+  if label_key:
+    features[label_key] = tf.io.FixedLenFeature([], tf.int64)
 
   def examples(index_batches, config):
     m = config.model
@@ -37,7 +40,8 @@ def tfds_source(data_source, image_key: str, label_key: str, description: str) -
         channels=m.image_channels,
         flip_seed=flip_seed(config, e["position"]),
       )
-      return {"image": image, "label": tf.cast(example[label_key], tf.int32)}
+      label = tf.cast(example[label_key], tf.int32) if label_key else tf.constant(0, tf.int32)
+      return {"image": image, "label": label}
 
     return index_batches.unbatch().map(load, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -174,6 +178,18 @@ def source(config, process_count: int = 1) -> Source:
       f"{info.full_name} has no split {dataset.split!r}; use one of "
       f"{sorted(info.splits)} in --config.dataset.split"
     )
+  if config.model.num_classes == 0:  # unconditional: the dataset's first image feature, no label
+    images = [k for k, f in info.features.items() if isinstance(f, tfds.features.Image)]
+    if not images:
+      raise UserError(f"{info.full_name} has no image feature; choose an image dataset")
+    data_source = builder.as_data_source(
+      split=dataset.split,
+      file_format="array_record",
+      deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES,
+    )
+    return tfds_source(
+      data_source, images[0], None, f"TFDS {info.full_name} split {dataset.split!r} (unlabelled)"
+    )
   keys = info.supervised_keys
   if not (
     keys
@@ -182,8 +198,8 @@ def source(config, process_count: int = 1) -> Source:
     and isinstance(info.features[keys[1]], tfds.features.ClassLabel)
   ):
     raise UserError(
-      f"{info.full_name} is not a dataset of (image, class label) pairs; "
-      f"choose a class-labelled image dataset"
+      f"{info.full_name} is not a dataset of (image, class label) pairs; choose a class-labelled "
+      f"image dataset, or train without labels (--config.model.num_classes=0)"
     )
   image_key, label_key = keys
   num_classes = info.features[label_key].num_classes

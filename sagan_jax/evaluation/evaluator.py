@@ -23,6 +23,7 @@ import numpy as np
 from sagan_jax import config as config_lib
 from sagan_jax import sampling, sharding
 from sagan_jax import workdir as workdir_lib
+from sagan_jax.data.source import label_values
 from sagan_jax.errors import UserError
 from sagan_jax.evaluation import references, registry, spaces
 from sagan_jax.models.kernels import Kernels
@@ -121,7 +122,7 @@ class Evaluator:
   def _noise(self, num: int, seed: int):
     """Fixed z and labels cycling through the classes, padded to whole batches."""
     m, batch_size = self.config.model, self.config.eval.batch_size
-    labels = np.arange(sharding.round_up(num, batch_size)) % m.num_classes
+    labels = np.arange(sharding.round_up(num, batch_size)) % label_values(m.num_classes)
     z, y, _ = sampling.fixed_noise(labels, m.z_dim, seed, batch_size)
     return z, y
 

@@ -105,5 +105,7 @@ class Discriminator(nn.Module):
         )(h, update_stats)
     h = jnp.sum(nn.relu(h).astype(jnp.float32), axis=(1, 2))
     out = SNDense(1, use_sn=self.use_sn, name="linear")(h, update_stats)[:, 0]
+    if not self.num_classes:  # unconditional: no projection term
+      return out
     embed = SNEmbed(self.num_classes, h.shape[-1], use_sn=self.use_sn, name="embed")(y, update_stats)
     return out + jnp.sum(embed * h, axis=-1)

@@ -210,10 +210,13 @@ def collect(
   (images, labels) for D instead of the run's training data.
   """
   config, m = run.config, run.config.model
-  classes = [int(c) for c in sampling.grid_classes(m.num_classes)]
-  p = plan(config, len(classes), columns, num_real, budget, query_stride)
+  grid_classes = [int(c) for c in sampling.grid_classes(m.num_classes)]
+  p = plan(config, len(grid_classes), columns, num_real, budget, query_stride)
   rows, cols = p["rows"], p["columns"]
-  classes = classes[:: max(1, -(-len(classes) // rows))][:rows] if rows < len(classes) else classes
+  grid_rows = list(range(len(grid_classes)))  # by row: an unconditional grid's rows share label 0
+  if rows < len(grid_rows):
+    grid_rows = grid_rows[:: max(1, -(-len(grid_rows) // rows))][:rows]
+  classes = [grid_classes[r] for r in grid_rows]
   rows = len(classes)
   out = {
     "step": int(run.step),
@@ -232,8 +235,7 @@ def collect(
     strides = {name: p["strides"][net, name] for name, _, _ in shapes}
     if which == "g":
       z, y, _, grid_cols = sampling.grid_inputs(config, 1)
-      grid = {c: i for i, c in enumerate(sampling.grid_classes(m.num_classes))}
-      keep = np.asarray([grid[c] * grid_cols + j for c in classes for j in range(cols)])
+      keep = np.asarray([r * grid_cols + j for r in grid_rows for j in range(cols)])
       images, maps = _generator_maps(run, z[keep], y[keep], strides, shapes)
       labels = y[keep]
       caption = (
