@@ -103,7 +103,7 @@ def get_config(variant: str = ""):
   config.checkpoint_every_steps = 5_000  # orbax checkpoint; also written at the end.
   config.keep_checkpoints = 3          # checkpoints kept on disk.
   config.best_metric = ""              # a scalar of the periodic evaluations (e.g. 'fid', 'coverage'):
-                                       # the checkpoint of its best value is kept in workdir/best/ ('' = none).
+                                       # its best value's checkpoint is kept in workdir/best/ ('' = none).
   config.best_mode = "min"             # 'min' (FID, KID) or 'max' (IS, coverage) for best_metric.
   config.async_checkpoints = False     # False: a save completes before training goes on, so a hard kill
                                        # loses at most checkpoint_every_steps; True: training continues
