@@ -87,8 +87,8 @@ def test_defaults_and_a_run_written_before_the_field(tmp_path):
 @pytest.mark.parametrize(
   "field,value,message",
   [
-    ("ema_schedule", "cosine", "ema_schedule 'cosine' is not one of"),
-    ("ema_power_gamma", -1.0, "ema_power_gamma must be 0 or more"),
+    ("ema_schedule", "cosine", "ema_schedule must be one of"),
+    ("ema_power_gamma", -1.0, "ema_power_gamma must be a number of 0 or more"),
   ],
 )
 def test_bad_ema_fields_are_refused(field, value, message):

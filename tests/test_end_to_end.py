@@ -98,7 +98,7 @@ def run_main(args, tmp_path):
   [
     ("--config.model.attention_resolutions=(64,)", "attention side(s) [64] do not exist"),
     ("--config.dataset.name=imagenet1999", "unknown dataset 'imagenet1999'"),
-    ("--config.num_train_steps=0", "num_train_steps must be positive"),
+    ("--config.num_train_steps=0", "num_train_steps must be a whole number of 1 or more"),
   ],
 )
 def test_bad_config_is_one_clear_error(override, message, tmp_path, fake_fmnist_dir):
@@ -117,8 +117,8 @@ def test_bad_config_is_one_clear_error(override, message, tmp_path, fake_fmnist_
 @pytest.mark.parametrize(
   "overrides,message",
   [
-    ({"attention_impl": "flash"}, "model.attention_impl 'flash' is not one of"),
-    ({"attention_impl": "chunked", "attention_query_chunk": 0}, "attention_query_chunk must be positive"),
+    ({"attention_impl": "flash"}, "model.attention_impl must be one of"),
+    ({"attention_impl": "chunked", "attention_query_chunk": 0}, "attention_query_chunk must be a whole number of 1 or more"),
     (
       {"attention_impl": "dot_product_attention", "value_channel_ratio": 2},
       "needs equal key and value widths, but key_channel_ratio is 8 and value_channel_ratio 2",

@@ -181,5 +181,5 @@ def test_d_ch_widens_the_discriminator_alone(smoke_config):
 def test_bad_d_ch_is_refused(smoke_config, bad):
   saved = smoke_config.to_dict()  # as a run's config.json reads back: no placeholder types
   saved["model"]["d_ch"] = bad
-  with pytest.raises(UserError, match="model.d_ch must be a positive whole number"):
+  with pytest.raises(UserError, match=r"model.d_ch must be a whole number of 1 or more \(or unset\)"):
     config_lib.validate_config(ml_collections.ConfigDict(saved))
