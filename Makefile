@@ -10,7 +10,7 @@ WORKDIR ?= runs/fashion_mnist
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 FMNIST_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/sagan_jax/fashion-mnist
 
-.PHONY: train test test-fast test-plan lint data venv plan-venv browser
+.PHONY: train test test-fast test-plan lint cli-help data venv plan-venv browser
 
 # cpu, cuda12, cuda13 or tpu: tools/bootstrap.py detects it (nvidia-smi and the driver's CUDA
 # version, a TPU chip); ACCELERATOR=... overrides (cuda: the driver's CUDA major). The stamp names
@@ -68,3 +68,7 @@ test-plan: plan-venv
 lint: venv
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
+
+# Each tool's full help, docs/cli/<tool>.txt (tests/test_docs.py fails when one differs from the tool's).
+cli-help: venv
+	$(PY) tools/cli_help.py

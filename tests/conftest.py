@@ -53,6 +53,7 @@ INTEGRATION = {
   "test_convert.py",
   "test_cpu_devices.py",
   "test_distributed.py",
+  "test_docs.py",
   "test_divergence.py",
   "test_ema.py",
   "test_ema_schedule_experiment.py",

@@ -118,7 +118,10 @@ def test_bad_config_is_one_clear_error(override, message, tmp_path, fake_fmnist_
   "overrides,message",
   [
     ({"attention_impl": "flash"}, "model.attention_impl must be one of"),
-    ({"attention_impl": "chunked", "attention_query_chunk": 0}, "attention_query_chunk must be a whole number of 1 or more"),
+    (
+      {"attention_impl": "chunked", "attention_query_chunk": 0},
+      "attention_query_chunk must be a whole number of 1 or more",
+    ),
     (
       {"attention_impl": "dot_product_attention", "value_channel_ratio": 2},
       "needs equal key and value widths, but key_channel_ratio is 8 and value_channel_ratio 2",
