@@ -85,23 +85,24 @@ def sample_inputs(model: TrainedModel, classes, per_class, num, seed, truncation
 
 
 def interpolation_sheets(model: TrainedModel, classes, steps: int, method: str, seed: int, truncation):
-  """{file name: uint8 sheet} of the class and the latent interpolations."""
-  if len(classes) < 2:
+  """{file name: uint8 sheet} of the class and the latent interpolations (an unconditional
+  model's: the latent one, a row per entry of ``classes``, all label 0)."""
+  if len(classes) < 2 and model.num_classes:
     raise UserError("--interpolate needs at least two classes (--classes=A,B,…)")
   if steps < 2:
     raise UserError(f"--interpolation_steps={steps}: need at least 2 (both ends)")
   weights = np.linspace(0.0, 1.0, steps)
-  pairs = list(zip(classes[:-1], classes[1:], strict=True))
-  z_rows = model.noise(len(pairs), seed, truncation)
-  labels = np.concatenate([model.class_weights(int(a), int(b), weights) for a, b in pairs])
-  class_images = model.generate(labels, np.repeat(z_rows, steps, axis=0), output="float")
   ends = model.noise(2 * len(classes), seed + 1, truncation).reshape(len(classes), 2, -1)
   z = np.concatenate([sampling.interpolate(a, b, weights, method) for a, b in ends])
   latent_images = model.generate(np.repeat(classes, steps).astype(np.int32), z, output="float")
-  return {
-    SHEETS[0]: figures.image_grid(class_images, len(pairs), steps),
-    SHEETS[1]: figures.image_grid(latent_images, len(classes), steps),
-  }
+  sheets = {SHEETS[1]: figures.image_grid(latent_images, len(classes), steps)}
+  if model.num_classes:
+    pairs = list(zip(classes[:-1], classes[1:], strict=True))
+    z_rows = model.noise(len(pairs), seed, truncation)
+    labels = np.concatenate([model.class_weights(int(a), int(b), weights) for a, b in pairs])
+    class_images = model.generate(labels, np.repeat(z_rows, steps, axis=0), output="float")
+    sheets = {SHEETS[0]: figures.image_grid(class_images, len(pairs), steps), **sheets}
+  return sheets
 
 
 def check_output(out: str, overwrite: bool, interpolate: bool) -> None:

@@ -71,6 +71,9 @@ def test_the_tools_work_on_an_unconditional_run(run_dir, tmp_path):
   assert figures and all(os.path.exists(p) for p in figures)
   written = sample.sample(run_dir, str(tmp_path / "samples"), num=8, progress=False)
   assert written and len(os.listdir(tmp_path / "samples" / "0")) == 8
+  sample.sample(run_dir, str(tmp_path / "sheets"), interpolate=True, progress=False)
+  pngs = [f for f in os.listdir(tmp_path / "sheets") if f.endswith(".png")]
+  assert pngs == [sample.SHEETS[1]]  # latent rows only: no classes to mix
   page = report.write_report(run_dir, str(tmp_path / "report.html"), columns=2)
   assert os.path.getsize(page) > 0
 
