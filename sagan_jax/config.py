@@ -369,7 +369,7 @@ def _check_rules(config) -> None:
       f"metrics {unknown or config.eval.metrics!r} are not among {registry.names()} "
       f"(config.eval.metrics, config.evals.<name>.metrics)"
     )
-  by_class = [n for n in all_metric_names(config) if not unknown and registry.get(n).needs_labels]
+  by_class = [n for n in all_metric_names(config) if registry.get(n).needs_labels]
   if config.model.num_classes == 0 and by_class:
     raise UserError(
       f"metrics {by_class} score classes, which an unconditional model (model.num_classes 0) has not; "
