@@ -17,11 +17,11 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_jax import workdir as workdir_lib
+from sagan_jax.data.image_files import is_image_name
 from sagan_jax.data.preprocess import decode_and_preprocess, flip_seed
 from sagan_jax.data.source import Source, check_labels
 from sagan_jax.errors import UserError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # compared lower-case: ImageNet's files end in .JPEG
 # Files of each class decoded at start (spread over the class in sorted order): a class whose
 # share of decodable ones falls below dataset.min_decodable_fraction is refused.
 DECODE_CHECK_FILES = 16
@@ -31,10 +31,6 @@ class ImageFolder(NamedTuple):
   paths: np.ndarray  # (N,) str, sorted by class, then by path within the class folder
   labels: np.ndarray  # (N,) int32
   class_names: list  # label -> class folder name
-
-
-def _is_image_name(name: str) -> bool:
-  return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def _local_images(class_dir: str, passed_over: dict) -> list:
@@ -68,7 +64,7 @@ def _local_images(class_dir: str, passed_over: dict) -> list:
         continue
       if stat.S_ISDIR(mode):
         pending.append(entry.path)
-      elif _is_image_name(entry.name):
+      elif is_image_name(entry.name):
         if stat.S_ISREG(mode):
           files.append(entry.path)
         else:
@@ -81,7 +77,7 @@ def _remote_images(class_dir: str) -> list:
   files = []
   for folder, subfolders, names in tf.io.gfile.walk(class_dir):
     subfolders[:] = [d for d in subfolders if not d.startswith(".")]
-    files += [os.path.join(folder, name) for name in names if _is_image_name(name)]
+    files += [os.path.join(folder, name) for name in names if is_image_name(name)]
   return files
 
 

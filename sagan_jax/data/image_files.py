@@ -12,7 +12,12 @@ import numpy as np
 
 from sagan_jax.errors import UserError
 
-EXTENSIONS = (".png", ".jpg", ".jpeg")
+EXTENSIONS = (".jpg", ".jpeg", ".png")  # compared lower-case: ImageNet's files end in .JPEG
+
+
+def is_image_name(name: str) -> bool:
+  """A visible file named like a JPEG or PNG (hidden names and macOS's ._* forks are not)."""
+  return not name.startswith(".") and name.lower().endswith(EXTENSIONS)
 
 
 class ImageSet(NamedTuple):
@@ -23,11 +28,7 @@ class ImageSet(NamedTuple):
 
 def _files(folder: str) -> list:
   return sorted(
-    name
-    for name in os.listdir(folder)
-    if not name.startswith(".")
-    and name.lower().endswith(EXTENSIONS)
-    and os.path.isfile(os.path.join(folder, name))
+    name for name in os.listdir(folder) if is_image_name(name) and os.path.isfile(os.path.join(folder, name))
   )
 
 
