@@ -10,7 +10,7 @@ WORKDIR ?= runs/fashion_mnist
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 FMNIST_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/sagan_jax/fashion-mnist
 
-.PHONY: train test test-fast test-plan lint cli-help data venv plan-venv browser
+.PHONY: train test test-fast test-plan lint cli-help data venv test-venv plan-venv browser
 
 # cpu, cuda12, cuda13 or tpu: tools/bootstrap.py detects it (nvidia-smi and the driver's CUDA
 # version, a TPU chip); ACCELERATOR=... overrides (cuda: the driver's CUDA major). The stamp names
@@ -21,9 +21,15 @@ $(error no accelerator chosen: see the error above)
 endif
 ACCEL_REQUIREMENTS := $(wildcard requirements-$(ACCELERATOR).txt)  # none for cpu
 
+# venv: what training needs; test-venv adds requirements-test.txt (pytest, ruff, Playwright, the
+# PyTorch references), so that make train does not fetch PyTorch.
 venv: $(VENV)/.installed-$(ACCELERATOR)
-$(VENV)/.installed-$(ACCELERATOR): requirements.txt requirements-test.txt benchmarks/pytorch/requirements.txt $(ACCEL_REQUIREMENTS) tools/bootstrap.py
+$(VENV)/.installed-$(ACCELERATOR): requirements.txt $(ACCEL_REQUIREMENTS) tools/bootstrap.py
 	$(BOOTSTRAP) --venv $(VENV) --accelerator $(ACCELERATOR) --python='$(PYTHON)'
+
+test-venv: $(VENV)/.installed-$(ACCELERATOR)-tests
+$(VENV)/.installed-$(ACCELERATOR)-tests: requirements.txt requirements-test.txt benchmarks/pytorch/requirements.txt $(ACCEL_REQUIREMENTS) tools/bootstrap.py
+	$(BOOTSTRAP) --venv $(VENV) --accelerator $(ACCELERATOR) --python='$(PYTHON)' --tests
 
 # The TPU and CUDA compilers of python -m sagan_jax.plan (libtpu, JAX's CUDA plugin), in a venv
 # of their own: .venv-plan/bin/python -m sagan_jax.plan --config=... --target=v5e-8
@@ -53,11 +59,11 @@ browser:
 	  || echo "chromium not installed: the browser tests of tests/test_report.py will skip"; \
 	else echo "not root or no apt-get: the browser tests of tests/test_report.py will skip"; fi
 
-test: venv data browser
+test: test-venv data browser
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 # The unit tier alone: no training, no compiled train step, no tool started as a process.
-test-fast: venv data
+test-fast: test-venv data
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not integration" tests
 
 # The accelerator programs compiled without the accelerators (a TPU topology, an H100 target).
@@ -65,10 +71,10 @@ test-plan: plan-venv
 	SAGAN_JAX_PLAN_TESTS=1 JAX_PLATFORMS=cpu TPU_SKIP_MDS_QUERY=1 .venv-plan/bin/python -m pytest -q tests/test_plan.py -k compiles_for
 
 # The formatter and the linter, with the settings in pyproject.toml.
-lint: venv
+lint: test-venv
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 
 # Each tool's full help, docs/cli/<tool>.txt (tests/test_docs.py fails when one differs from the tool's).
-cli-help: venv
+cli-help: test-venv
 	$(PY) tools/cli_help.py

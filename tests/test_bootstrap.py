@@ -16,7 +16,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "tools", "bootstrap.py")
-CPU_INSTALL = "-m pip install -q -r requirements.txt -r requirements-test.txt"  # the CPU path, as before
+CPU_INSTALL = "-m pip install -q -r requirements.txt"  # make venv on a CPU host: what training needs
 
 
 def fake_bin(tmp_path, nvidia_smi=None):
@@ -90,6 +90,16 @@ def test_no_accelerator_installs_exactly_the_cpu_requirements(tmp_path):
     f"{venv_python} -m pip install -q --no-deps -e .",
   ]
   assert "no NVIDIA GPU or TPU found" not in result.stdout  # reasons go to stderr only
+
+
+def test_the_test_requirements_come_only_with_tests(tmp_path):
+  """make train's venv has no PyTorch (requirements-test.txt: ~4 GB); make test's adds it,
+  before the accelerator's file."""
+  assert "requirements-test.txt" not in bootstrap(tmp_path).stdout
+  line = install_line(bootstrap(tmp_path, "--tests", "--accelerator=tpu"))
+  assert line.endswith(f"{CPU_INSTALL} -r requirements-test.txt -r requirements-tpu.txt")
+  planner = install_line(bootstrap(tmp_path, "--tests", "--accelerator=plan"))
+  assert "requirements-test.txt" not in planner  # the planner's venv never takes them
 
 
 @pytest.mark.parametrize(
@@ -272,7 +282,12 @@ def test_makefile_stamp_names_the_accelerator(tmp_path):
   assert make("-q", "venv", "ACCELERATOR=cpu").returncode == 0  # up to date
   assert make("-q", "venv", "ACCELERATOR=cuda12").returncode == 1  # another choice reinstalls
   dry = make("-n", "venv", "ACCELERATOR=tpu")
-  assert f"tools/bootstrap.py --venv {venv} --accelerator tpu" in dry.stdout
+  assert f"tools/bootstrap.py --venv {venv} --accelerator tpu --python=''\n" in dry.stdout
+  # make test needs the test requirements on top: their own stamp
+  assert make("-q", "test-venv", "ACCELERATOR=cpu").returncode == 1
+  assert "--accelerator cpu --python='' --tests" in make("-n", "test-venv", "ACCELERATOR=cpu").stdout
+  (venv / ".installed-cpu-tests").touch()
+  assert make("-q", "test-venv", "ACCELERATOR=cpu").returncode == 0
   bad = make("-n", "venv", "ACCELERATOR=gpu")
   assert bad.returncode != 0 and "error: ACCELERATOR='gpu'" in bad.stderr
 
@@ -314,7 +329,7 @@ def registry():
 def test_accelerator_install_resolves_against_the_registry(tmp_path, registry, accelerator, expect):
   """The bootstrap's own pip command as a dry run, without dependencies: every pin exists for
   this Python and platform (a full resolve would fetch ~3 GB of CUDA wheels on every CI run)."""
-  cmd = shlex.split(install_line(bootstrap(tmp_path, f"--accelerator={accelerator}")))
+  cmd = shlex.split(install_line(bootstrap(tmp_path, f"--accelerator={accelerator}", "--tests")))
   at = cmd.index("install") + 1
   report = tmp_path / "report.json"
   cmd[at:at] = ["--dry-run", "--ignore-installed", "--no-deps", "--report", str(report)]

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Creates .venv and installs the pinned packages for this host's accelerator (make venv).
 
-cpu:    requirements.txt + requirements-test.txt (jaxlib's CPU build)
+cpu:    requirements.txt (jaxlib's CPU build)
 cuda12: the same + requirements-cuda12.txt (JAX's CUDA 12 plugin, CUDA libraries as pip wheels)
 cuda13: the same + requirements-cuda13.txt (CUDA 13: needs NVIDIA driver 580 or newer)
 tpu:    the same + requirements-tpu.txt (libtpu)
+--tests adds requirements-test.txt (make test: pytest, ruff, Playwright and the PyTorch
+references, ~4 GB with PyPI's torch), so `make train` alone installs none of it.
 plan:   requirements.txt + requirements-plan.txt, for `make plan-venv` (.venv-plan): the TPU and
         CUDA compilers python -m sagan_jax.plan uses on a host without the chips
 
@@ -33,7 +35,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the detection lives in the package (standard library only)
 from sagan_jax.accelerator import ACCELERATORS, choose  # noqa: E402
 
-BASE_REQUIREMENTS = ("requirements.txt", "requirements-test.txt")
+BASE_REQUIREMENTS = ("requirements.txt",)
+TEST_REQUIREMENTS = "requirements-test.txt"
 MIN_PYTHON = (3, 12)
 PYTHON_CANDIDATES = ("python3.13", "python3.12", "python3")
 NO_PYTHON = (
@@ -50,11 +53,16 @@ def log(message):
 PLAN = "plan"  # not an accelerator: the compilers for the planner, in a venv of their own
 
 
-def requirement_files(accelerator):
+def requirement_files(accelerator, tests=False):
   if accelerator == PLAN:
     return ("requirements.txt", "requirements-plan.txt")
   extra = () if accelerator == "cpu" else (f"requirements-{accelerator}.txt",)
-  return BASE_REQUIREMENTS + extra
+  return BASE_REQUIREMENTS + ((TEST_REQUIREMENTS,) if tests else ()) + extra
+
+
+def stamps(accelerator, tests=False):
+  """The stamp files an install writes: the Makefile's targets `venv` and `test-venv` wait on them."""
+  return (f".installed-{accelerator}",) + ((f".installed-{accelerator}-tests",) if tests else ())
 
 
 def _names(path):
@@ -72,7 +80,7 @@ def stale_packages(venv, accelerator):
   """Packages of another accelerator installed in venv: left there, JAX would still load them."""
   if accelerator == PLAN:
     return []  # the planner's venv holds the TPU and CUDA compilers on purpose
-  base = set().union(*(_names(p) for p in BASE_REQUIREMENTS))
+  base = set().union(*(_names(p) for p in BASE_REQUIREMENTS + (TEST_REQUIREMENTS,)))
   others = set()
   for other in ACCELERATORS:
     if other not in ("cpu", accelerator):
@@ -134,7 +142,7 @@ def find_python(requested=""):
   raise ValueError(NO_PYTHON.format(tried=", ".join(PYTHON_CANDIDATES)))
 
 
-def commands(venv, accelerator, python):
+def commands(venv, accelerator, python, tests=False):
   py = os.path.join(venv, "bin", "python")
   cmds = []
   venv_python = os.path.join(ROOT, py)
@@ -147,7 +155,7 @@ def commands(venv, accelerator, python):
   if stale:
     cmds.append([py, "-m", "pip", "uninstall", "-q", "-y", *stale])
   install = [py, "-m", "pip", "install", "-q"]
-  for path in requirement_files(accelerator):
+  for path in requirement_files(accelerator, tests):
     install += ["-r", path]
   # the package itself, editable: experiments/ and tests import it from the source tree
   editable = [py, "-m", "pip", "install", "-q", "--no-deps", "-e", "."]
@@ -167,6 +175,11 @@ def main(argv=None):
     "--accelerator",
     default=os.environ.get("ACCELERATOR", ""),
     help="cpu, cuda (the driver's CUDA major), cuda12, cuda13 or tpu (default: $ACCELERATOR, else detected)",
+  )
+  parser.add_argument(
+    "--tests",
+    action="store_true",
+    help="also install requirements-test.txt (what make test, make lint need)",
   )
   parser.add_argument(
     "--dry-run",
@@ -199,18 +212,20 @@ def main(argv=None):
     print(f"error: {e}", file=sys.stderr)
     return 2
   log(f"accelerator {accelerator} ({why}); Python {version[0]}.{version[1]} ({python})")
-  cmds = commands(args.venv, accelerator, python)
+  tests = args.tests and accelerator != PLAN
+  cmds = commands(args.venv, accelerator, python, tests)
   if args.dry_run:
     for cmd in cmds:
       print(shlex.join(cmd))
     return 0
-  log(f"installing for {accelerator}")
-  # A stamp is valid for one accelerator: drop them all before the venv changes.
+  log(f"installing for {accelerator}" + (" with the test requirements" if tests else ""))
+  # A stamp is valid for one accelerator and one set of files: drop them all before the venv changes.
   for stamp in glob.glob(os.path.join(ROOT, args.venv, ".installed*")):
     os.remove(stamp)
   for cmd in cmds:
     subprocess.run(cmd, cwd=ROOT, check=True)
-  open(os.path.join(ROOT, args.venv, f".installed-{accelerator}"), "w").close()
+  for stamp in stamps(accelerator, tests):
+    open(os.path.join(ROOT, args.venv, stamp), "w").close()
   return 0
 
 
