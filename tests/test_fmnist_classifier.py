@@ -62,6 +62,30 @@ def test_unwritable_cache_is_a_clear_error(tmp_path, fake_fmnist_dir, monkeypatc
     fc.get_classifier(blocker / "cache", data_dir=fake_fmnist_dir)
 
 
+def test_two_processes_writing_the_classifier_at_once_both_succeed(tmp_path, fake_fmnist_dir, monkeypatch):
+  """A sweep's parallel runs train and write the same classifier together: here a second
+  process (another pid) writes and renames its file while the first is between its own write
+  and rename. With one shared temporary name the first rename failed (seen in the sweep test)."""
+  monkeypatch.setattr(fc, "train_classifier", lambda *a, **k: ({"w": np.ones(3, np.float32)}, 0.5))
+  real_savez, pids = np.savez, iter([101, 202])
+  monkeypatch.setattr(fc.os, "getpid", lambda: next(pids))
+  other_wrote = []
+
+  def savez_then_another_process_finishes(path, **arrays):
+    real_savez(path, **arrays)
+    if not other_wrote:
+      other_wrote.append(True)
+      fc.get_classifier(tmp_path, data_dir=fake_fmnist_dir)  # the other process, start to end
+
+  monkeypatch.setattr(fc.np, "savez", savez_then_another_process_finishes)
+  params, accuracy = fc.get_classifier(tmp_path, data_dir=fake_fmnist_dir)
+  assert (
+    other_wrote
+    and accuracy == 0.5
+    and [p.name for p in tmp_path.iterdir()] == [fc._cache_path(tmp_path, 4, None, 0, fake_fmnist_dir).name]
+  )
+
+
 def test_cached_classifier_belongs_to_its_data(tmp_path, fake_fmnist_dir, monkeypatch):
   """Other data train their own classifier; the same files in another folder reuse it."""
   from conftest import make_fake_fashion_mnist

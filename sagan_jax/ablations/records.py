@@ -20,6 +20,7 @@ import re
 from sagan_jax import config as config_lib
 from sagan_jax.ablations.variants import Job
 from sagan_jax.errors import UserError
+from sagan_jax.workdir import write_atomic
 
 # The folder that holds the package and configs/: relative --base_config paths start there.
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -237,9 +238,7 @@ def recorded_elsewhere(args, variants: list, keys: set) -> list:
 def _write_json(path: str, value) -> None:
   """Writes ``value`` to ``path`` atomically (a reader never sees half a record)."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    json.dump(value, f, indent=1)
-  os.replace(path + ".tmp", path)
+  write_atomic(path, json.dumps(value, indent=1))
 
 
 def write_finished(args, job: Job, result: dict) -> None:

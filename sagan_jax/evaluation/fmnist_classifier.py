@@ -6,6 +6,7 @@ space instead. `fid_fmnist` is the Fréchet distance in that space: comparable o
 with itself (same classifier file), never with FID.
 """
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -170,13 +171,17 @@ def get_classifier(cache_dir, epochs: int = 4, num_train: int | None = None, see
   logging.info(
     "Trained the Fashion-MNIST classifier in %.0f s: test accuracy %.4f", time.time() - start, test_accuracy
   )
+  # The process's own temporary name: runs started together (a sweep's) train and write the
+  # same classifier at once, and a shared name let one rename the other's file away.
+  tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")  # np.savez appends .npz to other names
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
     flat = traverse_util.flatten_dict(params, sep="/")
-    tmp = path.with_name(path.stem + ".tmp.npz")  # np.savez appends .npz to other names
     np.savez(tmp, test_accuracy=test_accuracy, **{k: np.asarray(v) for k, v in flat.items()})
     os.replace(tmp, path)
   except OSError as e:
+    with contextlib.suppress(OSError):  # where the folder cannot be made, there is no file either
+      tmp.unlink(missing_ok=True)
     raise UserError(
       f"cannot write the Fashion-MNIST classifier to {path} ({e}): pass a writable cache directory."
     ) from e
