@@ -316,31 +316,52 @@ def registry():
     pytest.skip(f"package index unreachable: {probe.stderr.strip().splitlines()[-1:]}")
 
 
-@pytest.mark.parametrize(
-  "accelerator,expect",
-  [
-    ("cuda12", {"jax-cuda12-plugin": "0.12.0.1", "jax-cuda12-pjrt": "0.12.0.1"}),
-    ("cuda13", {"jax-cuda13-plugin": "0.12.0.1", "jax-cuda13-pjrt": "0.12.0.1"}),
-    ("tpu", {"libtpu": "0.0.50.1", "google-cloud-storage": "3.17.1"}),
-    # the planner's venv: both compilers, no test dependencies (torch stays out)
-    ("plan", {"libtpu": "0.0.50.1", "jax-cuda13-plugin": "0.12.0.1", "jax-cuda13-pjrt": "0.12.0.1"}),
-  ],
-)
-def test_accelerator_install_resolves_against_the_registry(tmp_path, registry, accelerator, expect):
+REGISTRY_CASES = {
+  "cuda12": {"jax-cuda12-plugin": "0.12.0.1", "jax-cuda12-pjrt": "0.12.0.1"},
+  "cuda13": {"jax-cuda13-plugin": "0.12.0.1", "jax-cuda13-pjrt": "0.12.0.1"},
+  "tpu": {"libtpu": "0.0.50.1", "google-cloud-storage": "3.17.1"},
+  # the planner's venv: both compilers, no test dependencies (torch stays out)
+  "plan": {"libtpu": "0.0.50.1", "jax-cuda13-plugin": "0.12.0.1", "jax-cuda13-pjrt": "0.12.0.1"},
+}
+
+
+@pytest.fixture(scope="module")
+def resolved(registry, tmp_path_factory):
+  """Each accelerator's install (what make test installs: --tests) as pip's dry run without
+  dependencies, all four at once (they wait on the index as much as on the CPU):
+  accelerator -> (returncode, stderr, {name: version})."""
+  procs = {}
+  for accelerator in REGISTRY_CASES:
+    tmp_path = tmp_path_factory.mktemp(accelerator)
+    cmd = shlex.split(install_line(bootstrap(tmp_path, f"--accelerator={accelerator}", "--tests")))
+    at = cmd.index("install") + 1
+    report = tmp_path / "report.json"
+    cmd[at:at] = ["--dry-run", "--ignore-installed", "--no-deps", "--report", str(report)]
+    proc = subprocess.Popen(
+      [sys.executable, *cmd[1:]], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    procs[accelerator] = (proc, report)
+  results = {}
+  for accelerator, (proc, report) in procs.items():
+    _, stderr = proc.communicate(timeout=600)
+    installed = {}
+    if proc.returncode == 0:
+      installed = {
+        item["metadata"]["name"]: item["metadata"]["version"]
+        for item in json.loads(report.read_text())["install"]
+      }
+    results[accelerator] = (proc.returncode, stderr, installed)
+  return results
+
+
+@pytest.mark.parametrize("accelerator", sorted(REGISTRY_CASES))
+def test_accelerator_install_resolves_against_the_registry(resolved, accelerator):
   """The bootstrap's own pip command as a dry run, without dependencies: every pin exists for
   this Python and platform (a full resolve would fetch ~3 GB of CUDA wheels on every CI run)."""
-  cmd = shlex.split(install_line(bootstrap(tmp_path, f"--accelerator={accelerator}", "--tests")))
-  at = cmd.index("install") + 1
-  report = tmp_path / "report.json"
-  cmd[at:at] = ["--dry-run", "--ignore-installed", "--no-deps", "--report", str(report)]
-  result = subprocess.run([sys.executable, *cmd[1:]], capture_output=True, text=True, cwd=ROOT, timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
-  installed = {
-    item["metadata"]["name"]: item["metadata"]["version"]
-    for item in json.loads(report.read_text())["install"]
-  }
+  returncode, stderr, installed = resolved[accelerator]
+  assert returncode == 0, stderr[-3000:]
   assert installed["jax"] == installed["jaxlib"] == "0.12.0.1"
-  for name, version in expect.items():
+  for name, version in REGISTRY_CASES[accelerator].items():
     assert installed[name] == version
   assert ("torch" in installed) == (accelerator != "plan")
 
