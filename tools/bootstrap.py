@@ -5,10 +5,10 @@ cpu:    requirements.txt (jaxlib's CPU build)
 cuda12: the same + requirements-cuda12.txt (JAX's CUDA 12 plugin, CUDA libraries as pip wheels)
 cuda13: the same + requirements-cuda13.txt (CUDA 13: needs NVIDIA driver 580 or newer)
 tpu:    the same + requirements-tpu.txt (libtpu)
---tests adds requirements-test.txt (make test: pytest, ruff, Playwright and the PyTorch
-references, ~4 GB with PyPI's torch), so `make train` alone installs none of it.
 plan:   requirements.txt + requirements-plan.txt, for `make plan-venv` (.venv-plan): the TPU and
         CUDA compilers python -m sagan_jax.plan uses on a host without the chips
+--tests adds requirements-test.txt to the first four (make test: pytest, ruff, Playwright and
+the PyTorch references, ~4 GB with PyPI's torch), so `make train` alone installs none of it.
 
 ACCELERATOR=cpu|cuda|cuda12|cuda13|tpu (or --accelerator) overrides the detection: an NVIDIA
 GPU when `nvidia-smi -L` lists one (CUDA 13 where the driver runs it, else 12; `cuda` picks the
