@@ -312,6 +312,17 @@ class Checkpointer:
       )
     return 0, None
 
+  def _rotated_away(self, step: int, listed: list) -> bool:
+    """Whether a step that failed to read is being rotated away by a training beside the reader
+    rather than damaged: its folder is gone, or a newer step was saved since ``listed`` (orbax
+    deletes a step only after saving a newer one, and file by file, so a half-deleted step
+    still exists and its metadata reads back partly)."""
+    if not (self.directory / str(step)).exists():
+      return True
+    self._manager.reload()
+    now = self.all_steps()
+    return step not in now or max(now, default=step) > max(listed, default=step)
+
   def restore_newest_readable(self, state_like, step: int | None = None):
     """For readers (evaluate, visualize, report, sample): (step, state) of ``step``, or of the
     newest checkpoint that reads back, saying so when the newest does not. Moves nothing.
@@ -331,8 +342,8 @@ class Checkpointer:
         try:
           state = self.restore(candidate, state_like)
         except Exception as e:  # pylint: disable=broad-except
-          if not (self.directory / str(candidate)).exists():
-            rotated = True  # deleted by the training's rotation while this reader read
+          if self._rotated_away(candidate, steps):
+            rotated = True
             break
           self.check_matches(candidate, state_like)
           failures[candidate] = failure_cause(e)

@@ -428,12 +428,14 @@ def test_a_damaged_checkpoint_is_one_line_not_hundreds_of_tracebacks(trained_run
   assert "OUT_OF_RANGE" in cause and "bound method" not in cause, cause  # TensorStore's reason
 
 
+@pytest.mark.parametrize("deleted", ["whole", "half"])
 def test_a_reader_beside_a_rotating_training_opens_the_newest_step(
-  trained_run, tmp_path, caplog, monkeypatch
+  trained_run, tmp_path, caplog, monkeypatch, deleted
 ):
-  """A training rotates step 4 away and saves step 6 while a tool restores step 4: the tool lists
+  """A training saves step 6 and rotates step 4 away while a tool restores step 4: the tool lists
   the steps again and opens 6 (it used to call 4 unreadable and fall back to an older step, or
-  fail when rotation had taken them all)."""
+  fail when rotation had taken them all). Orbax deletes file by file, so the reader may also
+  find 4 half deleted: its folder still there, some of its files gone."""
   from sagan_jax import checkpointing, run
 
   workdir = copy_run(trained_run, tmp_path)
@@ -445,7 +447,14 @@ def test_a_reader_beside_a_rotating_training_opens_the_newest_step(
     if step == 4 and not rotations:  # the save of 6 and the rotation of 4 land mid-restore
       rotations.append(step)
       shutil.copytree(os.path.join(directory, "4"), os.path.join(directory, "6"))
-      shutil.rmtree(os.path.join(directory, "4"))
+      if deleted == "whole":
+        shutil.rmtree(os.path.join(directory, "4"))
+      else:  # the array data gone, the metadata still there
+        step_4 = os.path.join(directory, "4")
+        for name in files_under(step_4):
+          if "ocdbt" in name or name.startswith(os.path.join("default", "d", "")):
+            os.remove(os.path.join(step_4, name))
+        return restore(self, step, state_like)  # fails for real on what is left
       raise FileNotFoundError(os.path.join(directory, "4"))
     return restore(self, step, state_like)
 
