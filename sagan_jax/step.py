@@ -3,7 +3,8 @@
 One call makes the D updates (one per slice of the batch's leading axis), then one G update,
 then the EMA. Each program is one ``jax.jit`` over a ``Mesh``: parameters replicated, batches
 split on the data axis, so BN statistics span the global batch. An update whose loss,
-gradients or new state is not finite is not applied.
+gradients or new state is not finite is not applied. The optimizer, that check and the EMA
+work on each network's parameters as one vector (``flat_update``: a fraction of the compile).
 
 At 1:1 the iteration is one program. At n:1 the first n-1 D updates are one compiled D-update
 program called n-1 times, and the last is the 1:1 program: memory and compile time stay those
@@ -18,9 +19,10 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh
 
-from sagan_jax import augment, losses, sharding
+from sagan_jax import augment, flat_update, losses, sharding
 from sagan_jax.data.source import label_values
 from sagan_jax.models.layers import SPECTRAL
 
@@ -128,12 +130,14 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh) ->
       return d_loss_fn(d_real, d_fake), (new_vars.get(SPECTRAL, {}), d_real, d_fake)
 
     (loss, (spectral, d_real, d_fake)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
-    updates, d_opt_state = d_tx.update(grads, state.d_opt_state, state.d_params)
-    old = (state.d_params, state.d_spectral, state.d_opt_state)
-    new = (optax.apply_updates(state.d_params, updates), spectral, d_opt_state)
+    old, unflatten = flat_update.flatten(state.d_params, state.d_opt_state)
+    grads = flat_update.vector(grads)
+    updates, opt_state = d_tx.update(grads, old.opt_state, old.params)
+    new = flat_update.Flat(optax.apply_updates(old.params, updates), opt_state)
     # The updated state too: an optimizer can turn finite gradients into NaN (eps=0, overflow).
-    ok = _all_finite(loss, grads, new)
-    d_params, d_spectral, d_opt_state = _keep_if(ok, new, old)
+    ok = _all_finite(loss, grads, new, spectral)
+    d_params, d_opt_state = unflatten(_keep_if(ok, new, old))
+    d_spectral = _keep_if(ok, spectral, state.d_spectral)
     state = state.replace(d_params=d_params, d_spectral=d_spectral, d_opt_state=d_opt_state)
     metrics = {
       "d_loss": loss,
@@ -162,16 +166,14 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh) ->
       return g_loss_fn(d_fake), new_vars
 
     (loss, new_vars), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
-    updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
-    old = (state.g_params, state.g_opt_state, state.g_batch_stats, state.g_spectral)
-    new = (
-      optax.apply_updates(state.g_params, updates),
-      g_opt_state,
-      new_vars["batch_stats"],
-      new_vars.get(SPECTRAL, {}),
-    )  # {} when the net has no SN (ablations)
-    ok = _all_finite(loss, grads, new)
-    g_params, g_opt_state, g_batch_stats, g_spectral = _keep_if(ok, new, old)
+    old, unflatten = flat_update.flatten(state.g_params, state.g_opt_state)
+    grads = flat_update.vector(grads)
+    updates, opt_state = g_tx.update(grads, old.opt_state, old.params)
+    new = flat_update.Flat(optax.apply_updates(old.params, updates), opt_state)
+    stats = (new_vars["batch_stats"], new_vars.get(SPECTRAL, {}))  # {}: no SN (ablations)
+    ok = _all_finite(loss, grads, new, stats)
+    g_params, g_opt_state = unflatten(_keep_if(ok, new, old))
+    g_batch_stats, g_spectral = _keep_if(ok, stats, (state.g_batch_stats, state.g_spectral))
     state = state.replace(
       g_params=g_params, g_opt_state=g_opt_state, g_batch_stats=g_batch_stats, g_spectral=g_spectral
     )
@@ -179,8 +181,9 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh) ->
 
   def update_ema(state):
     decay = ema_decay(config, state.step)
-    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, state.g_params)
-    return state.replace(ema_params=ema)
+    ema, unravel = ravel_pytree(state.ema_params)
+    ema = decay * ema + (1.0 - decay) * flat_update.vector(state.g_params)
+    return state.replace(ema_params=unravel(ema))
 
   def iteration_keys(key_data, step):
     """(the D updates' keys, the G update's key) of iteration ``step``: the same in either program."""

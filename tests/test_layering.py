@@ -31,6 +31,7 @@ SELF_CONTAINED = {
   "signals": set(),
   "losses": set(),
   "augment": set(),
+  "flat_update": set(),
   "figures": set(),
   "evaluation.metrics": set(),
   **{m: MODELS for m in MODELS},
