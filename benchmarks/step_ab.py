@@ -25,6 +25,7 @@ COMPARISONS = {  # model.kernels field -> the two choices timed (A, B)
   "conv_kernel_grad": ("taps_1x1", "xla"),
   "attention_backward": ("hand_written", "autodiff"),
   "attention_query_sums": ("per_channel", "dot"),
+  "parameter_update": ("flat", "per_array"),
 }
 config_flags.DEFINE_config_file(
   "config", "configs/fashion_mnist.py", "the config both sides start from", lock_config=False

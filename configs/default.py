@@ -64,6 +64,7 @@ def get_config(variant: str = ""):
       resampling_conv="auto",       # 'composed', 'low_resolution'.
       attention_backward="auto",    # 'autodiff', 'hand_written'.
       attention_query_sums="auto",  # 'dot', 'per_channel'.
+      parameter_update="auto",      # 'per_array', 'flat' (the optimizer and EMA on one vector).
   ))
   config.model.attention_block = "self_attention"  # at those sides: 'self_attention', or 'residual'
                                        # (Table 1's control: a residual block with the same parameter count).

@@ -70,6 +70,8 @@ ADDED_MODEL_FIELDS = {
   "d_shortcut_preactivated": False,
   "kernels": {field: kernels_lib.AUTO for field in kernels_lib.FIELDS},
 }
+# model.kernels fields added since, likewise (a saved run's 'auto' resolved to these then).
+ADDED_KERNEL_FIELDS = {"parameter_update": "per_array"}
 # Fields of the dataset and eval sections added since, likewise.
 ADDED_SECTION_FIELDS = {
   "dataset": {"min_decodable_fraction": 0.5},
@@ -427,6 +429,8 @@ def with_added_fields(saved: dict) -> dict:
   """A saved config (a dict with a 'model' dict) completed with the fields added to the code
   since it was written, at the values that reproduce the run."""
   completed = {**ADDED_FIELDS, **saved, "model": {**ADDED_MODEL_FIELDS, **saved["model"]}}
+  if "kernels" in saved["model"]:
+    completed["model"]["kernels"] = {**ADDED_KERNEL_FIELDS, **saved["model"]["kernels"]}
   for section, added in ADDED_SECTION_FIELDS.items():
     if section in saved:
       completed[section] = {**added, **saved[section]}

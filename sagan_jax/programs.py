@@ -210,7 +210,7 @@ def compiled_programs(config, mesh: Mesh) -> Compiled:
     discriminator,
     kernels,
     init,
-    make_train_step(config, generator, discriminator, g_tx, d_tx, mesh),
+    make_train_step(config, generator, discriminator, g_tx, d_tx, mesh, kernels.parameter_update),
     sampling.SamplerPrograms(config, generator, mesh),
   )
   _COMPILED[key] = built

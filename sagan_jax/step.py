@@ -4,7 +4,8 @@ One call makes the D updates (one per slice of the batch's leading axis), then o
 then the EMA. Each program is one ``jax.jit`` over a ``Mesh``: parameters replicated, batches
 split on the data axis, so BN statistics span the global batch. An update whose loss,
 gradients or new state is not finite is not applied. The optimizer, that check and the EMA
-work on each network's parameters as one vector (``flat_update``: a fraction of the compile).
+see each network's arrays as they are or as one vector (``flat_update``; the kernels' choice
+``parameter_update``).
 
 At 1:1 the iteration is one program. At n:1 the first n-1 D updates are one compiled D-update
 program called n-1 times, and the last is the 1:1 program: memory and compile time stay those
@@ -19,7 +20,6 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
-from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh
 
 from sagan_jax import augment, flat_update, losses, sharding
@@ -78,10 +78,14 @@ def split_by_shard(x, num_shards: int):
   return tuple(x[:, i].reshape(-1, *x.shape[3:]) for i in range(2))
 
 
-def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh) -> "TrainStep":
+def make_train_step(
+  config, generator, discriminator, g_tx, d_tx, mesh: Mesh, parameter_update: str = "per_array"
+) -> "TrainStep":
   """Returns the train step: ``step(state, batch, key_data) -> (state, metrics)``; batch arrays
   are (D steps, B, …); key_data is the run's random key (``programs.seed_key_data``), an
-  argument so that runs of other seeds share the compiled programs."""
+  argument so that runs of other seeds share the compiled programs. ``parameter_update``:
+  the resolved kernels' choice ('per_array' or 'flat')."""
+  flat = parameter_update == "flat"
   d_loss_fn, g_loss_fn = losses.get_losses(config.loss)
   m = config.model
   n_d = config.d_steps_per_g_step
@@ -130,8 +134,8 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh) ->
       return d_loss_fn(d_real, d_fake), (new_vars.get(SPECTRAL, {}), d_real, d_fake)
 
     (loss, (spectral, d_real, d_fake)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
-    old, unflatten = flat_update.flatten(state.d_params, state.d_opt_state)
-    grads = flat_update.vector(grads)
+    old, unflatten = flat_update.flatten(state.d_params, state.d_opt_state, flat)
+    grads = flat_update.vector(grads, flat)
     updates, opt_state = d_tx.update(grads, old.opt_state, old.params)
     new = flat_update.Flat(optax.apply_updates(old.params, updates), opt_state)
     # The updated state too: an optimizer can turn finite gradients into NaN (eps=0, overflow).
@@ -166,8 +170,8 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh) ->
       return g_loss_fn(d_fake), new_vars
 
     (loss, new_vars), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
-    old, unflatten = flat_update.flatten(state.g_params, state.g_opt_state)
-    grads = flat_update.vector(grads)
+    old, unflatten = flat_update.flatten(state.g_params, state.g_opt_state, flat)
+    grads = flat_update.vector(grads, flat)
     updates, opt_state = g_tx.update(grads, old.opt_state, old.params)
     new = flat_update.Flat(optax.apply_updates(old.params, updates), opt_state)
     stats = (new_vars["batch_stats"], new_vars.get(SPECTRAL, {}))  # {}: no SN (ablations)
@@ -181,9 +185,7 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh: Mesh) ->
 
   def update_ema(state):
     decay = ema_decay(config, state.step)
-    ema, unravel = ravel_pytree(state.ema_params)
-    ema = decay * ema + (1.0 - decay) * flat_update.vector(state.g_params)
-    return state.replace(ema_params=unravel(ema))
+    return state.replace(ema_params=flat_update.moving_average(state.ema_params, state.g_params, decay, flat))
 
   def iteration_keys(key_data, step):
     """(the D updates' keys, the G update's key) of iteration ``step``: the same in either program."""

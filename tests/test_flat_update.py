@@ -24,7 +24,7 @@ def test_flatten_then_unflatten_gives_back_params_and_state_bitwise():
   params = parameters(0)
   tx = optax.adam(1e-3, b1=0.0, b2=0.9)
   opt_state = tx.update(parameters(1), tx.init(params), params)[1]  # moments not all zero
-  flat, unflatten = flat_update.flatten(params, opt_state)
+  flat, unflatten = flat_update.flatten(params, opt_state, True)
   assert flat.params.shape == (3 * 3 * 4 * 8 + 8 + 80 + 1,)
   mu = flat.opt_state[0].mu
   assert mu.shape == flat.params.shape and flat.opt_state[0].count.shape == ()
@@ -47,8 +47,8 @@ def test_adam_on_the_flat_vector_is_adam_on_the_tree(b1, b2):
 
   @jax.jit
   def flat_step(params, opt_state, grads):
-    old, unflatten = flat_update.flatten(params, opt_state)
-    updates, state = tx.update(flat_update.vector(grads), old.opt_state, old.params)
+    old, unflatten = flat_update.flatten(params, opt_state, True)
+    updates, state = tx.update(flat_update.vector(grads, True), old.opt_state, old.params)
     return unflatten(flat_update.Flat(optax.apply_updates(old.params, updates), state))
 
   @jax.jit
@@ -64,3 +64,18 @@ def test_adam_on_the_flat_vector_is_adam_on_the_tree(b1, b2):
     jax.tree.leaves((params, opt_state)), jax.tree.leaves((tree_params, tree_state)), strict=True
   ):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-12)
+
+
+def test_per_array_is_the_arrays_as_they_are_and_both_averages_agree():
+  params, other = parameters(0), parameters(1)
+  tx = optax.adam(1e-3)
+  opt_state = tx.init(params)
+  view, back = flat_update.flatten(params, opt_state, False)
+  assert view.params is params and view.opt_state is opt_state and flat_update.vector(params, False) is params
+  assert back(view) == (params, opt_state)
+  per_array = flat_update.moving_average(params, other, 0.9, False)
+  flat = flat_update.moving_average(params, other, 0.9, True)
+  assert jax.tree.structure(flat) == jax.tree.structure(params)
+  for a, b, p, q in zip(*map(jax.tree.leaves, (flat, per_array, params, other)), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    np.testing.assert_allclose(a, 0.9 * np.float64(p) + 0.1 * np.float64(q), rtol=1e-6, atol=1e-7)

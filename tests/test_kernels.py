@@ -32,11 +32,11 @@ AUTO = {field: "auto" for field in kernels_lib.FIELDS}
 @pytest.mark.parametrize(
   "platform, cpu, expected",
   [
-    ("cpu", ("x86_64", True), ("taps_1x1", "low_resolution", "hand_written", "per_channel")),
-    ("cpu", ("x86_64", False), ("taps", "low_resolution", "hand_written", "per_channel")),
-    ("cpu", ("aarch64", None), ("taps_1x1", "low_resolution", "hand_written", "per_channel")),
-    ("cuda", ("x86_64", False), ("xla", "composed", "hand_written", "dot")),
-    ("tpu", ("x86_64", True), ("xla", "composed", "hand_written", "dot")),
+    ("cpu", ("x86_64", True), ("taps_1x1", "low_resolution", "hand_written", "per_channel", "flat")),
+    ("cpu", ("x86_64", False), ("taps", "low_resolution", "hand_written", "per_channel", "flat")),
+    ("cpu", ("aarch64", None), ("taps_1x1", "low_resolution", "hand_written", "per_channel", "flat")),
+    ("cuda", ("x86_64", False), ("xla", "composed", "hand_written", "dot", "per_array")),
+    ("tpu", ("x86_64", True), ("xla", "composed", "hand_written", "dot", "per_array")),
   ],
 )
 def test_auto_resolves_per_platform_and_cpu(platform, cpu, expected):

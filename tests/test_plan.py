@@ -150,6 +150,7 @@ def test_reduced_sagan128_compiles_for_a_tpu_slice_and_is_the_program_a_tpu_woul
     "resampling_conv": "composed",
     "attention_backward": "hand_written",
     "attention_query_sums": "dot",
+    "parameter_update": "per_array",
   }
   assert 0 < row["memory_bound_s"] and 0 < row["compute_bound_s"] and row["images_per_s"] > 0
 

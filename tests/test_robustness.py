@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sagan_jax import config as config_lib
-from sagan_jax import programs, run, train
+from sagan_jax import programs, run, sharding, train
 from sagan_jax.data import pipeline
 from sagan_jax.errors import Preempted, UserError
 
@@ -159,6 +159,21 @@ def test_runs_written_before_newer_model_fields_still_open(smoke_config, tmp_pat
   loaded = run.load_config(str(tmp_path))
   config_lib.validate_config(loaded)
   assert config_lib.program_fingerprint(loaded) == config_lib.program_fingerprint(smoke_config)
+
+
+def test_runs_written_before_the_parameter_update_choice_keep_their_per_array_update(smoke_config, tmp_path):
+  """model.kernels.parameter_update came later: a saved config without it resumes with the
+  per-array update it was trained with, where 'auto' now means the flat one on a CPU."""
+  import json
+
+  old = json.loads(smoke_config.to_json())
+  del old["model"]["kernels"]["parameter_update"]
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  loaded = run.load_config(str(tmp_path))
+  config_lib.validate_config(loaded)
+  mesh = sharding.create_mesh(jax.devices()[:1])
+  assert programs.resolve_kernels(loaded, mesh).parameter_update == "per_array"
+  assert programs.resolve_kernels(smoke_config, mesh).parameter_update == "flat"
 
 
 def test_d_ch_widens_the_discriminator_alone(smoke_config):

@@ -26,6 +26,9 @@ CHOICES = {
   # Σ_j w[b,j,i] x[b,j,c] (a sum over the major axis of the scores): one dot, or one
   # multiply-and-column-sum per channel where there are ≤ 8 channels ('per_channel').
   "attention_query_sums": ("dot", "per_channel"),
+  # the train step's optimizer update, its finite check and the EMA: per parameter array, or
+  # on each network's arrays as one vector ('flat': one fusion where there were hundreds).
+  "parameter_update": ("per_array", "flat"),
 }
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 QUERY_SUM_MAX_CHANNELS = 8  # 'per_channel' applies up to this many channels
@@ -40,6 +43,7 @@ class Kernels(NamedTuple):
   resampling_conv: str = "composed"
   attention_backward: str = "hand_written"
   attention_query_sums: str = "dot"
+  parameter_update: str = "per_array"
 
   def choices(self) -> dict:
     """The formulation fields alone (what a metrics line or config.json records)."""
