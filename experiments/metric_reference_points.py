@@ -93,10 +93,10 @@ def main(argv):
   with tempfile.TemporaryDirectory() as workdir:  # nothing is written there: no evaluate()
     evaluation = evaluator_lib.Evaluator(config, mesh, sampler=None, workdir=workdir)
   space = evaluation.spaces["fmnist_classifier"]
-  reference = evaluation.reference(space)
+  reference = evaluation.reference("fmnist_classifier")
   print(
     f"classifier {space.id} (test accuracy {space.info['test_accuracy']:.4f}); reference: "
-    f"{len(reference.labels)} images of the {config.eval.reference_split} split; k={metrics.PRDC_K}"
+    f"{len(reference.labels)} images of the {config.eval.reference_split} split; k={config.eval.prdc_k}"
   )
 
   sets = image_sets(config, _NUM_REAL.value, _SEED.value)
@@ -106,7 +106,9 @@ def main(argv):
     features, logits = evaluation.image_features(images)["fmnist_classifier"]
     for n in counts:
       start = time.time()
-      scalars, details = evaluation.score({"fmnist_classifier": (features[:n], logits[:n])}, labels[:n])
+      scalars, details = evaluation.score(
+        {"fmnist_classifier": (features[:n], logits[:n])}, labels[:n], config.eval.metrics
+      )
       results[n][name] = {
         **scalars,
         "class_accuracy_per_class": details["class_accuracy_per_class"],
@@ -120,7 +122,9 @@ def main(argv):
       (f"real test blurred σ={sigma:g} px (paired)", blur(test_x, sigma)) for sigma in BLUR_SIGMAS
     ]:
       features, logits = evaluation.image_features(images)["fmnist_classifier"]
-      scalars, details = evaluation.score({"fmnist_classifier": (features, logits)}, test_y)
+      scalars, details = evaluation.score(
+        {"fmnist_classifier": (features, logits)}, test_y, config.eval.metrics
+      )
       paired[name] = {**scalars, "class_accuracy_per_class": details["class_accuracy_per_class"]}
       print(
         f"N={len(test_y):5d} {name:28s} " + " ".join(f"{k}={scalars[k]:.4f}" for k in METRIC_NAMES),
@@ -136,7 +140,7 @@ def main(argv):
       "num_samples": len(reference.labels),
       "cache_file": reference.path.name,
     },
-    "k": metrics.PRDC_K,
+    "k": config.eval.prdc_k,
     "sets": {
       "real train": f"{_NUM_REAL.value} train images, a random subset (seed {_SEED.value}), "
       "their own labels; the classifier was trained on the train split",

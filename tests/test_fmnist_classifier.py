@@ -1,5 +1,6 @@
 """Fashion-MNIST classifier for fid_fmnist: data, caching, features, and (opt-in) its accuracy."""
 
+import gzip
 import os
 import pathlib
 
@@ -113,11 +114,42 @@ def test_cached_classifier_belongs_to_its_data(tmp_path, fake_fmnist_dir, monkey
   assert len(list(cache.glob("*.npz"))) == 2
 
 
+@pytest.mark.skipif(not _HAVE_DATA, reason=f"Fashion-MNIST IDX files not in {fashion_mnist.SYSTEM_DIR}")
+def test_the_standard_data_scores_with_the_shipped_classifier_untrained(tmp_path, monkeypatch):
+  """The package's classifier file is named for Debian's Fashion-MNIST files: the metric loads
+  it, trains nothing and writes nothing; its recorded accuracy is that of the test images."""
+
+  def no_training(*unused_args, **unused_kwargs):
+    raise AssertionError("the shipped classifier should have been loaded")
+
+  monkeypatch.setattr(fc, "train_classifier", no_training)
+  params, accuracy = fc.get_classifier(tmp_path)
+  assert list(tmp_path.iterdir()) == [] and accuracy >= 0.90
+  test_x, test_y = fc.load_fashion_mnist("test")
+  assert fc.accuracy_of(params, test_x, test_y) == accuracy
+
+
+def test_the_data_digest_is_of_the_content_not_the_compressed_files(tmp_path, fake_fmnist_dir):
+  """Debian's .gz files and the original ones differ byte for byte but hold the same data:
+  the same digest, so the same shipped or cached classifier."""
+  recompressed = tmp_path / "recompressed"
+  recompressed.mkdir()
+  for name in os.listdir(fake_fmnist_dir):
+    data = gzip.decompress(pathlib.Path(fake_fmnist_dir, name).read_bytes())
+    (recompressed / name).write_bytes(gzip.compress(data, compresslevel=1, mtime=12345))
+    assert (recompressed / name).read_bytes() != pathlib.Path(fake_fmnist_dir, name).read_bytes()
+  assert fc._data_digest(str(recompressed)) == fc._data_digest(fake_fmnist_dir)
+
+
 @pytest.mark.skipif(
   not os.environ.get("SAGAN_JAX_SLOW_TESTS"),
   reason="full training takes ~1.5 min on 2 cores; set SAGAN_JAX_SLOW_TESTS=1",
 )
 @pytest.mark.skipif(not _HAVE_DATA, reason=f"Fashion-MNIST IDX files not in {fashion_mnist.SYSTEM_DIR}")
-def test_default_classifier_reaches_90_percent(tmp_path):
+def test_training_the_default_classifier_afresh_gives_the_shipped_one(tmp_path, monkeypatch):
+  """What this code trains reaches 90% and the shipped file's accuracy (bitwise the same file
+  on the machine that made it; another CPU or JAX may round differently)."""
+  _, shipped_accuracy = fc.get_classifier(tmp_path)
+  monkeypatch.setattr(fc, "SHIPPED", tmp_path / "nothing shipped")
   _, accuracy = fc.get_classifier(tmp_path)
-  assert accuracy >= 0.90
+  assert accuracy >= 0.90 and abs(accuracy - shipped_accuracy) <= 0.005

@@ -24,3 +24,16 @@ def test_the_table_is_mean_and_range_of_the_records(tmp_path, monkeypatch):
   monkeypatch.setattr(results_table, "RECORDS", records)
   row = results_table.table().splitlines()[-1]
   assert row.startswith("| 9.9 | 0, 1 | 0.6 (0.5–0.7) | 0.600 (0.500–0.700) |")
+
+
+def test_runs_of_another_train_step_form_are_another_row(tmp_path, monkeypatch):
+  records = tmp_path / "make_train.json"
+  metrics = {m: 0.5 for m, _ in results_table.METRICS}
+  runs = [
+    {"jax": "9.9", "train_step": "per-array updates", "seed": 0, **metrics},
+    {"jax": "9.9", "train_step": "flat updates", "seed": 0, **metrics},
+  ]
+  records.write_text(json.dumps({"runs": runs}))
+  monkeypatch.setattr(results_table, "RECORDS", records)
+  rows = results_table.table().splitlines()[2:]
+  assert [row.split(" | ")[0] for row in rows] == ["| 9.9, per-array updates", "| 9.9, flat updates"]

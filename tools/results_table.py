@@ -1,5 +1,6 @@
 """README's expected-results table, generated from docs/results/make_train.json (the records of
-the embedded default's runs): per JAX version, the mean and the range over its seeds.
+the embedded default's runs): per JAX version and train step form, the mean and the range over
+its seeds.
 
   python tools/results_table.py          # rewrites the table between README's markers
   python tools/results_table.py --check  # exits 1 when README's table differs from the records
@@ -30,18 +31,23 @@ def cell(values, form) -> str:
   return f"{form.format(mean)} ({form.format(min(values))}–{form.format(max(values))})"
 
 
+def build(run: dict) -> str:
+  """What rounds a run's numbers: the JAX version, and the train step's form where recorded."""
+  return f"{run['jax']}, {run['train_step']}" if "train_step" in run else run["jax"]
+
+
 def table() -> str:
   runs = json.loads(RECORDS.read_text())["runs"]
-  versions = list(dict.fromkeys(r["jax"] for r in runs))
+  builds = list(dict.fromkeys(build(r) for r in runs))
   lines = [
-    "| JAX | seeds | " + " | ".join(name for name, _ in METRICS) + " |",
+    "| JAX, train step | seeds | " + " | ".join(name for name, _ in METRICS) + " |",
     "|---|---|" + "---|" * len(METRICS),
   ]
-  for version in versions:
-    mine = [r for r in runs if r["jax"] == version]
+  for label in builds:
+    mine = [r for r in runs if build(r) == label]
     seeds = ", ".join(str(r["seed"]) for r in mine)
     cells = [cell([r[name] for r in mine], form) for name, form in METRICS]
-    lines.append(f"| {version} | {seeds} | " + " | ".join(cells) + " |")
+    lines.append(f"| {label} | {seeds} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
