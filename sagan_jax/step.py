@@ -79,7 +79,7 @@ def split_by_shard(x, num_shards: int):
 
 
 def make_train_step(
-  config, generator, discriminator, g_tx, d_tx, mesh: Mesh, parameter_update: str = "per_array"
+  config, generator, discriminator, g_tx, d_tx, mesh: Mesh, parameter_update: str
 ) -> "TrainStep":
   """Returns the train step: ``step(state, batch, key_data) -> (state, metrics)``; batch arrays
   are (D steps, B, …); key_data is the run's random key (``programs.seed_key_data``), an

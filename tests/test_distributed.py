@@ -79,7 +79,8 @@ SCRIPT = textwrap.dedent(
     local = lambda i: {k: v[:, rows] for k, v in batches[i].items()}
     first = sharding.global_batch(local(0), mesh)
     key = sharding.replicate(programs.seed_key_data(config.seed), mesh)
-    step = make_train_step(config, g, d, g_tx, d_tx, mesh).lower(state, first, key).compile()
+    update = programs.resolve_kernels(config, mesh).parameter_update
+    step = make_train_step(config, g, d, g_tx, d_tx, mesh, update).lower(state, first, key).compile()
     if distributed:
       # Gloo gives the first collective 30 s to find its peer: both processes must have
       # finished compiling (tens of seconds apart on a loaded machine) before the first step.

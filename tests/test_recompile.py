@@ -66,7 +66,9 @@ def test_train_step_and_sampler_compile_once(compile_events):
   state = jax.jit(
     functools.partial(programs.init_state, config, g, d, g_tx, d_tx), out_shardings=sharding.replicated(mesh)
   )(key)
-  step = make_train_step(config, g, d, g_tx, d_tx, mesh)
+  step = make_train_step(
+    config, g, d, g_tx, d_tx, mesh, programs.resolve_kernels(config, mesh).parameter_update
+  )
   assert step.earlier is None and step.last._cache_size() == 0  # 1:1: one program
   rng = np.random.default_rng(0)
   losses = []
@@ -171,7 +173,7 @@ def test_seeds_are_data_one_compile_serves_every_seed_and_gives_the_constant_see
 
   g, d = built.generator, built.discriminator
   g_tx, d_tx = programs.build_optimizers(config)
-  step = make_train_step(config, g, d, g_tx, d_tx, mesh)
+  step = make_train_step(config, g, d, g_tx, d_tx, mesh, built.kernels.parameter_update)
   constant = programs.seed_key_data(2)
   init = jax.jit(lambda: programs.init_state(config, g, d, g_tx, d_tx, constant))
   state, metrics = jax.jit(lambda s, b: step.last.__wrapped__(s, b, constant, step.all_finite))(init(), batch)
@@ -195,7 +197,9 @@ def _n_to_1(d_steps):
   g_tx, d_tx = programs.build_optimizers(config)
   key = sharding.replicate(programs.seed_key_data(config.seed), mesh)
   init = jax.jit(functools.partial(programs.init_state, config, g, d, g_tx, d_tx))
-  step = make_train_step(config, g, d, g_tx, d_tx, mesh)
+  step = make_train_step(
+    config, g, d, g_tx, d_tx, mesh, programs.resolve_kernels(config, mesh).parameter_update
+  )
   rng = np.random.default_rng(0)
   batches = [sharding.global_batch(_batch(rng, config), mesh) for _ in range(2)]
   return config, mesh, key, init, step, batches
