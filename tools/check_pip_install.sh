@@ -17,6 +17,12 @@ echo "pip install . pulled $("$WORK/venv/bin/python" -m pip list --format=freeze
 echo
 cd "$WORK"
 "$WORK/venv/bin/python" -c "import sagan_jax, os; assert not os.path.dirname(sagan_jax.__file__).startswith('$ROOT'), sagan_jax.__file__"
+# the package data came along: the report page's files and the metric's classifier
+"$WORK/venv/bin/python" -c "
+from sagan_jax.evaluation import fmnist_classifier
+import sagan_jax.report, pathlib
+assert list(fmnist_classifier.SHIPPED.glob('*.npz')), fmnist_classifier.SHIPPED
+assert (pathlib.Path(sagan_jax.report.__file__).parent / 'page.js').exists()"
 "$WORK/venv/bin/python" -m sagan_jax.main --config="$ROOT/configs/fashion_mnist.py:smoke" --workdir="$WORK/run"
 test -f "$WORK/run/samples/step_00000004.png"
 echo "check_pip_install: the installed package trained the smoke config"
